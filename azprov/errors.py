@@ -1,0 +1,158 @@
+"""azprov's errors: one base class, a short fixed reason each, and the failure Description.
+
+Every module raises these and nothing else for expected failures; the CLI turns them into one
+line on stderr and a documented exit code, and the provisioning flow encodes them into the
+``NotReady/ProvisioningFailed`` health report.  This module imports nothing of azprov.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import re
+from typing import Mapping, Optional
+
+DESCRIPTION_LIMIT = 512
+DOCUMENTATION_URL = "https://aka.ms/linuxprovisioningerror"
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of every azprov command (documented in README.md and azprov(8))."""
+
+    OK = 0
+    FAILURE = 1  # unexpected internal error (a bug): traceback in the log
+    USAGE = 2  # bad command line (argparse)
+    CONFIG = 3  # configuration file unreadable or invalid
+    UNREACHABLE = 4  # the fabric (WireServer/IMDS) did not answer usefully before the deadline
+    PROTOCOL = 5  # the fabric answered with something invalid, or refused a request
+    PROVISIONING = 6  # a provisioning step failed (ProvisioningFailed was reported if possible)
+    REFUSED = 7  # azprov refused to provision this VM (another provisioner, pool VM, ...)
+    BUSY = 8  # another azprov instance holds the lock
+
+
+class AzprovError(Exception):
+    """Base of azprov's expected failures.
+
+    ``reason`` is a short fixed token (``snake_case``) for reports and scripts; the message is
+    the human sentence; ``details`` are extra ``key=value`` pairs for the failure report.  No
+    secret may ever be put in either.
+    """
+
+    reason = "error"
+    exit_code = ExitCode.FAILURE
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = {k: v for k, v in details.items() if v is not None}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(AzprovError):
+    reason = "invalid_config"
+    exit_code = ExitCode.CONFIG
+
+
+class FabricUnreachable(AzprovError):
+    """No usable answer before the phase deadline (connection errors, timeouts, retried statuses)."""
+
+    reason = "fabric_unreachable"
+    exit_code = ExitCode.UNREACHABLE
+
+
+class HttpStatusError(AzprovError):
+    """The fabric answered with a status that is not retried (see ``azprov.http``)."""
+
+    reason = "http_error"
+    exit_code = ExitCode.PROTOCOL
+
+    def __init__(self, message: str, status: int, **details: object) -> None:
+        super().__init__(message, status=status, **details)
+        self.status = status
+
+
+class ProtocolError(AzprovError):
+    """A fabric response that cannot be used: malformed, hostile, oversized or incomplete."""
+
+    reason = "invalid_fabric_response"
+    exit_code = ExitCode.PROTOCOL
+
+
+class InvalidMetadata(AzprovError):
+    """A value from IMDS that azprov will not apply (bad hostname, user name, SSH key...)."""
+
+    reason = "invalid_metadata"
+    exit_code = ExitCode.PROVISIONING
+
+
+class StepFailed(AzprovError):
+    """A provisioning step could not be carried out on this host."""
+
+    reason = "provisioning_step_failed"
+    exit_code = ExitCode.PROVISIONING
+
+
+class Refused(AzprovError):
+    """azprov will not provision this VM (another provisioner, a pool VM, no osProfile)."""
+
+    reason = "provisioning_refused"
+    exit_code = ExitCode.REFUSED
+
+
+class Busy(AzprovError):
+    reason = "already_running"
+    exit_code = ExitCode.BUSY
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f|]")
+
+
+def _clean(value: object) -> str:
+    """One line, no field separator: control characters and ``|`` become spaces."""
+    return _UNSAFE.sub(" ", str(value)).strip()
+
+
+def encode_description(
+    error: AzprovError,
+    *,
+    agent: str,
+    step: Optional[str] = None,
+    vm_id: Optional[str] = None,
+    timestamp: Optional[datetime.datetime] = None,
+    extra: Optional[Mapping[str, object]] = None,
+) -> str:
+    """The health report Description for ``error``: ``|``-separated ``key=value`` pairs.
+
+    ``result=error|reason=..|agent=..|step=..|<details>|message=..|vm_id=..|timestamp=..|
+    documentation_url=..``, at most :data:`DESCRIPTION_LIMIT` characters.  When too long, the
+    free-text fields (message, then details) are shortened so the identifying fields survive.
+    """
+    when = (timestamp or datetime.datetime.now(datetime.timezone.utc)).replace(microsecond=0)
+    head = [("result", "error"), ("reason", error.reason), ("agent", agent)]
+    if step:
+        head.append(("step", step))
+    details = list(error.details.items()) + list((extra or {}).items())
+    tail = [("vm_id", vm_id or "unknown"), ("timestamp", when.isoformat())]
+    tail.append(("documentation_url", DOCUMENTATION_URL))
+    fields_head = [f"{k}={_clean(v)}" for k, v in head]
+    fields_tail = [f"{k}={_clean(v)}" for k, v in tail]
+    detail_fields = [f"{_clean(k)}={_clean(v)}" for k, v in details]
+    message = f"message={_clean(error.message)}"
+
+    def joined(message: str, detail_fields: list) -> str:
+        return "|".join(fields_head + detail_fields + [message] + fields_tail)
+
+    text = joined(message, detail_fields)
+    if len(text) > DESCRIPTION_LIMIT:
+        over = len(text) - DESCRIPTION_LIMIT
+        keep = max(len("message=") + 20, len(message) - over - 3)
+        message = message[:keep] + "..."
+        text = joined(message, detail_fields)
+    while len(text) > DESCRIPTION_LIMIT and detail_fields:
+        detail_fields = detail_fields[:-1]
+        text = joined(message, detail_fields)
+    if len(text) > DESCRIPTION_LIMIT:  # only if the fixed fields themselves are huge
+        text = text[: DESCRIPTION_LIMIT - 3] + "..."
+    return text
