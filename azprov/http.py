@@ -1,0 +1,310 @@
+"""The one HTTP policy: every request azprov makes to the fabric goes through ``HttpClient``.
+
+- Never proxied: the session ignores ``http_proxy``/``HTTP_PROXY``/``NO_PROXY`` and netrc
+  (IMDS refuses proxied requests, and a dead proxy must not stop a VM from provisioning).
+- Short connect timeout, bounded read timeout, and a cap on the whole attempt so a server that
+  trickles bytes cannot hold an attempt open forever.
+- Capped exponential backoff with full jitter (a scale set boots thousands of VMs at once),
+  ``Retry-After`` honoured, one monotonic deadline per phase.
+- One table, :func:`classify`, says which failures are retried.
+- Every attempt is logged with its outcome and the wait before the next.
+
+The clock, sleep and randomness are injectable so the policy is tested without waiting.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
+from urllib.parse import urlsplit
+
+from azprov import USER_AGENT
+from azprov.errors import ConfigError, FabricUnreachable, HttpStatusError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_MAX = 120.0  # a hostile or confused server cannot park us longer than this per wait
+
+
+class Outcome(enum.Enum):
+    SUCCESS = "success"
+    RETRY = "retry"
+    FAIL = "fail"
+
+
+# The retry table.  Connection errors, timeouts and broken bodies are always retried.
+RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# IMDS answers 404/410 for a while early in boot, before the VM's metadata is in place.
+RETRIED_EARLY_BOOT_STATUSES = frozenset({404, 410})
+
+
+def classify(status: int, retry_not_found: bool = False) -> Outcome:
+    """Whether an HTTP status is success, worth another attempt, or final."""
+    if 200 <= status < 300:
+        return Outcome.SUCCESS
+    if status in RETRIED_STATUSES or 500 <= status < 600:
+        return Outcome.RETRY
+    if retry_not_found and status in RETRIED_EARLY_BOOT_STATUSES:
+        return Outcome.RETRY
+    return Outcome.FAIL
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try one phase (WireServer or IMDS)."""
+
+    deadline: float  # seconds for the whole phase
+    connect_timeout: float = 3.0
+    read_timeout: float = 30.0
+    attempt_timeout: float = 60.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 3.0
+    jitter: bool = True
+    retry_not_found: bool = False
+
+    def backoff(self, failures: int, rng: Callable[[], float]) -> float:
+        """Wait after the ``failures``-th failed attempt: capped exponential, full jitter."""
+        ceiling = min(self.backoff_max, self.backoff_initial * (2 ** min(failures - 1, 32)))
+        return ceiling * rng() if self.jitter else ceiling
+
+
+@dataclass
+class Deadline:
+    """A point on the monotonic clock; ``remaining()`` never goes below zero."""
+
+    at: float
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+
+    @classmethod
+    def after(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> "Deadline":
+        return cls(clock() + seconds, clock)
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - self.clock())
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class _RetryableFailure(Exception):
+    """One attempt failed in a way the table says is worth retrying."""
+
+    def __init__(self, description: str, retry_after: Optional[float] = None) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
+
+
+def normalize_base_url(address: str, default_port: int = 80) -> str:
+    """``host``, ``host:port``, ``[v6]:port`` or ``http://host[:port]`` → ``http://host:port``."""
+    text = address.strip()
+    candidate = text if "://" in text else f"http://{text}"
+    try:
+        parts = urlsplit(candidate)
+        port = parts.port or default_port
+    except ValueError:
+        raise ConfigError(f"invalid address {address!r}: the port is not a number") from None
+    if parts.scheme != "http":
+        raise ConfigError(f"invalid address {address!r}: only plain http:// is spoken by the fabric")
+    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.username:
+        raise ConfigError(f"invalid address {address!r}: expected HOST, HOST:PORT or http://HOST[:PORT]")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"http://{host}:{port}"
+
+
+def _retry_after(value: Optional[str], now: Callable[[], float] = time.time) -> Optional[float]:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), RETRY_AFTER_MAX)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return min(max(0.0, when.timestamp() - now()), RETRY_AFTER_MAX)
+
+
+def _new_session():
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    session.trust_env = False  # no proxies from the environment, no netrc
+    session.proxies = {}
+    adapter = HTTPAdapter(max_retries=0, pool_connections=2, pool_maxsize=2)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+class HttpClient:
+    """Sends requests under a :class:`RetryPolicy`.  One per process is enough."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+        session=None,
+    ) -> None:
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng
+        self._session = session
+
+    @property
+    def session(self):
+        if self._session is None:
+            self._session = _new_session()
+        return self._session
+
+    def deadline(self, policy: RetryPolicy) -> Deadline:
+        return Deadline.after(policy.deadline, self.clock)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        policy: RetryPolicy,
+        what: str,
+        headers: Optional[Mapping[str, str]] = None,
+        body: Optional[bytes] = None,
+        max_bytes: int = 1024 * 1024,
+        deadline: Optional[Deadline] = None,
+        request_id: bool = False,
+        fail_fast: frozenset = frozenset(),
+    ) -> Response:
+        """Send until success, a final failure, or the deadline.
+
+        Returns the 2xx response.  Raises :class:`HttpStatusError` for a status the table does
+        not retry (or one listed in ``fail_fast``, which the caller handles itself, like 410 on
+        a health report), :class:`ProtocolError` for a body over ``max_bytes``, and
+        :class:`FabricUnreachable` when the deadline passes first.
+        """
+        deadline = deadline or self.deadline(policy)
+        attempt = 0
+        last_failure = "no attempt was made"
+        while True:
+            attempt += 1
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                break
+            attempt_headers = dict(headers or {})
+            if request_id:
+                attempt_headers["x-ms-client-request-id"] = str(uuid.uuid4())
+            started = self.clock()
+            try:
+                response = self._attempt(method, url, policy, attempt_headers, body, max_bytes, remaining)
+            except _RetryableFailure as failure:
+                last_failure = str(failure)
+                retry_after = failure.retry_after
+            else:
+                outcome = classify(response.status, policy.retry_not_found)
+                elapsed_ms = (self.clock() - started) * 1000
+                if outcome is Outcome.SUCCESS:
+                    log.info("%s: attempt %d: HTTP %d in %.0f ms", what, attempt, response.status, elapsed_ms)
+                    return response
+                if outcome is Outcome.FAIL or response.status in fail_fast:
+                    log.warning("%s: attempt %d: HTTP %d, not retried", what, attempt, response.status)
+                    raise HttpStatusError(
+                        f"{what}: {method} {url} answered HTTP {response.status}",
+                        status=response.status,
+                    )
+                last_failure = f"HTTP {response.status}"
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+            wait = policy.backoff(attempt, self.rng)
+            if retry_after is not None:
+                wait = max(wait, retry_after)
+            remaining = deadline.remaining()
+            if wait >= remaining:
+                log.warning(
+                    "%s: attempt %d failed: %s; no time left for another (deadline in %.1f s)",
+                    what, attempt, last_failure, remaining,
+                )
+                break
+            log.info(
+                "%s: attempt %d failed: %s; retrying in %.2f s%s (deadline in %.0f s)",
+                what, attempt, last_failure, wait,
+                " as Retry-After asks" if retry_after is not None and wait == retry_after else "",
+                remaining,
+            )
+            self.sleep(wait)
+        raise FabricUnreachable(
+            f"{what}: no answer from {urlsplit(url).netloc} before the deadline "
+            f"({policy.deadline:g} s, {attempt - 1} attempts; last: {last_failure})",
+            attempts=attempt - 1,
+            last=last_failure,
+        )
+
+    def _attempt(self, method, url, policy, headers, body, max_bytes, remaining) -> Response:
+        import requests
+
+        connect_timeout = max(0.05, min(policy.connect_timeout, remaining))
+        read_timeout = max(0.05, min(policy.read_timeout, remaining))
+        attempt_limit = min(policy.attempt_timeout, remaining)
+        started = self.clock()
+        try:
+            with self.session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                timeout=(connect_timeout, read_timeout),
+                allow_redirects=False,
+                stream=True,
+            ) as raw:
+                chunks = []
+                size = 0
+                for chunk in raw.iter_content(chunk_size=65536):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise ProtocolError(
+                            f"{method} {url}: response is over the {max_bytes}-byte limit"
+                        )
+                    if self.clock() - started > attempt_limit:
+                        raise _RetryableFailure(
+                            f"response too slow: {size} bytes in {attempt_limit:.0f} s"
+                        )
+                    chunks.append(chunk)
+                return Response(raw.status_code, dict(raw.headers), b"".join(chunks))
+        except requests.exceptions.ConnectTimeout:
+            raise _RetryableFailure(f"connect timeout after {connect_timeout:.1f} s") from None
+        except requests.exceptions.ReadTimeout:
+            raise _RetryableFailure(f"read timeout after {read_timeout:.1f} s") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise _RetryableFailure(f"connection failed: {_root_cause(exc)}") from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            raise _RetryableFailure(f"response cut short: {_root_cause(exc)}") from None
+        except requests.exceptions.RequestException as exc:
+            raise _RetryableFailure(f"request failed: {_root_cause(exc)}") from None
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost useful message of a requests/urllib3 exception chain, on one line."""
+    seen = exc
+    while True:
+        inner = seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None
+        inner = inner or getattr(seen, "reason", None)
+        if not isinstance(inner, BaseException) or inner is seen:
+            break
+        seen = inner
+    text = str(seen) or type(seen).__name__
+    if "Connection refused" in text:
+        return "connection refused"
+    return " ".join(text.split())[:200]

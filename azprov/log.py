@@ -1,0 +1,81 @@
+"""Logging: to the journal with structured fields when systemd runs us, else to stderr.
+
+Every record carries the current context as journal fields: ``AZPROV_STEP`` (the provisioning
+step), ``AZPROV_VM_ID``, and ``AZPROV_OUTCOME`` where a message states one, so
+``journalctl -u azprov AZPROV_STEP=ssh_keys`` finds a step's story.  Secrets are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Optional
+
+# journal MESSAGE_IDs of the events an operator searches for (journalctl MESSAGE_ID=...)
+MESSAGE_READY = "6f3b0c1e5d8a4b2f9e7c1a3d5b7f9e21"
+MESSAGE_FAILED = "a1c3e5f7092b4d6f8a0c2e4f6b8d0f13"
+
+_context: dict = {}
+
+
+def set_context(*, step: Optional[str] = None, vm_id: Optional[str] = None) -> None:
+    """Set the fields attached to every following record (None leaves a field unchanged)."""
+    if step is not None:
+        _context["AZPROV_STEP"] = step
+    if vm_id is not None:
+        _context["AZPROV_VM_ID"] = vm_id
+
+
+def outcome(value: str, message_id: Optional[str] = None) -> dict:
+    """``extra=`` for a record that states an outcome: ``log.info(..., extra=outcome("ok"))``."""
+    fields = {"AZPROV_OUTCOME": value}
+    if message_id:
+        fields["MESSAGE_ID"] = message_id
+    return fields
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+def _journal_handler() -> Optional[logging.Handler]:
+    try:
+        from systemd.journal import JournalHandler
+    except ImportError:
+        return None
+    return JournalHandler(SYSLOG_IDENTIFIER="azprov")
+
+
+def under_systemd() -> bool:
+    """True when systemd started this process as (part of) a unit."""
+    return bool(os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM"))
+
+
+def setup_logging(verbosity: int = 0, *, service: Optional[bool] = None) -> str:
+    """Configure the root logger; returns where logs go ("journal" or "stderr").
+
+    A service (run by systemd) logs INFO to the journal when systemd-python is present; a
+    person at a terminal sees warnings, ``-v`` adds progress, ``-vv`` adds debugging detail.
+    """
+    service = under_systemd() if service is None else service
+    level = logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 or service else logging.WARNING
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = _journal_handler() if service else None
+    target = "journal"
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("azprov: %(levelname)s: %(message)s"))
+        target = "stderr"
+    handler.addFilter(_ContextFilter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("urllib3", "requests"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return target

@@ -1,0 +1,94 @@
+"""The WireServer client: goal state and health reports.
+
+Every report is built from a goal state fetched for it (never a cached or hard-coded one); when
+the WireServer answers 410 Gone the goal state has moved on, so a new one is fetched and the
+report rebuilt.  All of it runs under one deadline per operation, through the shared HTTP policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from azprov import AGENT_NAME
+from azprov.errors import FabricUnreachable, HttpStatusError
+from azprov.goalstate import GOAL_STATE_MAX_BYTES, GoalState, MissingRoleInstance, parse_goal_state
+from azprov.health import HealthStatus, build_health_report
+from azprov.http import Deadline, HttpClient, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = "2012-11-30"
+GOAL_STATE_PATH = "/machine/?comp=goalstate"
+HEALTH_PATH = "/machine?comp=health"
+ROLE_INSTANCE_ATTEMPTS = 6  # a goal state without RoleInstance is transient at boot
+ROLE_INSTANCE_WAIT = 0.5
+GONE_ATTEMPTS = 10  # successive 410s before giving up
+
+
+class WireServerClient:
+    def __init__(self, base_url: str, http: HttpClient, policy: RetryPolicy) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = http
+        self.policy = policy
+        self.headers = {"x-ms-version": PROTOCOL_VERSION, "x-ms-agent-name": AGENT_NAME}
+
+    def goal_state(self, deadline: Optional[Deadline] = None) -> GoalState:
+        """Fetch and parse the goal state, fetching again while RoleInstance is missing."""
+        deadline = deadline or self.http.deadline(self.policy)
+        for attempt in range(1, ROLE_INSTANCE_ATTEMPTS + 1):
+            response = self.http.request(
+                "GET",
+                self.base_url + GOAL_STATE_PATH,
+                policy=self.policy,
+                what="goal state",
+                headers=self.headers,
+                max_bytes=GOAL_STATE_MAX_BYTES,
+                deadline=deadline,
+            )
+            try:
+                goal_state = parse_goal_state(response.body)
+            except MissingRoleInstance:
+                if attempt == ROLE_INSTANCE_ATTEMPTS or deadline.remaining() <= ROLE_INSTANCE_WAIT:
+                    raise MissingRoleInstance(
+                        f"goal state still has no RoleInstance after {attempt} fetches",
+                        fetches=attempt,
+                    ) from None
+                log.info("goal state has no RoleInstance yet (fetch %d); fetching again", attempt)
+                self.http.sleep(ROLE_INSTANCE_WAIT)
+                continue
+            log.info(
+                "goal state: incarnation %d, container %s, instance %s",
+                goal_state.incarnation, goal_state.container_id, goal_state.instance_id,
+            )
+            return goal_state
+        raise AssertionError("unreachable")
+
+    def report(self, status: HealthStatus, deadline: Optional[Deadline] = None) -> GoalState:
+        """Post ``status`` for a freshly fetched goal state; returns the goal state it echoed."""
+        deadline = deadline or self.http.deadline(self.policy)
+        for _ in range(GONE_ATTEMPTS):
+            goal_state = self.goal_state(deadline)
+            body = build_health_report(goal_state, status)
+            try:
+                self.http.request(
+                    "POST",
+                    self.base_url + HEALTH_PATH,
+                    policy=self.policy,
+                    what=f"health report ({status.state})",
+                    headers={**self.headers, "Content-Type": "text/xml;charset=utf-8"},
+                    body=body,
+                    deadline=deadline,
+                    fail_fast=frozenset({410}),
+                )
+            except HttpStatusError as exc:
+                if exc.status != 410:
+                    raise
+                log.info("health report: 410 Gone, the goal state moved on; fetching it again")
+                continue
+            log.info("health report %s accepted for incarnation %d", status.state, goal_state.incarnation)
+            return goal_state
+        raise FabricUnreachable(
+            f"health report: the WireServer answered 410 Gone {GONE_ATTEMPTS} times in a row",
+            last="HTTP 410",
+        )
