@@ -1,0 +1,235 @@
+"""The ``azprov`` command line: parsers, configuration, logging, and errors → exit codes.
+
+Each command's handler lives in the module named in :data:`COMMANDS` and is imported only when
+that command runs, so ``azprov report-ready`` does not pay for the provisioning steps or the
+emulator.  A handler is ``handler(args, config) -> int``; expected failures are
+:class:`~azprov.errors.AzprovError` and become one ``azprov: ...`` line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+from azprov import __version__
+from azprov.errors import AzprovError, ExitCode
+
+log = logging.getLogger("azprov")
+
+COMMANDS = {
+    "provision": "azprov.provision:command",
+    "report-ready": "azprov.commands:report_ready",
+    "report-failure": "azprov.commands:report_failure",
+    "goalstate": "azprov.commands:goalstate",
+    "metadata": "azprov.commands:metadata",
+    "endpoint": "azprov.commands:endpoint",
+    "config": "azprov.commands:show_config",
+    "status": "azprov.status:command",
+    "deprovision": "azprov.deprovision:command",
+    "fabric": "azprov.fabric.cli:command",
+}
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0  success (or nothing to do: this VM is already provisioned)
+  1  internal error (a bug: the log has the traceback)
+  2  bad command line
+  3  configuration file unreadable or invalid
+  4  the fabric (WireServer or IMDS) gave no usable answer before the deadline
+  5  the fabric answered with something invalid, or refused the request
+  6  a provisioning step failed (ProvisioningFailed was reported to Azure)
+  7  azprov refused to provision this VM (another provisioner, a pool VM, no osProfile)
+  8  another azprov is running
+"""
+
+EPILOG = f"""\
+examples:
+  azprov provision                    what azprov.service runs on first boot
+  azprov status                       what was provisioned, and whether an image captured now would provision
+  azprov goalstate --json             the WireServer goal state, as JSON
+  azprov report-ready -v              post Ready by hand, showing every HTTP attempt
+  azprov report-failure --reason "disk setup failed"
+  azprov deprovision --user           prepare this VM for capture as a generalized image
+  azprov fabric serve --wireserver 127.0.0.1:8080 --imds 127.0.0.1:8081
+
+{EXIT_CODES_HELP}
+configuration: /etc/azprov/azprov.toml and /etc/azprov/azprov.toml.d/*.toml; see azprov(8).
+logs: journalctl -u azprov (when run by systemd), else stderr.
+"""
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Options every command accepts, before or after its name (``suppress``: after)."""
+    default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+    parser.add_argument("-v", "--verbose", action="count", default=default(0),
+                        help="show progress (-v) and debugging detail (-vv) on stderr")
+    parser.add_argument("--config", metavar="FILE", default=default(None),
+                        help="read this file instead of /etc/azprov/azprov.toml (drop-ins still apply)")
+
+
+def _add_fabric_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wireserver", metavar="ADDR",
+                        help="WireServer address: HOST, HOST:PORT or http://HOST[:PORT] "
+                             "(default: DHCP option 245, else 168.63.129.16)")
+    parser.add_argument("--imds", metavar="ADDR",
+                        help="IMDS address, same forms (default: 169.254.169.254)")
+    parser.add_argument("--timeout", metavar="SECONDS", type=_positive_seconds,
+                        help="give up after this long: caps the retry deadlines "
+                             "(defaults: WireServer 1200 s, IMDS 300 s)")
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print data as JSON")
+
+
+def _add_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", metavar="DIR", default="/",
+                        help="apply changes to the image tree at DIR instead of this host")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="azprov",
+        description="Agentless first-boot provisioning for Azure Linux VMs: sets the hostname, "
+                    "creates the admin user, installs SSH keys and tells Azure the VM is ready.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"azprov {__version__}")
+    _add_common(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        child = sub.add_parser(name, help=help, description=description, epilog=EXIT_CODES_HELP,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_common(child, suppress=True)
+        child.set_defaults(handler=COMMANDS[name])
+        return child
+
+    p = command("provision", "provision this VM on first boot (what azprov.service runs)",
+                "Fetch the goal state and instance metadata, set the hostname, create the admin "
+                "user, install the SSH keys, set sshd's password policy, generate missing host "
+                "keys, report Ready, record the VM as provisioned and disable azprov.service. "
+                "Exits 0 at once when this VM id is already provisioned. Any failure is reported "
+                "to Azure as ProvisioningFailed with the reason.")
+    _add_fabric_options(p), _add_root(p), _add_json(p)
+
+    p = command("report-ready", "post Ready for the current goal state",
+                "Fetch a fresh goal state and post a Ready health report echoing it.")
+    _add_fabric_options(p), _add_json(p)
+
+    p = command("report-failure", "post NotReady/ProvisioningFailed with a reason",
+                "Fetch a fresh goal state and post NotReady with sub-status ProvisioningFailed; "
+                "the Description carries REASON (encoded, at most 512 characters). Azure then "
+                "fails the deployment promptly with that text instead of timing out.")
+    p.add_argument("--reason", required=True, metavar="TEXT", help="why provisioning failed")
+    _add_fabric_options(p), _add_json(p)
+
+    p = command("goalstate", "fetch and print the WireServer goal state",
+                "Print the goal state's incarnation, container id and instance id.")
+    _add_fabric_options(p), _add_json(p)
+
+    p = command("metadata", "fetch and print the instance metadata azprov uses",
+                "Print what IMDS says azprov should provision: computer name, admin user, "
+                "SSH keys, password policy, VM id, pool type.")
+    _add_fabric_options(p), _add_json(p)
+
+    p = command("endpoint", "print the WireServer address and where it came from",
+                "Print the WireServer address azprov would use: --wireserver or the "
+                "configuration, else DHCP option 245 from the leases of systemd-networkd, "
+                "dhclient or dhcpcd, else 168.63.129.16.")
+    _add_fabric_options(p), _add_json(p)
+    p.add_argument("--root", metavar="DIR", default="/", help="read DHCP leases under DIR")
+
+    p = command("config", "print the effective configuration",
+                "Print the configuration after files, drop-ins and command-line options, as TOML.")
+    _add_fabric_options(p), _add_json(p)
+
+    p = command("status", "show what azprov provisioned on this VM",
+                "Show the recorded provisioning state and whether azprov.service is enabled; "
+                "warn when an image captured now would not provision.")
+    _add_root(p), _add_json(p)
+
+    p = command("deprovision", "prepare this VM for capture as a generalized image",
+                "Re-enable azprov.service and remove azprov's state, the SSH host keys, DHCP "
+                "leases and /etc/machine-id, so that VMs created from an image of this disk "
+                "provision again. Lists what it will do and asks first unless --force.")
+    p.add_argument("--user", action="store_true", help="also remove the provisioned admin user and home")
+    p.add_argument("--force", action="store_true", help="do not ask")
+    _add_root(p)
+
+    fabric = command("fabric", "run the built-in fabric emulator (for tests and image builds)",
+                     "A local WireServer and IMDS over real HTTP.")
+    fabric_sub = fabric.add_subparsers(dest="fabric_command", metavar="ACTION", required=True)
+    serve = fabric_sub.add_parser(
+        "serve", help="serve the WireServer and IMDS until interrupted",
+        description="Serve an emulated WireServer and IMDS, validate what guests send, log every "
+                    "request as a JSON line, and play the faults of a scenario file "
+                    "(docs/fabric-emulator.md).")
+    serve.add_argument("--wireserver", dest="listen_wireserver", metavar="HOST:PORT", required=True)
+    serve.add_argument("--imds", dest="listen_imds", metavar="HOST:PORT", required=True)
+    serve.add_argument("--scenario", metavar="FILE", help="scenario file (.json or .toml)")
+    serve.add_argument("--log", metavar="FILE", help="append request records here (default: stdout)")
+    return parser
+
+
+def _load_config(args: argparse.Namespace):
+    import dataclasses
+
+    from azprov.config import load_config
+
+    overrides: dict = {}
+    if getattr(args, "wireserver", None):
+        overrides["wireserver"] = {"address": args.wireserver}
+    if getattr(args, "imds", None):
+        overrides["imds"] = {"address": args.imds}
+    config = load_config(root=getattr(args, "root", "/"), config_file=args.config, overrides=overrides)
+    timeout = getattr(args, "timeout", None)
+    if timeout:
+        config = dataclasses.replace(
+            config,
+            wireserver=dataclasses.replace(config.wireserver, deadline=min(config.wireserver.deadline, timeout)),
+            imds=dataclasses.replace(config.imds, deadline=min(config.imds.deadline, timeout)),
+        )
+    return config
+
+
+def _handler(reference: str):
+    module_name, _, function = reference.partition(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from azprov.log import setup_logging
+
+    setup_logging(args.verbose)
+    try:
+        config = _load_config(args)
+        return int(_handler(args.handler)(args, config))
+    except AzprovError as error:
+        print(f"azprov: {error}", file=sys.stderr)
+        return int(error.exit_code)
+    except KeyboardInterrupt:
+        print("azprov: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return int(ExitCode.OK)
+    except Exception as error:  # a bug: say so plainly, keep the traceback in the log
+        log.exception("internal error")
+        print(f"azprov: internal error ({type(error).__name__}: {error}); "
+              "this is a bug, please report it with the log", file=sys.stderr)
+        return int(ExitCode.FAILURE)

@@ -1,0 +1,109 @@
+"""Hand-run commands for debugging a VM: report-ready, report-failure, goalstate, metadata,
+endpoint, config.  Each prints plain ``key: value`` lines, or JSON with ``--json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict
+from typing import Mapping
+
+from azprov import USER_AGENT
+
+log = logging.getLogger(__name__)
+
+
+def _emit(args, data: Mapping[str, object]) -> None:
+    if getattr(args, "json", False):
+        json.dump(data, sys.stdout, indent=2, sort_keys=False)
+        sys.stdout.write("\n")
+        return
+    for key, value in data.items():
+        if isinstance(value, (list, tuple)):
+            print(f"{key}:")
+            for item in value:
+                print(f"  - {item}")
+        else:
+            print(f"{key}: {'' if value is None else value}")
+
+
+def _fabric(args, config):
+    from azprov.clients import connect
+
+    return connect(config, root=getattr(args, "root", "/"))
+
+
+def _report(args, config, status) -> int:
+    fabric = _fabric(args, config)
+    goal_state = fabric.wireserver.report(status)
+    _emit(args, {"state": status.state, "substatus": status.substatus.value if status.substatus else None,
+                 "accepted": True, **asdict(goal_state)})
+    return 0
+
+
+def report_ready(args, config) -> int:
+    from azprov.health import HealthStatus
+
+    return _report(args, config, HealthStatus.ready_status())
+
+
+def report_failure(args, config) -> int:
+    from azprov.errors import AzprovError, encode_description
+    from azprov.health import HealthStatus
+    from azprov.identity import read_dmi_vm_id
+
+    error = AzprovError(args.reason)
+    error.reason = "reported_by_hand"
+    description = encode_description(error, agent=USER_AGENT, vm_id=read_dmi_vm_id())
+    return _report(args, config, HealthStatus.failed(description))
+
+
+def goalstate(args, config) -> int:
+    goal_state = _fabric(args, config).wireserver.goal_state()
+    _emit(args, asdict(goal_state))
+    return 0
+
+
+def metadata(args, config) -> int:
+    data = _fabric(args, config).imds.metadata()
+    profile = data.os_profile
+    _emit(args, {
+        "vm_id": data.vm_id,
+        "name": data.name,
+        "computer_name": profile.computer_name if profile else None,
+        "admin_username": profile.admin_username if profile else None,
+        "disable_password_authentication": profile.disable_password_authentication if profile else None,
+        "public_keys": [f"{_key_summary(key.key_data)} -> {key.path or '(default path)'}"
+                        for key in data.public_keys] if not args.json else
+                       [{"key_data": key.key_data, "path": key.path} for key in data.public_keys],
+        "pps_type": data.pps_type,
+        "api_version": data.api_version,
+    })
+    return 0
+
+
+def _key_summary(key_data: str) -> str:
+    """``ssh-ed25519 AAAAC3...Xk7Q comment``: enough to recognise a key, short enough to read."""
+    parts = key_data.split()
+    if len(parts) >= 2 and len(parts[1]) > 24:
+        parts[1] = f"{parts[1][:12]}...{parts[1][-8:]}"
+    return " ".join(parts)[:120]
+
+
+def endpoint(args, config) -> int:
+    from azprov.endpoint import discover_wireserver
+
+    found = discover_wireserver(config.wireserver.address or None, root=args.root)
+    _emit(args, {"address": found.address, "source": found.source})
+    return 0
+
+
+def show_config(args, config) -> int:
+    if args.json:
+        _emit(args, config.to_dict())
+    else:
+        from azprov.config import render_toml
+
+        sys.stdout.write(render_toml(config))
+    return 0
