@@ -114,7 +114,7 @@ def _dhclient_statements(text: str) -> List[Tuple[int, List[Tuple[str, str]]]]:
                 if depth < 0:
                     raise _LeaseSyntaxError("unbalanced '}'")
                 statements.append((depth, [("}", "}")]))
-            else:
+            elif current:
                 statements.append((depth, current))
             current = []
     if current:
@@ -140,7 +140,7 @@ def _decode_dhclient_value(kind: str, value: str) -> Optional[bytes]:
     return raw.encode("latin-1")
 
 
-def _parse_dhclient_expiry(tokens: List[Tuple[str, str]]) -> Optional[datetime.datetime]:
+def _parse_dhclient_expiry(tokens: List[Tuple[str, str]]) -> datetime.datetime:
     """``expire`` arguments -> aware UTC datetime, ``datetime.max`` for never; ValueError if bad.
 
     Forms written by dhclient: ``expire 4 2024/05/06 07:08:09;`` (weekday, date, time, UTC),
@@ -206,7 +206,7 @@ def parse_dhclient_leases(text: str, now: datetime.datetime) -> Optional[str]:
                 log.debug("ignoring a dhclient lease block: %s", exc)
                 lease_usable = False
             else:
-                if expiry is not None and expiry <= now:
+                if expiry <= now:
                     lease_usable = False
     return found
 

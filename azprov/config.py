@@ -1,0 +1,402 @@
+"""azprov's configuration: typed, strict, layered.
+
+Layers, later wins key by key: built-in defaults, ``/etc/azprov/azprov.toml``, the drop-ins
+``/etc/azprov/azprov.toml.d/*.toml`` in lexical order, then command-line overrides.  An unknown
+section or key, or a value of the wrong type, is a :class:`~azprov.errors.ConfigError` naming the
+file and the key: a typo must never silently fall back to a default.
+
+Validation is driven by the dataclasses below (their field types, plus an optional ``check`` in a
+field's metadata), so adding a key means adding one field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import re
+import stat
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from azprov.errors import ConfigError
+
+CONFIG_FILE = "etc/azprov/azprov.toml"
+DROPIN_DIR = "etc/azprov/azprov.toml.d"
+CONFIG_SIZE_LIMIT = 256 * 1024  # bytes per configuration file
+OVERRIDES_SOURCE = "command line"
+
+# host name, IPv4 address or [IPv6 address], optionally :port (after an optional http://)
+_HOST_PORT = re.compile(
+    r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)"
+    r"(?::(?P<port>[0-9]{1,5}))?$"
+)
+_ADDRESS_FORMS = "expected HOST, HOST:PORT or http://HOST[:PORT]"
+
+
+def _check_address(value: str) -> Optional[str]:
+    """None if ``value`` is an address azprov.http accepts, else what is wrong with it."""
+    text = value
+    if "://" in text:
+        scheme, _, text = text.partition("://")
+        if scheme.lower() != "http":
+            return f"{_ADDRESS_FORMS} (the fabric speaks plain http only), got {_describe(value)}"
+        if text.endswith("/"):
+            text = text[:-1]
+    match = _HOST_PORT.match(text)
+    if match is None or (match.group("port") and not 0 < int(match.group("port")) < 65536):
+        return f"{_ADDRESS_FORMS}, got {_describe(value)}"
+    return None
+
+
+def _check_group_names(value: Tuple[str, ...]) -> Optional[str]:
+    for name in value:
+        if not name or any(char.isspace() or char in ":," for char in name):
+            return f"invalid group name {json.dumps(name)} (empty, or has a space, ':' or ',')"
+    return None
+
+
+def _address_field(default: Optional[str], unset: str = "") -> Any:
+    return field(default=default, metadata={"check": _check_address, "unset": unset})
+
+
+@dataclass(frozen=True)
+class WireServerConfig:
+    address: Optional[str] = _address_field(
+        None, unset="discover it: DHCP option 245, else 168.63.129.16"
+    )
+    deadline: float = 1200.0  # seconds for the whole WireServer phase
+
+
+@dataclass(frozen=True)
+class ImdsConfig:
+    address: str = _address_field("169.254.169.254")
+    deadline: float = 300.0  # seconds for the whole IMDS phase
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    connect_timeout: float = 3.0
+    read_timeout: float = 30.0
+    attempt_timeout: float = 60.0  # one whole attempt, body included (trickling servers)
+    backoff_initial: float = 0.5
+    backoff_max: float = 3.0
+    jitter: bool = True
+
+
+@dataclass(frozen=True)
+class ProvisioningConfig:
+    set_hostname: bool = True
+    publish_hostname: bool = True
+    create_user: bool = True
+    admin_groups: Tuple[str, ...] = field(
+        default=("sudo", "wheel"), metadata={"check": _check_group_names}
+    )  # the first group that exists on the host is used
+    install_ssh_keys: bool = True
+    configure_sshd: bool = True
+    generate_host_keys: bool = True
+    refuse_other_provisioners: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    wireserver: WireServerConfig = field(default_factory=WireServerConfig)
+    imds: ImdsConfig = field(default_factory=ImdsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    provisioning: ProvisioningConfig = field(default_factory=ProvisioningConfig)
+    sources: Tuple[str, ...] = ()  # files that were read, in order
+
+    def to_dict(self) -> Dict[str, Dict[str, Any]]:
+        """``{section: {key: value}}`` of every setting (``sources`` left out)."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
+
+
+# section name -> section dataclass, in declaration order
+_SECTIONS: Dict[str, type] = {
+    f.name: hint
+    for f, hint in ((f, typing.get_type_hints(Config)[f.name]) for f in dataclasses.fields(Config))
+    if dataclasses.is_dataclass(hint)
+}
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+
+
+def _describe(value: object) -> str:
+    """``string "x"``, ``integer 3``, ``boolean true`` ... for error messages (shortened)."""
+    if isinstance(value, bool):
+        return f"boolean {'true' if value else 'false'}"
+    if isinstance(value, int):
+        return f"integer {value}" if abs(value) < 10**30 else "a very large integer"
+    if isinstance(value, float):
+        return f"float {value}"
+    if isinstance(value, str):
+        text = json.dumps(value if len(value) <= 60 else value[:60] + "...")
+        return f"string {text}"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, dict):
+        return "table"
+    if value is None:
+        return "nothing"
+    return type(value).__name__
+
+
+class _Invalid(Exception):
+    """A value does not fit its field; the argument is the complete explanation."""
+
+
+def _convert(hint: Any, value: object) -> object:
+    """``value`` converted to the field type ``hint``; _Invalid if it does not fit."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    got = _describe(value)
+    if origin is typing.Union and type(None) in args:  # Optional[X]: "" means unset
+        if value == "":
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _convert(inner, value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _Invalid(f"expected true or false, got {got}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Invalid(f"expected a number, got {got}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not (math.isfinite(number) and number > 0):
+            raise _Invalid(f"expected a finite number greater than 0, got {got}")
+        return number
+    if hint is str:
+        if not isinstance(value, str):
+            raise _Invalid(f"expected a string, got {got}")
+        return value
+    if origin is tuple and args[1:] == (Ellipsis,):
+        if not isinstance(value, (list, tuple)):
+            raise _Invalid(f"expected an array, got {got}")
+        items = []
+        for index, item in enumerate(value, 1):
+            try:
+                items.append(_convert(args[0], item))
+            except _Invalid as exc:
+                raise _Invalid(f"item {index}: {exc}") from None
+        return tuple(items)
+    raise TypeError(f"configuration field type {hint!r} is not supported")  # a bug in this module
+
+
+def _validate_layer(source: str, data: Mapping[str, object]) -> Dict[str, Dict[str, object]]:
+    """Check one layer (a file or the overrides) and return its converted values."""
+    result: Dict[str, Dict[str, object]] = {}
+    for section_name, section in data.items():
+        cls = _SECTIONS.get(section_name)
+        if cls is None and not isinstance(section, Mapping):
+            raise ConfigError(
+                f"{source}: {section_name}: every setting belongs in a section"
+                f" ({', '.join(f'[{name}]' for name in _SECTIONS)})",
+                source=source,
+                key=section_name,
+            )
+        if cls is None:
+            raise ConfigError(
+                f"{source}: unknown section [{section_name}]{_suggest(section_name, _SECTIONS)}"
+                f" (sections: {', '.join(_SECTIONS)})",
+                source=source,
+                key=section_name,
+            )
+        if not isinstance(section, Mapping):
+            raise ConfigError(
+                f"{source}: [{section_name}]: expected a table of settings, "
+                f"got {_describe(section)}",
+                source=source,
+                key=section_name,
+            )
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        converted: Dict[str, object] = {}
+        for key, value in section.items():
+            where = f"{source}: [{section_name}] {key}"
+            if key not in fields:
+                raise ConfigError(
+                    f"{where}: unknown key{_suggest(key, fields)}"
+                    f" (keys of [{section_name}]: {', '.join(fields)})",
+                    source=source,
+                    key=f"{section_name}.{key}",
+                )
+            try:
+                new = _convert(hints[key], value)
+                check = fields[key].metadata.get("check")
+                problem = check(new) if check and new is not None else None
+                if problem:
+                    raise _Invalid(problem)
+            except _Invalid as exc:
+                raise ConfigError(
+                    f"{where}: {exc}",
+                    source=source,
+                    key=f"{section_name}.{key}",
+                ) from None
+            converted[key] = new
+        result[section_name] = converted
+    return result
+
+
+def _suggest(name: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --------------------------------------------------------------------------------------------
+# files
+
+
+def _read_toml(path: str) -> Dict[str, object]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ConfigError(f"{path}: not a regular file", source=path)
+            data = handle.read(CONFIG_SIZE_LIMIT + 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read the configuration file: {exc.strerror or exc}", source=path
+        ) from None
+    if len(data) > CONFIG_SIZE_LIMIT:
+        raise ConfigError(
+            f"{path}: configuration file is larger than {CONFIG_SIZE_LIMIT // 1024} KiB",
+            source=path,
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}", source=path) from None
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: values nested too deeply", source=path) from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer too long to convert
+        raise ConfigError(f"{path}: invalid TOML: {exc}", source=path) from None
+
+
+def _dropins(root: str) -> List[str]:
+    directory = os.path.join(root, DROPIN_DIR)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ConfigError(
+            f"{directory}: cannot list the drop-in directory: {exc.strerror or exc}",
+            source=directory,
+        ) from None
+    return [os.path.join(directory, name) for name in sorted(names) if name.endswith(".toml")]
+
+
+def load_config(
+    root: str = "/",
+    *,
+    config_file: Optional[str] = None,
+    overrides: Optional[Mapping[str, Mapping[str, object]]] = None,
+) -> Config:
+    """The effective configuration.
+
+    ``config_file`` (``--config FILE``, a path as the user gave it, not under ``root``) replaces
+    ``<root>/etc/azprov/azprov.toml`` and must exist; the default file may be absent.  Drop-ins are
+    read from ``<root>/etc/azprov/azprov.toml.d/`` either way.  ``overrides`` maps section -> key ->
+    value from the command line; ``None`` values mean "not given" and are skipped.
+    """
+    main = config_file if config_file is not None else os.path.join(root, CONFIG_FILE)
+    layers: List[Tuple[str, Mapping[str, object]]] = []
+    sources: List[str] = []
+    if config_file is not None or os.path.lexists(main):
+        layers.append((main, _read_toml(main)))
+        sources.append(main)
+    for path in _dropins(root):
+        layers.append((path, _read_toml(path)))
+        sources.append(path)
+    if overrides:
+        given = {
+            section: (
+                {key: value for key, value in values.items() if value is not None}
+                if isinstance(values, Mapping)
+                else values
+            )
+            for section, values in overrides.items()
+        }
+        layers.append((OVERRIDES_SOURCE, given))
+
+    merged: Dict[str, Dict[str, object]] = {name: {} for name in _SECTIONS}
+    for source, data in layers:
+        for section, values in _validate_layer(source, data).items():
+            merged[section].update(values)
+
+    config = Config(
+        **{name: cls(**merged[name]) for name, cls in _SECTIONS.items()},
+        sources=tuple(sources),
+    )
+    if config.http.backoff_initial > config.http.backoff_max:
+        raise ConfigError(
+            f"[http] backoff_initial ({config.http.backoff_initial:g}) is larger than "
+            f"backoff_max ({config.http.backoff_max:g}); read from: "
+            f"{', '.join(sources) or 'built-in defaults'}"
+            + (f", {OVERRIDES_SOURCE}" if overrides else ""),
+            key="http.backoff_initial",
+        )
+    return config
+
+
+# --------------------------------------------------------------------------------------------
+# rendering
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)  # finite by validation; repr is valid TOML and round-trips exactly
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot render {type(value).__name__} as TOML")
+
+
+def _toml_string(value: str) -> str:
+    out = []
+    for char in value:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def render_toml(config: Config) -> str:
+    """The effective configuration as TOML; loading it back gives the same settings."""
+    lines = ["# Effective azprov configuration."]
+    if config.sources:
+        lines.append("# Read from, in order (later wins):")
+        lines.extend(f"#   {source}" for source in config.sources)
+    else:
+        lines.append("# No configuration file was read: built-in defaults.")
+    for section, values in config.to_dict().items():
+        lines.append("")
+        lines.append(f"[{section}]")
+        unset = {f.name: f.metadata.get("unset") for f in dataclasses.fields(_SECTIONS[section])}
+        for key, value in values.items():
+            if value is None:
+                lines.append(f"# {key} is not set: {unset.get(key) or 'built-in behaviour'}")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
