@@ -8,9 +8,9 @@
 #
 # What it does:
 #   1. installs the azprov .deb (this enables azprov.service; it does not start it),
-#   2. purges the agents azprov replaces (WALinuxAgent, cloud-init) and their state,
-#   3. replaces a network configuration that cloud-init bound to this VM's MAC address by a
-#      MAC-independent DHCP configuration, so that VMs created from the image get a network.
+#   2. replaces a network configuration that cloud-init bound to this VM's MAC address by a
+#      MAC-independent DHCP configuration, so that VMs created from the image get a network,
+#   3. purges the agents azprov replaces (WALinuxAgent, cloud-init) and their state.
 #
 # It does NOT generalize the VM: run "azprov deprovision --force" as the very last build step.
 set -euo pipefail
@@ -52,20 +52,12 @@ azprov --version
 systemctl is-enabled --quiet azprov.service || die "azprov.service is not enabled after installation"
 rm -f -- "$AZPROV_DEB"
 
-# 2. the agents azprov replaces -------------------------------------------------------------
-for pkg in "${AGENT_PACKAGES[@]}"; do
-    if dpkg -s "$pkg" >/dev/null 2>&1; then
-        log "purging $pkg"
-        apt-get purge -y -q "$pkg"
-    fi
-done
-rm -rf -- "${AGENT_LEFTOVERS[@]}"
-
-# 3. a network configuration that works on every VM made from this image ---------------------
+# 2. a network configuration that works on every VM made from this image ---------------------
 # azprov does not configure the network: the image must bring up DHCP on the Azure NIC by itself.
 # cloud-init wrote a configuration that matches this build VM's MAC address, which no other VM
 # has.  Only the two layouts cloud-init writes on Debian and Ubuntu are replaced; anything else
-# is left alone and reported.
+# is left alone and reported.  This runs before cloud-init is purged, so that nothing the
+# purge removes can go unreplaced.
 if [[ -f $CLOUD_INIT_NETPLAN ]]; then
     log "replacing $CLOUD_INIT_NETPLAN by $AZPROV_NETPLAN (DHCP on every hv_netvsc NIC)"
     # Matching the hv_netvsc driver, not a name or MAC, also keeps netplan away from the
@@ -122,5 +114,14 @@ if pinned=$(grep -rlsiE 'macaddress|hwaddress' "${NETWORK_CONFIG[@]}"); then
     log "WARNING: these network files still name a MAC address; VMs made from this image may get no network:"
     printf '  %s\n' "$pinned" >&2
 fi
+
+# 3. the agents azprov replaces -------------------------------------------------------------
+for pkg in "${AGENT_PACKAGES[@]}"; do
+    if dpkg -s "$pkg" >/dev/null 2>&1; then
+        log "purging $pkg"
+        apt-get purge -y -q "$pkg"
+    fi
+done
+rm -rf -- "${AGENT_LEFTOVERS[@]}"
 
 log "done; run 'azprov deprovision --force' as the last step before capture"
