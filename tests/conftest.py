@@ -1,0 +1,42 @@
+"""Shared fixtures.  Helpers live in tests/support/ (importable as ``support.*``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from support.scratch_root import make_scratch_root
+
+
+@pytest.fixture
+def scratch_root(tmp_path) -> str:
+    """A fresh minimal Debian-like image tree (see support/scratch_root.py)."""
+    return make_scratch_root(str(tmp_path / "root"))
+
+
+@pytest.fixture
+def config(tmp_path):
+    """azprov's built-in default configuration (no file read)."""
+    from azprov.config import load_config
+
+    empty = tmp_path / "no-config"
+    empty.mkdir(exist_ok=True)
+    return load_config(root=str(empty))
+
+
+@pytest.fixture
+def emulator():
+    """``emulator(scenario_dict)`` starts a fabric emulator on loopback, stopped after the test."""
+    from azprov.fabric import FabricEmulator, Scenario
+
+    started = []
+
+    def start(scenario=None):
+        fabric = FabricEmulator(Scenario.from_dict(scenario or {}), wireserver=("127.0.0.1", 0),
+                                imds=("127.0.0.1", 0))
+        fabric.start()
+        started.append(fabric)
+        return fabric
+
+    yield start
+    for fabric in started:
+        fabric.stop()

@@ -1,0 +1,90 @@
+"""Fakes for provisioning tests: a recording command runner and an in-memory fabric."""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence
+
+from azprov.errors import FabricUnreachable
+from azprov.goalstate import GoalState
+from azprov.host import CommandResult
+from azprov.imds import Metadata, OsProfile, PublicKey
+
+ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDSi/X+2K9K0naVa3RLHjpeUGQvbDYDviCgQOvvubHr7 "
+           "azureuser@azprov-demo")
+VM_ID = "8b1e4c3d-52a7-4f6e-9c80-d3a2b7e615f4"
+
+
+def metadata(*, vm_id: str = VM_ID, computer_name: str = "vm1", admin_username: str = "azureuser",
+             keys: Sequence = (ED25519,), disable_password_authentication: bool = True,
+             pps_type: Optional[str] = None, os_profile: bool = True) -> Metadata:
+    """IMDS metadata as ``ImdsClient.metadata()`` returns it; keys are lines or PublicKeys."""
+    profile = OsProfile(computer_name, admin_username, disable_password_authentication) if os_profile else None
+    public_keys = tuple(k if isinstance(k, PublicKey) else PublicKey(k, f"/home/{admin_username}/.ssh/authorized_keys")
+                        for k in keys)
+    return Metadata(vm_id, "vm-resource", profile, public_keys, pps_type)
+
+
+class FakeRunner:
+    """Records every argv; answers with ``handler(argv)`` (a CommandResult or None for success)."""
+
+    def __init__(self, handler: Optional[Callable[[List[str]], Optional[CommandResult]]] = None) -> None:
+        self.calls: List[List[str]] = []
+        self.handler = handler
+
+    def __call__(self, argv, timeout, input) -> CommandResult:
+        argv = list(argv)
+        self.calls.append(argv)
+        result = self.handler(argv) if self.handler else None
+        return result or CommandResult(tuple(argv), 0, "", "")
+
+    def commands(self) -> List[str]:
+        return [argv[0].rsplit("/", 1)[-1] for argv in self.calls]
+
+
+class FakeWireServer:
+    def __init__(self, fabric: "FakeFabric") -> None:
+        self.fabric = fabric
+
+    def goal_state(self, deadline=None) -> GoalState:
+        self.fabric.calls.append("goal_state")
+        if self.fabric.wireserver_down:
+            raise FabricUnreachable("WireServer did not answer")
+        return self.fabric.goal
+
+    def report(self, status, deadline=None) -> GoalState:
+        self.fabric.calls.append(f"report:{status.state}")
+        if self.fabric.wireserver_down or (status.ready and self.fabric.ready_fails):
+            raise FabricUnreachable("WireServer did not answer")
+        self.fabric.reports.append(status)
+        return self.fabric.goal
+
+
+class FakeImds:
+    def __init__(self, fabric: "FakeFabric") -> None:
+        self.fabric = fabric
+
+    def metadata(self) -> Metadata:
+        self.fabric.calls.append("metadata")
+        if self.fabric.imds_error is not None:
+            raise self.fabric.imds_error
+        return self.fabric.metadata
+
+
+class FakeFabric:
+    """What ``clients.connect`` returns, in memory: records calls and accepted reports."""
+
+    def __init__(self, metadata: Metadata) -> None:
+        self.metadata = metadata
+        self.goal = GoalState(5, "container-1", "instance-1._vm")
+        self.calls: List[str] = []
+        self.reports: list = []
+        self.wireserver_down = False
+        self.ready_fails = False
+        self.imds_error: Optional[Exception] = None
+        self.wireserver = FakeWireServer(self)
+        self.imds = FakeImds(self)
+        self.connected = 0
+
+    def connect(self) -> "FakeFabric":
+        self.connected += 1
+        return self
