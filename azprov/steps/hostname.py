@@ -1,0 +1,133 @@
+"""Hostname: ``compute.osProfile.computerName`` as the system's name, published to Azure DNS.
+
+The name is validated as an RFC 1123 host name (labels of 1-63 characters ``[a-z0-9-]``, no
+leading or trailing hyphen, at most 64 characters in all, the Azure limit for Linux) and
+lower-cased; anything else is refused with a ProvisioningFailed report, never "cleaned up".
+
+Set with ``hostnamectl`` when systemd runs this root; otherwise ``/etc/hostname`` is written (and
+the kernel's name set with ``hostname`` on a live host).  Debian's ``127.0.1.1 oldname`` line in
+``/etc/hosts`` follows the new name; no such line is invented where the image has none.  Azure DNS
+learns the name from the DHCP client, so a live host's client is made to renew (see ``dhcp``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from azprov.errors import InvalidMetadata
+from azprov.host import Host, UnsafePath
+from azprov.steps import dhcp
+
+log = logging.getLogger(__name__)
+
+NAME = "hostname"
+MAX_LENGTH = 64  # Azure's limit for a Linux computerName (RFC 1123 alone allows 253)
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class InvalidHostname(InvalidMetadata):
+    reason = "invalid_computer_name"
+
+
+def validate(computer_name: str) -> str:
+    """The host name for ``computer_name`` (lower case), or InvalidHostname saying why not."""
+    shown = computer_name if len(computer_name) <= 40 else computer_name[:40] + "..."
+    if not computer_name:
+        raise InvalidHostname("computerName is empty")
+    if len(computer_name) > MAX_LENGTH:
+        raise InvalidHostname(
+            f"computerName is {len(computer_name)} characters, over the {MAX_LENGTH}-character limit",
+            length=len(computer_name),
+        )
+    name = computer_name.lower()
+    for label in name.split("."):
+        if not _LABEL.match(label):
+            raise InvalidHostname(
+                f"computerName {shown!r} is not a valid host name (RFC 1123: labels of letters, "
+                "digits and inner hyphens, separated by dots)",
+                computer_name=shown,
+            )
+    return name
+
+
+def enabled(settings) -> bool:
+    return settings.set_hostname
+
+
+def check(host: Host, metadata, settings) -> None:
+    validate(metadata.os_profile.computer_name)
+
+
+def apply(host: Host, metadata, settings) -> bool:
+    name = validate(metadata.os_profile.computer_name)
+    changed = set_hostname(host, name)
+    changed = update_hosts(host, name) or changed
+    if settings.publish_hostname:
+        dhcp.publish_hostname(host)
+    return changed
+
+
+def current_hostname(host: Host) -> str:
+    text = host.read_text("/etc/hostname") or ""
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            return line.strip()
+    return ""
+
+
+def set_hostname(host: Host, name: str) -> bool:
+    """Make ``name`` the static host name; False if it already was."""
+    if current_hostname(host) == name:
+        if host.live and not host.systemd_running():
+            _set_kernel_hostname(host, name)
+        return False
+    if host.systemd_running():
+        host.run(["hostnamectl", "set-hostname", name], timeout=30)
+        log.info("hostname set to %s with hostnamectl", name)
+        return True
+    host.write_file("/etc/hostname", (name + "\n").encode(), mode=0o644)
+    if host.live:
+        _set_kernel_hostname(host, name)
+    log.info("hostname set to %s in /etc/hostname", name)
+    return True
+
+
+def _set_kernel_hostname(host: Host, name: str) -> None:
+    try:
+        with open("/proc/sys/kernel/hostname") as handle:
+            if handle.read().strip() == name:
+                return
+    except OSError:
+        pass
+    host.run(["hostname", name], timeout=10)
+
+
+def hosts_with_name(text: str, name: str) -> str:
+    """``/etc/hosts`` text with the ``127.0.1.1`` line naming ``name`` (if there is such a line)."""
+    names = f"{name} {name.split('.')[0]}" if "." in name else name
+    lines = []
+    for line in text.splitlines(keepends=True):
+        fields = line.split("#", 1)[0].split()
+        if fields and fields[0] == "127.0.1.1":
+            ending = "\n" if line.endswith("\n") else ""
+            line = f"127.0.1.1\t{names}{ending}"
+        lines.append(line)
+    return "".join(lines)
+
+
+def update_hosts(host: Host, name: str) -> bool:
+    text = host.read_text("/etc/hosts")
+    if text is None:
+        return False
+    new = hosts_with_name(text, name)
+    if new == text:
+        return False
+    try:
+        changed = host.write_file("/etc/hosts", new.encode(), mode=0o644)
+    except UnsafePath as exc:  # e.g. a distribution that links /etc/hosts elsewhere
+        log.warning("/etc/hosts left as it is: %s", exc)
+        return False
+    if changed:
+        log.info("/etc/hosts: 127.0.1.1 now names %s", name)
+    return changed

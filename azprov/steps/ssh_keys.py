@@ -1,0 +1,215 @@
+"""SSH keys: ``compute.publicKeys`` into the admin user's authorized keys, where sshd reads them.
+
+Each key is validated as one OpenSSH public key line, ``type base64 [comment]``: trailing CR/LF
+stripped, any other line break or control character refused (a key can never smuggle a second
+line), no options (IMDS keys never carry ``command=``...), a known type, base64 that decodes to a
+blob naming the same type, at most 16 KiB, at most 1000 keys.
+
+The file is the first ``AuthorizedKeysFile`` of sshd's configuration (``%h``/``%u``/``%%``
+expanded, relative to the home; default ``.ssh/authorized_keys``); an IMDS ``path`` is honoured
+only inside the user's home.  Keys are merged with the file's lines (no duplicates, existing lines
+kept), the directories below the home are 0700 and the file 0600, owned by the user, written
+atomically.  Every path component is opened with ``O_NOFOLLOW`` from the root down: a symlinked
+``.ssh`` (to ``/root/.ssh``, say) fails the step instead of being written through.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import re
+import stat
+import struct
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+from azprov.errors import InvalidMetadata, StepFailed
+from azprov.host import Dir, Host, PasswdEntry, UnsafePath, split_path
+from azprov.steps import sshd_config
+from azprov.steps import user as user_step
+
+log = logging.getLogger(__name__)
+
+NAME = "ssh_keys"
+MAX_KEY_LENGTH = 16 * 1024
+MAX_KEYS = 1000
+KEY_TYPES = frozenset({
+    "ssh-rsa", "ssh-dss", "ssh-ed25519", "ssh-ed448",
+    "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-rsa-cert-v01@openssh.com", "ssh-dss-cert-v01@openssh.com",
+    "ssh-ed25519-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp256-cert-v01@openssh.com", "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+    "sk-ssh-ed25519-cert-v01@openssh.com", "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
+})
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class InvalidKey(InvalidMetadata):
+    reason = "invalid_ssh_key"
+
+
+def parse_key(key_data: str, index: int = 0) -> Tuple[str, str, str]:
+    """``(type, base64, comment)`` of one IMDS key, or InvalidKey saying what is wrong."""
+    where = {"key_index": index}
+    text = key_data.rstrip("\r\n")
+    if len(text) > MAX_KEY_LENGTH:
+        raise InvalidKey(f"SSH key {index} is {len(text)} characters, over {MAX_KEY_LENGTH}", **where)
+    if "\n" in text or "\r" in text:
+        raise InvalidKey(f"SSH key {index} contains a line break: one key per entry, one line each",
+                         **where)
+    if _CONTROL.search(text):
+        raise InvalidKey(f"SSH key {index} contains control characters", **where)
+    fields = text.strip().split(None, 2)
+    if not fields:
+        raise InvalidKey(f"SSH key {index} is empty", **where)
+    key_type = fields[0]
+    if key_type not in KEY_TYPES:
+        if "=" in key_type or "," in key_type or key_type.startswith(("command", "from", "no-")):
+            raise InvalidKey(f"SSH key {index} starts with options ({key_type[:40]!r}); "
+                             "azprov accepts plain public keys only", **where)
+        raise InvalidKey(f"SSH key {index} has an unknown key type {key_type[:60]!r}", **where)
+    if len(fields) < 2:
+        raise InvalidKey(f"SSH key {index} ({key_type}) has no key data", **where)
+    blob_text = fields[1]
+    try:
+        blob = base64.b64decode(blob_text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidKey(f"SSH key {index} ({key_type}): the key data is not valid base64",
+                         **where) from None
+    if len(blob) < 4:
+        raise InvalidKey(f"SSH key {index} ({key_type}): the key data is truncated", **where)
+    (length,) = struct.unpack(">I", blob[:4])
+    if blob[4:4 + length].decode("ascii", "replace") != key_type or length + 4 > len(blob):
+        raise InvalidKey(f"SSH key {index}: the key data is not a {key_type} key", **where)
+    comment = fields[2].strip() if len(fields) > 2 else ""
+    return key_type, blob_text, comment
+
+
+def validate(public_keys) -> List[Tuple[str, str, str]]:
+    if len(public_keys) > MAX_KEYS:
+        raise InvalidKey(f"{len(public_keys)} SSH keys, over the limit of {MAX_KEYS}")
+    return [parse_key(key.key_data, index) for index, key in enumerate(public_keys)]
+
+
+def enabled(settings) -> bool:
+    return settings.install_ssh_keys
+
+
+def check(host: Host, metadata, settings) -> None:
+    user_step.validate(host, metadata.os_profile.admin_username)  # never a system account's keys
+    validate(metadata.public_keys)
+
+
+def _blob_of(line: str) -> Optional[str]:
+    """The base64 key of an authorized_keys line (options allowed there), or None."""
+    words = line.split()
+    for index, word in enumerate(words[:-1]):
+        if word in KEY_TYPES:
+            return words[index + 1]
+    return None
+
+
+def merge(existing: str, keys: List[Tuple[str, str, str]]) -> str:
+    """``existing`` lines kept as they are, followed by the keys it lacks (matched by key data)."""
+    lines = [line for line in existing.splitlines() if line.strip()]
+    present = {_blob_of(line) for line in lines}
+    for key_type, blob, comment in keys:
+        if blob not in present:
+            lines.append(" ".join(part for part in (key_type, blob, comment) if part))
+            present.add(blob)
+    return "".join(line + "\n" for line in lines)
+
+
+def _inside(path: str, home: str) -> bool:
+    path, home = os.path.normpath(path), os.path.normpath(home)
+    return path.startswith(home.rstrip("/") + "/")
+
+
+def target_files(host: Host, user: PasswdEntry, public_keys) -> Dict[str, List[int]]:
+    """``{authorized_keys path: [key indexes]}``: the IMDS path where it is inside the home, else
+    where sshd reads keys."""
+    patterns = sshd_config.authorized_keys_files(host)
+    if not patterns:
+        raise StepFailed("sshd_config says AuthorizedKeysFile none: nowhere to install SSH keys")
+    default = sshd_config.expand(patterns[0], home=user.home, user=user.name)
+    if "%" in default:
+        raise StepFailed(f"AuthorizedKeysFile {patterns[0]!r} uses a token azprov cannot expand")
+    targets: Dict[str, List[int]] = OrderedDict()
+    for index, key in enumerate(public_keys):
+        path = default
+        if key.path and key.path != default:
+            wanted = os.path.normpath(key.path)
+            if key.path.startswith("/") and _inside(wanted, user.home):
+                path = wanted
+            else:
+                log.warning("SSH key %d: path %r is outside %s's home; using %s instead",
+                            index, key.path[:200], user.name, default)
+        targets.setdefault(os.path.normpath(path), []).append(index)
+    return targets
+
+
+def apply(host: Host, metadata, settings) -> bool:
+    keys = validate(metadata.public_keys)
+    username = user_step.validate(host, metadata.os_profile.admin_username)
+    user = host.user(username)
+    if user is None:
+        raise StepFailed(f"user {username} does not exist: cannot install its SSH keys",
+                         admin_username=username)
+    if not keys:
+        log.warning("IMDS lists no SSH public keys for %s: nothing to install", username)
+        return False
+    changed = False
+    for path, indexes in target_files(host, user, metadata.public_keys).items():
+        changed = install(host, user, path, [keys[i] for i in indexes]) or changed
+    return changed
+
+
+def _check_owner(directory: Dir, user: PasswdEntry) -> None:
+    info = directory.stat()
+    if info.st_uid not in (0, user.uid):
+        raise UnsafePath(f"{directory.path} is owned by uid {info.st_uid}, not by {user.name} "
+                         "or root; azprov will not write keys there", path=directory.path)
+    if stat.S_IMODE(info.st_mode) & 0o022:  # sshd's StrictModes test, exactly
+        raise UnsafePath(f"{directory.path} is writable by group or others; sshd would refuse "
+                         "keys there", path=directory.path)
+
+
+def install(host: Host, user: PasswdEntry, path: str, keys: List[Tuple[str, str, str]]) -> bool:
+    """Merge ``keys`` into ``path``: directories below the home 0700 and the file 0600, the user's."""
+    parent, name = os.path.split(path)
+    inside_home = _inside(path, user.home)
+    base = user.home if inside_home else parent
+    below = split_path(parent)[len(split_path(base)):] if inside_home else []
+    changed = False
+    try:
+        current = host.open_dir(base)
+    except FileNotFoundError:
+        raise StepFailed(f"{base} does not exist: cannot install {user.name}'s SSH keys",
+                         path=base) from None
+    try:
+        if inside_home:
+            _check_owner(current, user)
+        for part in below:
+            child = current.subdir(part, create_mode=0o700, uid=user.uid, gid=user.gid)
+            current.close()
+            current = child
+            _check_owner(current, user)
+            changed = current.set_owner_mode(0o700, user.uid, user.gid) or changed
+        existing = current.read(name)
+        text = merge(existing.decode("utf-8", "replace") if existing else "", keys)
+        changed = current.write(name, text.encode(), mode=0o600, uid=user.uid, gid=user.gid) or changed
+    finally:
+        current.close()
+    if changed:
+        log.info("installed %d SSH key(s) for %s in %s", len(keys), user.name, path)
+        _restorecon(host, os.path.join(base, below[0]) if below else parent)
+    return changed
+
+
+def _restorecon(host: Host, path: str) -> None:
+    if host.selinux_enabled() and host.which("restorecon"):
+        host.run(["restorecon", "-R", path], timeout=60, check=False)

@@ -1,0 +1,196 @@
+"""The admin user: ``compute.osProfile.adminUsername`` with sudo rights and a locked password.
+
+The name must be a portable user name (``^[a-z_][a-z0-9_-]{0,31}$``: it can never start with
+``-`` and become an option) and must not be a system account: the reserved names below, any
+existing account outside ``UID_MIN..UID_MAX`` of the root's ``login.defs``, or the name of an
+existing system group.
+
+Created with the real ``useradd`` (``--root`` for an image tree) with a home and a user private
+group; an existing user is updated, never recreated.  It joins the first of the configured admin
+groups that exists, its password is locked (IMDS never carries one: keys only), and
+``/etc/sudoers.d/90-azprov`` grants it ``NOPASSWD:ALL``: mode 0440, root-owned, written to a temp
+file that ``visudo -cf`` checks before it is renamed into place.  The drop-in lists every user
+azprov provisioned on this image, one line each.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import List, Optional
+
+from azprov.errors import InvalidMetadata, StepFailed
+from azprov.host import Host, PasswdEntry
+
+log = logging.getLogger(__name__)
+
+NAME = "user"
+SUDOERS = "/etc/sudoers"
+SUDOERS_DROPIN = "/etc/sudoers.d/90-azprov"
+USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+RESERVED = frozenset("""
+    root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats
+    nobody nogroup _apt sshd messagebus dbus polkitd systemd-network systemd-resolve
+    systemd-timesync systemd-coredump tss chrony ntp postfix ftp halt shutdown operator adm
+    wheel sudo shadow staff users admin
+""".split())
+SUDOERS_HEADER = "# Admin users provisioned by azprov (https://aka.ms/linuxprovisioningerror).\n"
+_SUDOERS_LINE = re.compile(r"^([a-z_][a-z0-9_-]{0,31}) ALL=\(ALL\) NOPASSWD:ALL$")
+_INCLUDEDIR = re.compile(r"^[#@]includedir\s+/etc/sudoers\.d/?\s*$", re.MULTILINE)
+
+
+class InvalidUsername(InvalidMetadata):
+    reason = "invalid_admin_username"
+
+
+def validate(host: Host, username: str) -> str:
+    """``username`` if azprov may create or update it, else InvalidUsername saying why."""
+    shown = username if len(username) <= 40 else username[:40] + "..."
+    if not USERNAME.match(username):
+        raise InvalidUsername(
+            f"adminUsername {shown!r} is not a portable user name "
+            "(lower-case letters, digits, '_' and '-', not starting with '-' or a digit, "
+            "at most 32 characters)",
+            admin_username=shown,
+        )
+    if username in RESERVED:
+        raise InvalidUsername(f"adminUsername {username!r} is a reserved system account",
+                              admin_username=username)
+    defs = host.login_defs()
+    uid_min = host.uid_min()
+    uid_max = int(defs["UID_MAX"]) if defs.get("UID_MAX", "").isdigit() else 60000
+    entry = host.user(username)
+    if entry is not None and not uid_min <= entry.uid <= uid_max:
+        raise InvalidUsername(
+            f"adminUsername {username!r} is an existing system account (uid {entry.uid})",
+            admin_username=username, uid=entry.uid,
+        )
+    group = host.group(username)
+    gid_min = int(defs["GID_MIN"]) if defs.get("GID_MIN", "").isdigit() else uid_min
+    if entry is None and group is not None and group.gid < gid_min:
+        raise InvalidUsername(
+            f"adminUsername {username!r} is the name of a system group (gid {group.gid})",
+            admin_username=username, gid=group.gid,
+        )
+    return username
+
+
+def enabled(settings) -> bool:
+    return settings.create_user
+
+
+def check(host: Host, metadata, settings) -> None:
+    validate(host, metadata.os_profile.admin_username)
+
+
+def apply(host: Host, metadata, settings) -> bool:
+    username = validate(host, metadata.os_profile.admin_username)
+    changed = ensure_user(host, username)
+    changed = ensure_admin_group(host, username, settings.admin_groups) or changed
+    changed = ensure_locked(host, username) or changed
+    changed = ensure_sudoers(host, username) or changed
+    if not metadata.os_profile.disable_password_authentication:
+        log.warning("password authentication is enabled for this VM, but IMDS carries no "
+                    "password: %s's password stays locked; log in with an SSH key", username)
+    return changed
+
+
+def ensure_user(host: Host, username: str) -> bool:
+    entry = host.user(username)
+    if entry is not None:
+        log.info("user %s exists (uid %d): updating it", username, entry.uid)
+        return _ensure_home(host, entry)
+    shell = "/bin/bash" if host.exists("/bin/bash") else "/bin/sh"
+    group = ["-g", username] if host.group(username) is not None else ["-U"]
+    host.run(["useradd", *host.root_option(), "-m", *group, "-s", shell, "--", username],
+             timeout=120)
+    created = host.user(username)
+    if created is None:
+        raise StepFailed(f"useradd reported success but {username} is not in /etc/passwd",
+                         admin_username=username)
+    log.info("created user %s (uid %d, home %s)", username, created.uid, created.home)
+    return True
+
+
+def _ensure_home(host: Host, entry: PasswdEntry) -> bool:
+    if host.lexists(entry.home):
+        return False
+    parent, name = entry.home.rstrip("/").rsplit("/", 1)
+    with host.open_dir(parent or "/") as directory:
+        directory.subdir(name, create_mode=0o700, uid=entry.uid, gid=entry.gid).close()
+    log.info("created the missing home %s of %s", entry.home, entry.name)
+    return True
+
+
+def admin_group(host: Host, candidates) -> Optional[str]:
+    """The first of ``candidates`` that exists in the root's ``/etc/group``."""
+    return next((name for name in candidates if host.group(name) is not None), None)
+
+
+def ensure_admin_group(host: Host, username: str, candidates) -> bool:
+    group = admin_group(host, candidates)
+    if group is None:
+        log.warning("none of the admin groups %s exists: %s gets sudo rights from %s only",
+                    ", ".join(candidates) or "(none configured)", username, SUDOERS_DROPIN)
+        return False
+    if username in host.group(group).members:
+        return False
+    host.run(["usermod", *host.root_option(), "-a", "-G", group, "--", username], timeout=60)
+    log.info("added %s to group %s", username, group)
+    return True
+
+
+def ensure_locked(host: Host, username: str) -> bool:
+    field = host.password_field(username)
+    if field is not None and field.startswith("!"):
+        return False
+    host.run(["usermod", *host.root_option(), "-L", "--", username], timeout=60)
+    log.info("locked the password of %s (SSH keys only)", username)
+    return True
+
+
+def sudoers_users(text: str) -> List[str]:
+    """The users of an azprov sudoers drop-in, in order."""
+    return [m.group(1) for m in map(_SUDOERS_LINE.match, text.splitlines()) if m]
+
+
+def render_sudoers(users: List[str]) -> bytes:
+    return (SUDOERS_HEADER + "".join(f"{name} ALL=(ALL) NOPASSWD:ALL\n" for name in users)).encode()
+
+
+def _visudo_check(host: Host):
+    visudo = host.which("visudo")
+    if visudo is None:
+        raise StepFailed("visudo is not installed on this machine: cannot check the sudoers drop-in")
+
+    def check(path: str) -> None:
+        host.run([visudo, "-c", "-q", "-f", path], timeout=30)
+
+    return check
+
+
+def write_sudoers(host: Host, users: List[str]) -> bool:
+    """Make the drop-in list exactly ``users`` (removed when empty)."""
+    if not users:
+        return host.remove(SUDOERS_DROPIN)
+    return host.write_file(SUDOERS_DROPIN, render_sudoers(users), mode=0o440, parents=0o755,
+                           check=_visudo_check(host))
+
+
+def ensure_sudoers(host: Host, username: str) -> bool:
+    main = host.read_text(SUDOERS)
+    if main is None:
+        log.warning("sudo is not installed (no %s): %s gets no sudo rights", SUDOERS, username)
+        return False
+    if not _INCLUDEDIR.search(main):
+        log.warning("%s does not include /etc/sudoers.d: %s is not read; not rewriting %s",
+                    SUDOERS, SUDOERS_DROPIN, SUDOERS)
+        return False
+    existing = host.read_file(SUDOERS_DROPIN)
+    users = sudoers_users(existing.decode("utf-8", "replace")) if existing else []
+    if username not in users:
+        users.append(username)
+    changed = write_sudoers(host, users)
+    if changed:
+        log.info("%s grants %s sudo without password", SUDOERS_DROPIN, username)
+    return changed

