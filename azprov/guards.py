@@ -1,0 +1,146 @@
+"""Refusals: VMs azprov must not provision as normal, each with a clear reason.
+
+- Another provisioner would race it: WALinuxAgent (installed, its unit enabled, provisioning not
+  disabled in ``/etc/waagent.conf``) or cloud-init with the Azure datasource (installed, not
+  disabled by ``/etc/cloud/cloud-init.disabled``, ``datasource_list`` including Azure, or unset,
+  which means all).  ``refuse_other_provisioners = false`` makes this a warning.
+- A pre-provisioned pool VM (``ppsType`` other than None): it needs the reprovisioning flow.
+- No osProfile: a VM from a specialized disk has nothing for azprov to apply.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import List, Optional
+
+from azprov.errors import Refused
+from azprov.host import Host
+
+log = logging.getLogger(__name__)
+
+WAAGENT_BINARIES = ("/usr/sbin/waagent", "/usr/bin/waagent", "/usr/local/sbin/waagent")
+WAAGENT_UNITS = ("walinuxagent.service", "waagent.service")
+WAAGENT_CONF = "/etc/waagent.conf"
+CLOUD_INIT_BINARIES = ("/usr/bin/cloud-init", "/usr/local/bin/cloud-init")
+CLOUD_INIT_DISABLED = "/etc/cloud/cloud-init.disabled"
+CLOUD_CFG = "/etc/cloud/cloud.cfg"
+CLOUD_CFG_DIR = "/etc/cloud/cloud.cfg.d"
+
+
+class OtherProvisioner(Refused):
+    reason = "other_provisioner_active"
+
+
+class PoolVm(Refused):
+    reason = "pre_provisioned_pool_vm"
+
+
+class NoOsProfile(Refused):
+    reason = "no_os_profile"
+
+
+def check_metadata(metadata) -> None:
+    if metadata.is_pool_vm:
+        raise PoolVm(f"this VM belongs to a pre-provisioned pool (ppsType {metadata.pps_type!r}); "
+                     "azprov does not implement the reprovisioning flow", pps_type=metadata.pps_type)
+    if metadata.os_profile is None:
+        raise NoOsProfile("IMDS has no osProfile for this VM (created from a specialized disk?): "
+                          "nothing to provision")
+
+
+def _key_values(text: str) -> dict:
+    values = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip().lower()] = value.strip().strip('"').lower()
+    return values
+
+
+def waagent_provisions(host: Host) -> Optional[str]:
+    """Why WALinuxAgent would provision this VM too, or None."""
+    binary = next((path for path in WAAGENT_BINARIES if host.exists(path)), None)
+    if binary is None:
+        return None
+    links = [link for unit in WAAGENT_UNITS for link in host.glob(f"/etc/systemd/system/*.wants/{unit}")]
+    if not links:
+        log.info("WALinuxAgent is installed (%s) but its unit is not enabled", binary)
+        return None
+    conf = _key_values(host.read_text(WAAGENT_CONF) or "")
+    agent = conf.get("provisioning.agent", "auto")
+    if agent in ("disabled", "cloud-init") or conf.get("provisioning.enabled") in ("n", "no", "false"):
+        log.warning("WALinuxAgent is enabled (%s) with provisioning off in %s; it still posts "
+                    "its own Ready report", links[0], WAAGENT_CONF)
+        return None
+    return (f"WALinuxAgent is installed ({binary}), enabled ({links[0]}) and provisions "
+            f"(Provisioning.Agent={agent} in {WAAGENT_CONF})")
+
+
+def datasource_list(text: str) -> Optional[List[str]]:
+    """The ``datasource_list`` of one cloud.cfg file (flow or block YAML list), or None if unset."""
+    match = re.search(r"^datasource_list[ \t]*:[ \t]*(.*)$", text, re.MULTILINE)
+    if match is None:
+        return None
+    rest = match.group(1).split("#", 1)[0].strip()
+    if rest.startswith("["):
+        body = text[match.start(1):]
+        body = body[1:body.index("]")] if "]" in body else body[1:]
+        items = body.split(",")
+    else:
+        items = []
+        for line in text[match.end():].splitlines()[1:]:
+            item = re.match(r"^\s*-\s*(.*)$", line)
+            if item is None:
+                if line.strip() and not line.lstrip().startswith("#"):
+                    break
+                continue
+            items.append(item.group(1))
+    cleaned = [item.split("#", 1)[0].strip().strip("'\"") for item in items]
+    return [item for item in cleaned if item]
+
+
+def cloud_init_provisions(host: Host) -> Optional[str]:
+    """Why cloud-init would provision this VM with its Azure datasource, or None."""
+    binary = next((path for path in CLOUD_INIT_BINARIES if host.exists(path)), None)
+    if binary is None:
+        return None
+    if host.exists(CLOUD_INIT_DISABLED):
+        log.info("cloud-init is installed but disabled by %s", CLOUD_INIT_DISABLED)
+        return None
+    if host.live:
+        try:
+            with open("/proc/cmdline") as handle:
+                if "cloud-init=disabled" in handle.read().split():
+                    return None
+        except OSError:
+            pass
+    sources = None
+    where = "default: every datasource"
+    for path in [CLOUD_CFG] + host.glob(f"{CLOUD_CFG_DIR}/*.cfg"):
+        found = datasource_list(host.read_text(path) or "")
+        if found is not None:
+            sources, where = found, path
+    if sources is not None and not any(source.lower() == "azure" for source in sources):
+        log.info("cloud-init is installed without the Azure datasource (%s)", where)
+        return None
+    return f"cloud-init is installed ({binary}) with the Azure datasource ({where})"
+
+
+def other_provisioners(host: Host) -> List[str]:
+    return [why for why in (waagent_provisions(host), cloud_init_provisions(host)) if why]
+
+
+def check_other_provisioners(host: Host, settings) -> None:
+    found = other_provisioners(host)
+    if not found:
+        return
+    if settings.refuse_other_provisioners:
+        raise OtherProvisioner(
+            "; ".join(found) + ". Two provisioners race on one VM: remove or disable the other "
+            "one, or set provisioning.refuse_other_provisioners = false",
+            provisioner="walinuxagent" if found[0].startswith("WALinuxAgent") else "cloud-init",
+        )
+    for why in found:
+        log.warning("%s; going ahead (provisioning.refuse_other_provisioners = false)", why)

@@ -1,0 +1,70 @@
+"""azprov's own unit: disabled after a successful run, enabled again by ``deprovision``.
+
+With systemd running this root (root ``/``) ``systemctl`` does it; for an image tree, or a host
+without systemd as PID 1, the ``multi-user.target.wants`` link is removed or created directly,
+pointing at the unit file where the image has it (as ``systemctl enable`` would).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from azprov.errors import StepFailed
+from azprov.host import Host
+
+log = logging.getLogger(__name__)
+
+UNIT = "azprov.service"
+WANTS_DIR = "/etc/systemd/system/multi-user.target.wants"
+WANTS_LINK = f"{WANTS_DIR}/{UNIT}"
+UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
+
+
+def unit_file(host: Host) -> Optional[str]:
+    """Where the image has azprov.service (the first of UNIT_DIRS holding it), or None."""
+    for directory in UNIT_DIRS:
+        path = f"{directory}/{UNIT}"
+        if host.exists(path) and host.resolve(path) != "/dev/null":  # not a masked unit
+            return path
+    return None
+
+
+def is_enabled(host: Host) -> bool:
+    if host.systemd_running():
+        result = host.run(["systemctl", "is-enabled", UNIT], timeout=30, check=False)
+        return result.stdout.strip() in ("enabled", "enabled-runtime", "alias")
+    return host.lexists(WANTS_LINK)
+
+
+def disable(host: Host) -> bool:
+    """Make sure the unit does not start at boot any more; True if that changed something."""
+    if host.systemd_running():
+        if not is_enabled(host):
+            return False
+        host.run(["systemctl", "disable", UNIT], timeout=60)
+        log.info("disabled %s", UNIT)
+        return True
+    changed = host.remove(WANTS_LINK)
+    if changed:
+        log.info("disabled %s (removed %s)", UNIT, WANTS_LINK)
+    return changed
+
+
+def enable(host: Host) -> bool:
+    """Make the unit start at the next boot; True if that changed something."""
+    if host.systemd_running():
+        if is_enabled(host):
+            return False
+        host.run(["systemctl", "enable", UNIT], timeout=60)
+        log.info("enabled %s", UNIT)
+        return True
+    target = unit_file(host)
+    if target is None:
+        raise StepFailed(f"{UNIT} is not installed in {host.root} (looked in {', '.join(UNIT_DIRS)})")
+    directory_path, name = WANTS_LINK.rsplit("/", 1)
+    with host.open_dir(directory_path, create_mode=0o755) as directory:
+        changed = directory.symlink(target, name)
+    if changed:
+        log.info("enabled %s (%s -> %s)", UNIT, WANTS_LINK, target)
+    return changed

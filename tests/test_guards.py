@@ -1,0 +1,94 @@
+"""Refusals: other provisioners, pool VMs, no osProfile."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+
+from azprov import guards
+from azprov.host import Host
+from support.fakes import metadata
+from support.scratch_root import make_scratch_root
+
+
+def root_with(tmp_path, **kwargs) -> Host:
+    return Host(make_scratch_root(str(tmp_path / "root"), **kwargs))
+
+
+def test_a_clean_image_has_no_other_provisioner(tmp_path, config):
+    host = root_with(tmp_path)
+    assert guards.other_provisioners(host) == []
+    guards.check_other_provisioners(host, config.provisioning)
+
+
+def test_walinuxagent_enabled_and_provisioning_is_refused(tmp_path, config):
+    host = root_with(tmp_path, waagent=True)
+    with pytest.raises(guards.OtherProvisioner) as caught:
+        guards.check_other_provisioners(host, config.provisioning)
+    assert caught.value.reason == "other_provisioner_active" and caught.value.exit_code == 7
+    assert "WALinuxAgent" in str(caught.value) and "refuse_other_provisioners" in str(caught.value)
+
+
+@pytest.mark.parametrize("conf", ["Provisioning.Agent=disabled\n", "Provisioning.Enabled=n\n",
+                                  "Provisioning.Agent=cloud-init\n"])
+def test_walinuxagent_with_provisioning_off_is_allowed_with_a_warning(tmp_path, conf, caplog):
+    host = root_with(tmp_path, waagent=True, waagent_conf=conf)
+    assert guards.waagent_provisions(host) is None
+    assert "still posts its own Ready" in caplog.text
+
+
+def test_walinuxagent_installed_but_not_enabled_is_allowed(tmp_path):
+    host = root_with(tmp_path, waagent=True)
+    os.remove(host.path("/etc/systemd/system/multi-user.target.wants/walinuxagent.service"))
+    assert guards.waagent_provisions(host) is None
+
+
+def test_cloud_init_with_azure_is_refused(tmp_path, config):
+    host = root_with(tmp_path, cloud_init=True)
+    with pytest.raises(guards.OtherProvisioner, match="cloud-init"):
+        guards.check_other_provisioners(host, config.provisioning)
+
+
+def test_cloud_init_without_a_datasource_list_means_every_datasource(tmp_path):
+    host = root_with(tmp_path, cloud_init=True, cloud_cfg="users: [default]\n")
+    assert "default: every datasource" in guards.cloud_init_provisions(host)
+
+
+def test_cloud_init_disabled_or_without_azure_is_allowed(tmp_path):
+    host = root_with(tmp_path, cloud_init=True)
+    open(host.path("/etc/cloud/cloud-init.disabled"), "w").close()
+    assert guards.cloud_init_provisions(host) is None
+    host = root_with(tmp_path / "2", cloud_init=True, cloud_cfg="datasource_list: [ Azure ]\n")
+    os.makedirs(host.path("/etc/cloud/cloud.cfg.d"))
+    open(host.path("/etc/cloud/cloud.cfg.d/99-local.cfg"), "w").write(
+        "datasource_list:\n  - NoCloud  # local\n  - None\nother: 1\n")
+    assert guards.cloud_init_provisions(host) is None
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("datasource_list: [ Azure, None ]\n", ["Azure", "None"]),
+    ("datasource_list: ['Azure']\n", ["Azure"]),
+    ("datasource_list: [\n  NoCloud,\n  Azure\n]\n", ["NoCloud", "Azure"]),
+    ("a: 1\ndatasource_list:\n- Azure\n-   'Ec2'\nb: 2\n", ["Azure", "Ec2"]),
+    ("# datasource_list: [Azure]\n", None),
+])
+def test_datasource_list_forms(text, expected):
+    assert guards.datasource_list(text) == expected
+
+
+def test_the_refusal_can_be_turned_into_a_warning(tmp_path, config, caplog):
+    host = root_with(tmp_path, waagent=True, cloud_init=True)
+    relaxed = dataclasses.replace(config.provisioning, refuse_other_provisioners=False)
+    guards.check_other_provisioners(host, relaxed)
+    assert caplog.text.count("going ahead") == 2
+
+
+def test_pool_vms_and_missing_os_profiles_are_refused():
+    with pytest.raises(guards.PoolVm) as caught:
+        guards.check_metadata(metadata(pps_type="Running"))
+    assert caught.value.exit_code == 7 and caught.value.reason == "pre_provisioned_pool_vm"
+    with pytest.raises(guards.NoOsProfile):
+        guards.check_metadata(metadata(os_profile=False))
+    guards.check_metadata(metadata(pps_type="None"))

@@ -1,0 +1,58 @@
+"""azprov.service enable/disable for an image tree (the .wants link)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from azprov import unit
+from azprov.errors import StepFailed
+from azprov.host import Host
+from support.fakes import FakeRunner
+
+
+def test_disable_removes_the_wants_link_once(scratch_root):
+    host = Host(scratch_root, runner=FakeRunner())
+    assert unit.is_enabled(host)
+    assert unit.disable(host) is True
+    assert not unit.is_enabled(host)
+    assert unit.disable(host) is False
+    assert os.path.exists(host.path("/usr/lib/systemd/system/azprov.service"))  # the unit stays
+    assert host.runner.calls == []
+
+
+def test_enable_links_to_the_installed_unit(scratch_root):
+    host = Host(scratch_root)
+    unit.disable(host)
+    assert unit.enable(host) is True
+    assert os.readlink(host.path(unit.WANTS_LINK)) == "/usr/lib/systemd/system/azprov.service"
+    assert unit.enable(host) is False
+
+
+def test_enable_finds_the_unit_under_lib(tmp_path):
+    os.makedirs(tmp_path / "lib/systemd/system")
+    (tmp_path / "lib/systemd/system/azprov.service").write_text("[Unit]\n")
+    host = Host(str(tmp_path))
+    assert unit.enable(host) is True
+    assert os.readlink(host.path(unit.WANTS_LINK)) == "/lib/systemd/system/azprov.service"
+
+
+def test_a_local_unit_in_etc_wins(scratch_root):
+    os.makedirs(os.path.join(scratch_root, "etc/systemd/system"), exist_ok=True)
+    open(os.path.join(scratch_root, "etc/systemd/system/azprov.service"), "w").write("[Unit]\n")
+    assert unit.unit_file(Host(scratch_root)) == "/etc/systemd/system/azprov.service"
+
+
+def test_a_masked_unit_is_not_linked(tmp_path):
+    os.makedirs(tmp_path / "etc/systemd/system")
+    os.symlink("/dev/null", tmp_path / "etc/systemd/system/azprov.service")
+    os.makedirs(tmp_path / "dev")
+    (tmp_path / "dev/null").write_text("")
+    with pytest.raises(StepFailed, match="not installed"):
+        unit.enable(Host(str(tmp_path)))
+
+
+def test_enable_without_the_unit_fails_clearly(tmp_path):
+    with pytest.raises(StepFailed, match="not installed"):
+        unit.enable(Host(str(tmp_path)))
