@@ -12,7 +12,6 @@ field's metadata), so adding a key means adding one field.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import os
@@ -21,11 +20,6 @@ import stat
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python < 3.11
-    import tomli as tomllib  # type: ignore[no-redef]
 
 from azprov.errors import ConfigError
 
@@ -251,6 +245,8 @@ def _validate_layer(source: str, data: Mapping[str, object]) -> Dict[str, Dict[s
 
 
 def _suggest(name: str, known: typing.Iterable[str]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -279,6 +275,10 @@ def _read_toml(path: str) -> Dict[str, object]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text: {exc}", source=path) from None
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]
     try:
         return tomllib.loads(text)
     except RecursionError:

@@ -30,6 +30,7 @@ from azprov.errors import ConfigError, FabricUnreachable, HttpStatusError, Proto
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_MAX = 120.0  # a hostile or confused server cannot park us longer than this per wait
+LAST_ATTEMPT_MARGIN = 0.25  # the last attempt starts this long before the deadline
 
 
 class Outcome(enum.Enum):
@@ -233,11 +234,13 @@ class HttpClient:
                 wait = max(wait, retry_after)
             remaining = deadline.remaining()
             if wait >= remaining:
-                log.warning(
-                    "%s: attempt %d failed: %s; no time left for another (deadline in %.1f s)",
-                    what, attempt, last_failure, remaining,
-                )
-                break
+                if remaining < LAST_ATTEMPT_MARGIN * 2 or (retry_after is not None and retry_after >= remaining):
+                    log.warning(
+                        "%s: attempt %d failed: %s; no time left for another (deadline in %.1f s)",
+                        what, attempt, last_failure, remaining,
+                    )
+                    break
+                wait = remaining - LAST_ATTEMPT_MARGIN  # one last attempt just before the deadline
             log.info(
                 "%s: attempt %d failed: %s; retrying in %.2f s%s (deadline in %.0f s)",
                 what, attempt, last_failure, wait,

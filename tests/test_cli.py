@@ -1,0 +1,171 @@
+"""The real CLI, as a subprocess, over real HTTP against the fabric emulator on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from azprov.fabric import FabricEmulator, Scenario
+
+pytestmark = pytest.mark.emulator
+DATA = Path(__file__).parent / "data" / "goalstates"
+
+
+def azprov(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM")}
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "azprov", *args], capture_output=True, text=True,
+                          timeout=timeout, env=environment)
+
+
+def fabric_args(fabric) -> list:
+    return ["--wireserver", fabric.wireserver_url, "--imds", fabric.imds_url]
+
+
+def emulator(scenario: dict | None = None, **kwargs) -> FabricEmulator:
+    return FabricEmulator(Scenario.from_dict(scenario or {}), wireserver=("127.0.0.1", 0),
+                          imds=("127.0.0.1", 0), **kwargs)
+
+
+def ready_reports(fabric) -> list:
+    return [r for r in fabric.reports if r["state"] == "Ready"]
+
+
+def test_report_ready_echoes_an_incarnation_other_than_1():
+    with emulator({"incarnation": 7, "container_id": "c-77", "instance_id": "i-77._vm"}) as fabric:
+        result = azprov("report-ready", "--json", *fabric_args(fabric))
+        assert result.returncode == 0, result.stderr
+        (report,) = ready_reports(fabric)
+    assert (report["incarnation"], report["container_id"], report["instance_id"]) == (7, "c-77", "i-77._vm")
+    assert json.loads(result.stdout)["incarnation"] == 7
+
+
+def test_410_then_success_with_the_new_incarnation():
+    with emulator({"incarnation": 3, "health": [{"status": 410, "new_incarnation": 4}]}) as fabric:
+        result = azprov("report-ready", *fabric_args(fabric))
+        assert result.returncode == 0, result.stderr
+        assert [r["incarnation"] for r in ready_reports(fabric)] == [4]
+        health_statuses = [r["status"] for r in fabric.requests if r["endpoint"] == "health"]
+    assert health_statuses == [410, 200]
+
+
+def test_500_500_500_then_success():
+    with emulator({"goalstate": [{"status": 500, "repeat": 3}]}) as fabric:
+        result = azprov("report-ready", "-v", *fabric_args(fabric))
+        assert result.returncode == 0, result.stderr
+        statuses = [r["status"] for r in fabric.requests if r["endpoint"] == "goalstate"]
+    assert statuses == [500, 500, 500, 200]
+    assert result.stderr.count("HTTP 500; retrying in") == 3
+
+
+def test_429_with_retry_after_is_honoured():
+    with emulator({"goalstate": [{"status": 429, "retry_after": "2"}]}) as fabric:
+        result = azprov("report-ready", "-v", *fabric_args(fabric))
+        assert result.returncode == 0, result.stderr
+        times = [r["t"] for r in fabric.requests if r["endpoint"] == "goalstate"]
+    assert times[1] - times[0] >= 1.9
+    assert "as Retry-After asks" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_connection_refused_until_the_server_appears():
+    port = free_port()
+    fabric = FabricEmulator(Scenario.from_dict({}), wireserver=("127.0.0.1", port), imds=("127.0.0.1", 0))
+    starter = threading.Timer(2.0, fabric.start)
+    starter.start()
+    try:
+        result = azprov("report-ready", "-v", "--wireserver", f"127.0.0.1:{port}", "--timeout", "30")
+        assert result.returncode == 0, result.stderr
+        assert "connection refused" in result.stderr
+        assert len(ready_reports(fabric)) == 1
+    finally:
+        starter.join()
+        fabric.stop()
+
+
+def test_a_dead_proxy_in_the_environment_does_not_matter():
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {"http_proxy": dead, "HTTP_PROXY": dead, "https_proxy": dead, "ALL_PROXY": dead, "NO_PROXY": ""}
+    with emulator() as fabric:
+        assert azprov("report-ready", *fabric_args(fabric), env=env).returncode == 0
+        assert azprov("metadata", *fabric_args(fabric), env=env).returncode == 0
+        assert len(ready_reports(fabric)) == 1
+
+
+@pytest.mark.parametrize("name", ["billion-laughs.xml", "external-entity.xml"])
+def test_hostile_goal_states_are_refused_with_a_clear_error(name):
+    body = (DATA / name).read_text()
+    with emulator({"goalstate": [{"status": 200, "body": body, "repeat": 100}]}) as fabric:
+        result = azprov("goalstate", *fabric_args(fabric))
+        assert not fabric.reports
+    assert result.returncode == 5
+    assert result.stderr.strip().startswith("azprov: goal state refused: hostile XML")
+    assert "Traceback" not in result.stderr
+
+
+def test_the_deadline_is_honoured_within_a_second():
+    port = free_port()  # nothing listens there: connection refused forever
+    started = time.monotonic()
+    result = azprov("report-ready", "--wireserver", f"127.0.0.1:{port}", "--timeout", "3")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 4
+    assert "before the deadline (3 s" in result.stderr
+    assert 2.0 <= elapsed <= 4.0 + 0.5  # 3 s deadline, within a second, plus interpreter start
+
+
+def test_report_failure_carries_the_reason():
+    with emulator() as fabric:
+        result = azprov("report-failure", "--reason", "disk <setup> failed|badly", *fabric_args(fabric))
+        assert result.returncode == 0, result.stderr
+        (report,) = fabric.reports
+    assert report["state"] == "NotReady" and report["substatus"] == "ProvisioningFailed"
+    assert "reason=reported_by_hand" in report["description"]
+    assert "message=disk <setup> failed badly" in report["description"]
+
+
+def test_goalstate_and_metadata_print_what_they_read():
+    with emulator({"incarnation": 9, "computer_name": "web-9", "admin_username": "ops"}) as fabric:
+        goal = json.loads(azprov("goalstate", "--json", *fabric_args(fabric)).stdout)
+        meta = json.loads(azprov("metadata", "--json", *fabric_args(fabric)).stdout)
+        text = azprov("metadata", *fabric_args(fabric)).stdout
+    assert goal["incarnation"] == 9
+    assert (meta["computer_name"], meta["admin_username"]) == ("web-9", "ops")
+    assert "computer_name: web-9" in text
+
+
+def test_endpoint_reads_option_245_from_a_networkd_lease(tmp_path):
+    leases = tmp_path / "run" / "systemd" / "netif" / "leases"
+    leases.mkdir(parents=True)
+    (leases / "2").write_text("# This is private data. Do not parse.\nADDRESS=10.0.0.4\nOPTION_245=a83f8111\n")
+    result = azprov("endpoint", "--json", "--root", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["address"] == "168.63.129.17"
+    assert "networkd" in found["source"]
+
+
+def test_bad_address_is_a_configuration_error():
+    result = azprov("goalstate", "--wireserver", "https://example.invalid")
+    assert result.returncode == 3
+    assert "[wireserver] address" in result.stderr and "plain http" in result.stderr
+
+
+def test_config_prints_effective_configuration_as_toml(tmp_path):
+    (tmp_path / "azprov.toml").write_text("[imds]\ndeadline = 60\n")
+    result = azprov("config", "--timeout", "5", "--config", str(tmp_path / "azprov.toml"))
+    assert result.returncode == 0, result.stderr
+    assert "[wireserver]" in result.stdout and "deadline = 5" in result.stdout
+    assert "deadline = 60" not in result.stdout  # --timeout caps the file's 60 s too
