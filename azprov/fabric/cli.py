@@ -1,0 +1,87 @@
+"""``azprov fabric serve``: run the fabric emulator until SIGTERM or SIGINT.
+
+Both listeners run in this one process.  One line on stderr says where they listen; request
+records go as JSON lines to ``--log FILE`` (appended) or to stdout.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Tuple
+
+from azprov.errors import ConfigError
+
+
+def parse_listen(text: str, option: str = "address") -> Tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` (``http://`` accepted and ignored) → ``(host, port)``."""
+    value = (text or "").strip()
+    if value.lower().startswith("http://"):
+        value = value[len("http://"):].rstrip("/")
+    if value.startswith("["):
+        host, closed, rest = value[1:].partition("]")
+        if not closed or not rest.startswith(":"):
+            raise ConfigError(f"{option} {text!r}: expected [IPV6]:PORT")
+        port_text = rest[1:]
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"{option} {text!r}: {host!r} is not an IPv6 address") from None
+    else:
+        if value.count(":") > 1:
+            raise ConfigError(f"{option} {text!r}: put an IPv6 address in brackets, e.g. [::1]:8080")
+        host, colon, port_text = value.partition(":")
+        if not colon:
+            raise ConfigError(f"{option} {text!r}: expected HOST:PORT")
+    if not host or any(c.isspace() or c in "/?#@" for c in host):
+        raise ConfigError(f"{option} {text!r}: no usable host")
+    if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"{option} {text!r}: the port must be a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def command(args, config) -> int:
+    from azprov.fabric.scenario import Scenario, load_scenario
+    from azprov.fabric.server import FabricEmulator
+
+    wireserver = parse_listen(args.listen_wireserver, "--wireserver")
+    imds = parse_listen(args.listen_imds, "--imds")
+    scenario = load_scenario(args.scenario) if args.scenario else Scenario()
+    fabric = FabricEmulator(
+        scenario,
+        wireserver=wireserver,
+        imds=imds,
+        log_path=args.log,
+        log_stream=None if args.log else sys.stdout,
+    )
+    stop = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    try:
+        fabric.start()
+        notes = []
+        for name, listener in (("WireServer", scenario.wireserver), ("IMDS", scenario.imds_listener)):
+            if listener.refuse_for:
+                notes.append(f"{name} refuses connections for {listener.refuse_for:g} s")
+        print(
+            f"azprov fabric: WireServer on {fabric.wireserver_url}, IMDS on {fabric.imds_url}; "
+            f"scenario: {args.scenario or 'default'}; request log: {args.log or 'stdout'}"
+            + (f" ({'; '.join(notes)})" if notes else "")
+            + "; stop with SIGTERM or Ctrl-C",
+            file=sys.stderr, flush=True,
+        )
+        while not stop.wait(0.25):  # serves until a signal (the listeners run on their threads)
+            pass
+    finally:
+        fabric.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    stats = fabric.stats()
+    print(f"azprov fabric: stopped after {stats['requests']} requests, {stats['reports']} health reports accepted",
+          file=sys.stderr, flush=True)
+    return 0
