@@ -202,10 +202,10 @@ class HttpClient:
         attempt = 0
         last_failure = "no attempt was made"
         while True:
-            attempt += 1
             remaining = deadline.remaining()
             if remaining <= 0:
                 break
+            attempt += 1
             attempt_headers = dict(headers or {})
             if request_id:
                 attempt_headers["x-ms-client-request-id"] = str(uuid.uuid4())
@@ -234,7 +234,7 @@ class HttpClient:
                 wait = max(wait, retry_after)
             remaining = deadline.remaining()
             if wait >= remaining:
-                if remaining < LAST_ATTEMPT_MARGIN * 2 or (retry_after is not None and retry_after >= remaining):
+                if remaining < LAST_ATTEMPT_MARGIN * 2:
                     log.warning(
                         "%s: attempt %d failed: %s; no time left for another (deadline in %.1f s)",
                         what, attempt, last_failure, remaining,
@@ -250,13 +250,16 @@ class HttpClient:
             self.sleep(wait)
         raise FabricUnreachable(
             f"{what}: no answer from {urlsplit(url).netloc} before the deadline "
-            f"({policy.deadline:g} s, {attempt - 1} attempts; last: {last_failure})",
-            attempts=attempt - 1,
+            f"({policy.deadline:g} s, {attempt} attempt{'s' if attempt != 1 else ''}; last: {last_failure})",
+            attempts=attempt,
             last=last_failure,
         )
 
     def _attempt(self, method, url, policy, headers, body, max_bytes, remaining) -> Response:
+        import http.client
+
         import requests
+        import urllib3
 
         connect_timeout = max(0.05, min(policy.connect_timeout, remaining))
         read_timeout = max(0.05, min(policy.read_timeout, remaining))
@@ -266,36 +269,50 @@ class HttpClient:
             with self.session.request(
                 method,
                 url,
-                headers=headers,
+                headers={"Accept-Encoding": "identity", **headers},
                 data=body,
                 timeout=(connect_timeout, read_timeout),
                 allow_redirects=False,
                 stream=True,
             ) as raw:
-                chunks = []
-                size = 0
-                for chunk in raw.iter_content(chunk_size=65536):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise ProtocolError(
-                            f"{method} {url}: response is over the {max_bytes}-byte limit"
-                        )
-                    if self.clock() - started > attempt_limit:
-                        raise _RetryableFailure(
-                            f"response too slow: {size} bytes in {attempt_limit:.0f} s"
-                        )
-                    chunks.append(chunk)
-                return Response(raw.status_code, dict(raw.headers), b"".join(chunks))
+                content = self._read_body(raw, f"{method} {url}", max_bytes, started, attempt_limit)
+                return Response(raw.status_code, raw.headers, content)
         except requests.exceptions.ConnectTimeout:
             raise _RetryableFailure(f"connect timeout after {connect_timeout:.1f} s") from None
-        except requests.exceptions.ReadTimeout:
+        except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError):
             raise _RetryableFailure(f"read timeout after {read_timeout:.1f} s") from None
         except requests.exceptions.ConnectionError as exc:
             raise _RetryableFailure(f"connection failed: {_root_cause(exc)}") from None
-        except requests.exceptions.ChunkedEncodingError as exc:
+        except (requests.exceptions.ChunkedEncodingError, http.client.HTTPException,
+                urllib3.exceptions.HTTPError) as exc:
             raise _RetryableFailure(f"response cut short: {_root_cause(exc)}") from None
         except requests.exceptions.RequestException as exc:
             raise _RetryableFailure(f"request failed: {_root_cause(exc)}") from None
+        except OSError as exc:  # reset or broken connection while reading the body
+            raise _RetryableFailure(f"connection failed while reading: {_root_cause(exc)}") from None
+
+    def _read_body(self, raw, what: str, max_bytes: int, started: float, limit: float) -> bytes:
+        """Read the body in whatever pieces arrive, so a trickling server meets the attempt
+        limit; refuse more than ``max_bytes``; a body shorter than its Content-Length is a
+        failed attempt (urllib3 1.26 does not check that itself)."""
+        stream = raw.raw
+        read1 = getattr(stream, "read1", None) or stream._fp.read1  # urllib3 2.x, else 1.26's http.client
+        chunks = []
+        size = 0
+        while True:
+            chunk = read1(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > max_bytes:
+                raise ProtocolError(f"{what}: response is over the {max_bytes}-byte limit")
+            chunks.append(chunk)
+            if self.clock() - started > limit:
+                raise _RetryableFailure(f"response too slow: {size} bytes in {limit:.0f} s")
+        expected = raw.headers.get("Content-Length", "")
+        if expected.isdigit() and int(expected) != size:
+            raise _RetryableFailure(f"response cut short: {size} of {expected} bytes")
+        return b"".join(chunks)
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -8,10 +8,13 @@ that applies it.  ``ImdsClient`` fetches the document through the shared HTTP po
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from azprov.errors import HttpStatusError, ProtocolError
+
+log = logging.getLogger(__name__)
 
 IMDS_MAX_BYTES = 4 * 1024 * 1024
 MAX_PUBLIC_KEYS = 1000
@@ -124,7 +127,7 @@ class ImdsClient:
         self.http = http
         self.policy = policy
 
-    def _fetch(self, query: str) -> bytes:
+    def _fetch(self, query: str, deadline) -> bytes:
         response = self.http.request(
             "GET",
             f"{self.base_url}{INSTANCE_PATH}?{query}",
@@ -133,16 +136,22 @@ class ImdsClient:
             max_bytes=IMDS_MAX_BYTES,
             what="IMDS instance metadata",
             request_id=True,
+            deadline=deadline,
         )
         return response.body
 
     def metadata(self) -> Metadata:
-        """The instance metadata; falls back to the older API version on HTTP 400."""
+        """The instance metadata; falls back to the older API version on HTTP 400.
+
+        Both requests share one deadline: the IMDS phase never takes longer than configured.
+        """
+        deadline = self.http.deadline(self.policy)
         try:
-            body = self._fetch(f"api-version={API_VERSION}&extended=true")
+            body = self._fetch(f"api-version={API_VERSION}&extended=true", deadline)
             return parse_metadata(body, API_VERSION)
         except HttpStatusError as exc:
             if exc.status != 400:
                 raise
-        body = self._fetch(f"api-version={FALLBACK_API_VERSION}")
+        log.info("IMDS does not know api-version %s; asking with %s", API_VERSION, FALLBACK_API_VERSION)
+        body = self._fetch(f"api-version={FALLBACK_API_VERSION}", deadline)
         return parse_metadata(body, FALLBACK_API_VERSION)
