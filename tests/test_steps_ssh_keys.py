@@ -182,3 +182,24 @@ def test_a_missing_user_fails(tmp_path, config):
     root = make_scratch_root(str(tmp_path / "r"))
     with pytest.raises(ssh_keys.StepFailed, match="does not exist"):
         ssh_keys.apply(Host(root), metadata(admin_username="ghost"), config.provisioning)
+
+
+@requires_root
+def test_check_refuses_a_symlinked_ssh_directory_before_anything_changes(root, config):
+    os.symlink("/root/.ssh", os.path.join(root, "home/azureuser/.ssh"))
+    with pytest.raises(UnsafePath, match="symbolic link"):
+        ssh_keys.check(Host(root), metadata(), config.provisioning)
+
+
+@requires_root
+def test_check_refuses_a_symlinked_key_file(root, config):
+    ssh_dir = os.path.join(root, "home/azureuser/.ssh")
+    os.mkdir(ssh_dir, 0o700)
+    os.symlink("/etc/shadow", os.path.join(ssh_dir, "authorized_keys"))
+    with pytest.raises(UnsafePath, match="not a regular file"):
+        ssh_keys.check(Host(root), metadata(), config.provisioning)
+
+
+def test_check_passes_for_a_user_still_to_be_created(tmp_path, config):
+    root = make_scratch_root(str(tmp_path / "r"))
+    ssh_keys.check(Host(root), metadata(admin_username="newuser"), config.provisioning)

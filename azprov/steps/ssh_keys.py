@@ -102,6 +102,7 @@ def enabled(settings) -> bool:
 def check(host: Host, metadata, settings) -> None:
     user_step.validate(host, metadata.os_profile.admin_username)  # never a system account's keys
     validate(metadata.public_keys)
+    preflight(host, metadata)
 
 
 def _blob_of(line: str) -> Optional[str]:
@@ -178,35 +179,74 @@ def _check_owner(directory: Dir, user: PasswdEntry) -> None:
                          "keys there", path=directory.path)
 
 
-def install(host: Host, user: PasswdEntry, path: str, keys: List[Tuple[str, str, str]]) -> bool:
-    """Merge ``keys`` into ``path``: directories below the home 0700 and the file 0600, the user's."""
-    parent, name = os.path.split(path)
+def _open_parent(host: Host, user: PasswdEntry, path: str, create: bool) -> Tuple[Optional[Dir], bool]:
+    """The directory that holds ``path``, walked from the home with ``O_NOFOLLOW`` and checked
+    like sshd's StrictModes; with ``create``, missing directories below the home are made and
+    tightened to 0700 (returns whether that changed anything).  Without ``create`` a missing
+    directory gives None: only what exists can be unsafe."""
+    parent = os.path.dirname(path)
     inside_home = _inside(path, user.home)
     base = user.home if inside_home else parent
     below = split_path(parent)[len(split_path(base)):] if inside_home else []
-    changed = False
     try:
         current = host.open_dir(base)
     except FileNotFoundError:
+        if not create:
+            return None, False
         raise StepFailed(f"{base} does not exist: cannot install {user.name}'s SSH keys",
                          path=base) from None
+    changed = False
     try:
         if inside_home:
             _check_owner(current, user)
         for part in below:
-            child = current.subdir(part, create_mode=0o700, uid=user.uid, gid=user.gid)
+            try:
+                child = current.subdir(part, create_mode=0o700 if create else None,
+                                       uid=user.uid, gid=user.gid)
+            except FileNotFoundError:
+                current.close()
+                return None, False
             current.close()
             current = child
             _check_owner(current, user)
-            changed = current.set_owner_mode(0o700, user.uid, user.gid) or changed
-        existing = current.read(name)
-        text = merge(existing.decode("utf-8", "replace") if existing else "", keys)
-        changed = current.write(name, text.encode(), mode=0o600, uid=user.uid, gid=user.gid) or changed
-    finally:
+            if create:
+                changed = current.set_owner_mode(0o700, user.uid, user.gid) or changed
+    except BaseException:
         current.close()
+        raise
+    return current, changed
+
+
+def preflight(host: Host, metadata) -> None:
+    """Refuse, before any step changes anything, a key file ``apply`` would refuse to write
+    (a symlink on its path, a directory owned by someone else); only for an existing user."""
+    user = host.user(metadata.os_profile.admin_username)
+    if user is None or not metadata.public_keys:
+        return
+    for path in target_files(host, user, metadata.public_keys):
+        directory, _ = _open_parent(host, user, path, create=False)
+        if directory is None:
+            continue
+        with directory:
+            info = directory.lstat(os.path.basename(path))
+            if info is not None and not stat.S_ISREG(info.st_mode):
+                raise UnsafePath(f"{path} is not a regular file (a symbolic link?); azprov "
+                                 "refuses to write through it", path=path)
+
+
+def install(host: Host, user: PasswdEntry, path: str, keys: List[Tuple[str, str, str]]) -> bool:
+    """Merge ``keys`` into ``path``: directories below the home 0700 and the file 0600, the user's."""
+    directory, changed = _open_parent(host, user, path, create=True)
+    name = os.path.basename(path)
+    with directory:
+        existing = directory.read(name)
+        text = merge(existing.decode("utf-8", "replace") if existing else "", keys)
+        changed = directory.write(name, text.encode(), mode=0o600, uid=user.uid, gid=user.gid) or changed
     if changed:
         log.info("installed %d SSH key(s) for %s in %s", len(keys), user.name, path)
-        _restorecon(host, os.path.join(base, below[0]) if below else parent)
+        below = os.path.relpath(os.path.dirname(path), user.home).split("/")[0]
+        _restorecon(host, os.path.join(user.home, below) if _inside(path, user.home) and below != "."
+                    else os.path.dirname(path))
     return changed
 
 
