@@ -1,10 +1,19 @@
-"""Shared fixtures.  Helpers live in tests/support/ (importable as ``support.*``)."""
+"""Shared fixtures.  Helpers live in tests/support/ (imported as ``support.*``)."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
-from support.scratch_root import make_scratch_root
+# tests/ on the module path whatever pytest's import mode or package layout: ``support`` and
+# ``fakes`` are imported by name.
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+from support.scratch_root import make_scratch_root  # noqa: E402
 
 
 @pytest.fixture

@@ -262,3 +262,27 @@ def diff(before: Dict[str, Entry], after: Dict[str, Entry]) -> Dict[str, Tuple]:
         for path in sorted(set(before) | set(after))
         if before.get(path) != after.get(path)
     }
+
+
+def comparable(entries: Dict[str, Entry]) -> Dict[str, Entry]:
+    """A snapshot with the parts that differ between equivalent runs blanked: host key material
+    (random) and the state file (its timestamp)."""
+    result = {}
+    for path, (kind, mode, uid, gid, content) in entries.items():
+        if path.startswith("etc/ssh/ssh_host_"):
+            content = "<host key>"
+        elif path == "var/lib/azprov/state.json":
+            content = "<state>"
+        result[path] = (kind, mode, uid, gid, content)
+    return result
+
+
+def read_state(root: str) -> Optional[dict]:
+    """``var/lib/azprov/state.json`` of ``root`` as a dict, or None."""
+    import json
+
+    try:
+        with open(os.path.join(root, "var/lib/azprov/state.json")) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,161 @@
+"""``azprov deprovision``: prepare this VM (or an image tree) for capture as a generalized image.
+
+It re-enables azprov.service, removes azprov's state, the SSH host keys, the DHCP leases and the
+machine id, and with ``--user`` the admin user azprov provisioned (its home and sudoers line).
+It lists what it will do and asks first (y/N on a terminal) unless ``--force``; without a
+terminal and without ``--force`` it refuses.
+
+The machine id is truncated to an empty file, not deleted and not set to ``uninitialized``: at the
+next boot systemd generates a new id and writes it (so no two VMs share DHCP DUIDs or journal
+ids), but the boot does not count as systemd's "first boot", which would run ``preset-all`` (and
+``systemd-firstboot`` where installed) over the admin's choice of enabled units.  azprov itself
+does not depend on ``ConditionFirstBoot``: its unit is enabled again here, and its state keys on
+the VM id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+from azprov import state as state_file
+from azprov import unit
+from azprov.errors import AzprovError, ExitCode, StepFailed
+from azprov.host import Host
+from azprov.steps import user as user_step
+
+log = logging.getLogger(__name__)
+
+HOST_KEYS = "/etc/ssh/ssh_host_*"
+LEASES = (
+    "/run/systemd/netif/leases/*",
+    "/var/lib/dhcp/dhclient*.leases",
+    "/var/lib/dhclient/dhclient-*.lease",
+    "/var/lib/dhclient/dhclient-*.leases",
+    "/var/lib/NetworkManager/dhclient-*.lease",
+    "/var/lib/dhcpcd/*.lease",
+)
+MACHINE_ID = "/etc/machine-id"
+DBUS_MACHINE_ID = "/var/lib/dbus/machine-id"
+LOCK_WAIT = 5.0
+
+
+class ConfirmationRequired(AzprovError):
+    reason = "confirmation_required"
+    exit_code = ExitCode.USAGE
+
+
+@dataclass(frozen=True)
+class Action:
+    description: str
+    run: Callable[[], object]
+
+
+def _remove_all(host: Host, paths: List[str]) -> Callable[[], None]:
+    def run() -> None:
+        for path in paths:
+            host.remove(path)
+    return run
+
+
+def _present(host: Host, patterns) -> List[str]:
+    found = []
+    for pattern in patterns:
+        found.extend(p for p in host.glob(pattern)
+                     if _is_link(host, p) or not os.path.isdir(host.path(p)))
+    return sorted(set(found))
+
+
+def _empty_machine_id(host: Host) -> None:
+    host.write_file(MACHINE_ID, b"", mode=0o444)
+    info = host.read_file(DBUS_MACHINE_ID) if not _is_link(host, DBUS_MACHINE_ID) else None
+    if info is not None:  # a copy, not Debian's link to /etc/machine-id: it would outlive the id
+        host.remove(DBUS_MACHINE_ID)
+
+
+def _is_link(host: Host, path: str) -> bool:
+    return os.path.islink(host.path(path))
+
+
+def user_removal(host: Host, username: str) -> Action:
+    """Remove the provisioned ``username``: account, home, mail spool, its sudoers line."""
+    entry = host.user(username)
+    if entry is not None:
+        user_step.validate(host, username)  # never a system account, whatever the state says
+        sharing = [u.name for u in host.users() if u.home == entry.home and u.name != username]
+        if entry.home.rstrip("/") in ("", "/home") or sharing:
+            raise StepFailed(f"{username}'s home {entry.home} is shared or a system directory; "
+                             "remove the user by hand", admin_username=username)
+
+    def run() -> None:
+        if host.user(username) is not None:
+            host.run(["userdel", *host.root_option(), "--force", "--remove", "--", username],
+                     timeout=120, check=False)
+            if host.user(username) is not None:
+                raise StepFailed(f"userdel could not remove {username}", admin_username=username)
+        existing = host.read_file(user_step.SUDOERS_DROPIN)
+        if existing is not None:
+            users = [u for u in user_step.sudoers_users(existing.decode("utf-8", "replace"))
+                     if u != username]
+            user_step.write_sudoers(host, users)
+
+    home = f", its home {entry.home}" if entry else " (already gone)"
+    return Action(f"remove the admin user {username}{home} and its sudo rights", run)
+
+
+def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) -> List[Action]:
+    actions = []
+    if remove_user:
+        if recorded is None or not recorded.admin_username:
+            log.warning("no provisioned admin user is recorded: --user has nothing to remove")
+        else:
+            actions.append(user_removal(host, recorded.admin_username))
+    actions.append(Action(f"enable {unit.UNIT} so that the next boot provisions",
+                          lambda: unit.enable(host)))
+    if recorded is not None or host.lexists(state_file.STATE_FILE):
+        which = f" (VM {recorded.vm_id})" if recorded else ""
+        actions.append(Action(f"remove azprov's state {state_file.STATE_FILE}{which}",
+                              lambda: state_file.clear(host)))
+    keys = _present(host, [HOST_KEYS])
+    if keys:
+        actions.append(Action(f"remove the SSH host keys ({len(keys)} files in /etc/ssh)",
+                              _remove_all(host, keys)))
+    leases = _present(host, LEASES)
+    if leases:
+        actions.append(Action(f"remove DHCP leases: {', '.join(leases)}", _remove_all(host, leases)))
+    actions.append(Action(f"empty {MACHINE_ID} (systemd makes a new machine id at the next boot)",
+                          lambda: _empty_machine_id(host)))
+    return actions
+
+
+def _confirm(force: bool) -> bool:
+    if force:
+        return True
+    if not sys.stdin.isatty():
+        raise ConfirmationRequired("deprovision changes this system for capture and needs "
+                                   "confirmation: run it on a terminal, or pass --force")
+    answer = input("Proceed? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def command(args, config) -> int:
+    """``azprov deprovision [--user] [--force] [--root DIR]``."""
+    host = Host(args.root)
+    with state_file.acquire(host, LOCK_WAIT):
+        actions = plan(host, state_file.load(host), args.user)
+        where = "this system" if host.live else host.root
+        print(f"azprov deprovision will, on {where}:")
+        for action in actions:
+            print(f"  - {action.description}")
+        sys.stdout.flush()
+        if not _confirm(args.force):
+            print("cancelled: nothing was changed")
+            return int(ExitCode.FAILURE)
+        for action in actions:
+            log.info("deprovision: %s", action.description)
+            action.run()
+    print("done: capture the image now (shut down first); VMs created from it provision again")
+    return 0

@@ -1,0 +1,216 @@
+"""The first-boot flow: identity → goal state → metadata → checks → steps → READY → Ready →
+state → disable the unit.
+
+- A VM whose id is recorded in the state is already provisioned: exit 0 without a word to the
+  WireServer (the id comes from DMI, or from IMDS where there is no DMI).
+- Everything IMDS asks for is validated (and the refusals checked) before the first change, so a
+  hostile value leaves the system as it was.
+- Any failure once the WireServer has answered is reported as NotReady/ProvisioningFailed with an
+  encoded Description naming the reason and the step; the exit code is the error's.  When the
+  WireServer itself does not answer there is nobody to tell: the log says so.
+- The state is written only after Ready was accepted, so a lost report is retried next boot.
+- One run at a time: ``/run/azprov/lock``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional
+
+from azprov import USER_AGENT
+from azprov import log as azlog
+from azprov import state as state_file
+from azprov import unit
+from azprov.errors import AzprovError, encode_description
+from azprov.guards import check_metadata, check_other_provisioners
+from azprov.health import HealthStatus
+from azprov.host import Host
+from azprov.identity import normalize_vm_id, read_dmi_vm_id, same_vm_id
+from azprov.notify import Notifier
+from azprov.steps import STEPS
+
+log = logging.getLogger(__name__)
+
+# Failing in these steps means the WireServer did not take our word: no point reporting to it.
+_NO_REPORT_STEPS = ("goal_state", "report")
+
+
+class InternalError(AzprovError):
+    reason = "internal_error"
+
+
+@dataclass
+class Outcome:
+    status: str  # "provisioned" or "already_provisioned"
+    vm_id: str
+    state: Optional[state_file.State] = None
+    changes: Dict[str, bool] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = {"status": self.status, "vm_id": self.vm_id, "changes": self.changes}
+        if self.state is not None:
+            data.update(incarnation=self.state.incarnation, ready_at=self.state.ready_at,
+                        hostname=self.state.hostname, admin_username=self.state.admin_username)
+        return data
+
+
+class Provisioning:
+    """One run of the flow; ``run()`` is the whole story, the other methods its phrases."""
+
+    def __init__(self, host: Host, config, connect: Callable, notifier: Notifier) -> None:
+        self.host = host
+        self.settings = config.provisioning
+        self.connect = connect
+        self.notifier = notifier
+        self.fabric = None
+        self.step = "identity"
+        self.vm_id: Optional[str] = None
+        self.wireserver_answered = False
+        self.ready_accepted = False
+
+    def run(self) -> Outcome:
+        dmi_id = read_dmi_vm_id(self.host.root)
+        recorded = state_file.load(self.host)
+        if recorded is not None and same_vm_id(recorded.vm_id, dmi_id):
+            return self.already_provisioned(recorded)
+        self.fabric = self.connect()
+        metadata = None
+        if recorded is not None and dmi_id is None:  # no DMI: only IMDS can say (no WireServer yet)
+            with self.phase("identity"):
+                metadata = self.fabric.imds.metadata()
+            if same_vm_id(recorded.vm_id, metadata.vm_id):
+                return self.already_provisioned(recorded)
+        self.vm_id = dmi_id
+        try:
+            return self.provision(dmi_id, metadata)
+        except AzprovError as error:
+            self.report_failure(error)
+            raise
+        except Exception as error:
+            self.report_failure(InternalError(f"{type(error).__name__}: {error}"))
+            raise
+
+    def provision(self, dmi_id: Optional[str], metadata) -> Outcome:
+        with self.phase("goal_state"):
+            self.fabric.wireserver.goal_state()
+            self.wireserver_answered = True
+        with self.phase("metadata"):
+            metadata = metadata or self.fabric.imds.metadata()
+            self.vm_id = dmi_id or normalize_vm_id(metadata.vm_id)
+            azlog.set_context(vm_id=self.vm_id)
+            if dmi_id and not same_vm_id(dmi_id, metadata.vm_id):
+                log.warning("DMI says VM %s, IMDS says %s: using the DMI id", dmi_id, metadata.vm_id)
+        with self.phase("checks"):
+            check_metadata(metadata)
+            check_other_provisioners(self.host, self.settings)
+            for step in self.enabled_steps():
+                self.step = step.NAME
+                step.check(self.host, metadata, self.settings)
+        changes = self.apply_steps(metadata)
+        self.notifier.ready("provisioned; reporting Ready to Azure")
+        with self.phase("report"):
+            goal_state = self.fabric.wireserver.report(HealthStatus.ready_status())
+            self.ready_accepted = True
+        recorded = state_file.State(
+            vm_id=self.vm_id, incarnation=goal_state.incarnation,
+            container_id=goal_state.container_id, instance_id=goal_state.instance_id,
+            ready_at=state_file.now(), steps=tuple(changes),
+            hostname=metadata.os_profile.computer_name.lower() if self.settings.set_hostname else None,
+            admin_username=metadata.os_profile.admin_username,
+            vm_id_source="dmi" if dmi_id else "imds",
+        )
+        with self.phase("state"):
+            state_file.save(self.host, recorded)
+        with self.phase("unit"):
+            unit.disable(self.host)
+        log.info("VM %s provisioned; Ready accepted for incarnation %d", self.vm_id,
+                 goal_state.incarnation, extra=azlog.outcome("ok", azlog.MESSAGE_READY))
+        self.notifier.status(f"provisioned VM {self.vm_id}")
+        return Outcome("provisioned", self.vm_id, recorded, changes)
+
+    def enabled_steps(self) -> List:
+        enabled = []
+        for step in STEPS:
+            if step.enabled(self.settings):
+                enabled.append(step)
+            else:
+                log.info("step %s: skipped (turned off in the configuration)", step.NAME)
+        return enabled
+
+    def apply_steps(self, metadata) -> Dict[str, bool]:
+        changes = {}
+        for step in self.enabled_steps():
+            with self.phase(step.NAME, report=lambda: "changed" if changes[step.NAME] else "unchanged"):
+                changes[step.NAME] = step.apply(self.host, metadata, self.settings)
+        return changes
+
+    @contextmanager
+    def phase(self, name: str, report: Optional[Callable[[], str]] = None) -> Iterator[None]:
+        self.step = name
+        azlog.set_context(step=name)
+        self.notifier.status(f"{name.replace('_', ' ')}...")
+        log.info("step %s: started", name)
+        yield
+        suffix = f" ({report()})" if report else ""
+        log.info("step %s: done%s", name, suffix, extra=azlog.outcome("ok"))
+
+    def already_provisioned(self, recorded: state_file.State) -> Outcome:
+        azlog.set_context(step="identity", vm_id=recorded.vm_id)
+        log.info("VM %s is already provisioned (Ready accepted at %s): nothing to do",
+                 recorded.vm_id, recorded.ready_at, extra=azlog.outcome("already_provisioned"))
+        try:
+            unit.disable(self.host)  # a run killed between state and unit left it enabled
+        except AzprovError as exc:
+            log.warning("could not disable %s: %s", unit.UNIT, exc)
+        self.notifier.ready(f"VM {recorded.vm_id} already provisioned")
+        return Outcome("already_provisioned", recorded.vm_id, recorded)
+
+    def report_failure(self, error: AzprovError) -> None:
+        log.error("provisioning failed in step %s: %s", self.step, error,
+                  extra=azlog.outcome("failed", azlog.MESSAGE_FAILED))
+        self.notifier.status(f"failed in step {self.step}: {error}"[:200])
+        if self.ready_accepted:
+            log.error("Ready was already accepted; the failure is not reported to Azure")
+            return
+        if not self.wireserver_answered or self.step in _NO_REPORT_STEPS:
+            log.error("the WireServer did not answer: nobody to tell about the failure")
+            return
+        description = encode_description(error, agent=USER_AGENT, step=self.step, vm_id=self.vm_id)
+        try:
+            self.fabric.wireserver.report(HealthStatus.failed(description))
+        except AzprovError as exc:
+            log.error("could not report the failure to Azure: %s", exc)
+            return
+        log.info("reported ProvisioningFailed to Azure: %s", description)
+
+
+def provision(host: Host, config, *, connect: Callable, notifier: Optional[Notifier] = None,
+              lock_wait: float = state_file.LOCK_WAIT) -> Outcome:
+    """Run the flow under the lock; returns what happened or raises the AzprovError that stopped it."""
+    notifier = notifier or Notifier()
+    azlog.set_context(step="lock")
+    with state_file.acquire(host, lock_wait):
+        return Provisioning(host, config, connect, notifier).run()
+
+
+def command(args, config) -> int:
+    """``azprov provision [--root DIR] [--json]``."""
+    from azprov.clients import connect
+
+    host = Host(args.root)
+    outcome = provision(host, config, connect=lambda: connect(config, root=host.root))
+    if getattr(args, "json", False):
+        json.dump(outcome.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif outcome.status == "already_provisioned":
+        print(f"VM {outcome.vm_id} is already provisioned (Ready at {outcome.state.ready_at}); "
+              "nothing to do")
+    else:
+        changed = [name for name, did in outcome.changes.items() if did]
+        print(f"VM {outcome.vm_id} provisioned: Ready accepted (incarnation "
+              f"{outcome.state.incarnation}); changed: {', '.join(changed) or 'nothing'}")
+    return 0

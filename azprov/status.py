@@ -1,0 +1,70 @@
+"""``azprov status``: what azprov provisioned here, and whether an image captured now would provision.
+
+An image captured with azprov.service disabled never provisions (its VMs sit in "creating" until
+Azure gives up); one captured with azprov's state still present carries this VM's host keys and
+machine id into every VM made from it.  Both mean: run ``azprov deprovision`` before capturing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from azprov import state as state_file
+from azprov import unit
+from azprov.host import Host
+from azprov.identity import read_dmi_vm_id, same_vm_id
+
+DISABLED_WARNING = (f"{unit.UNIT} is disabled: VMs created from an image captured now would never "
+                    "provision; run `azprov deprovision` before capturing")
+STATE_WARNING = ("this VM's provisioning state is still recorded (with its host keys and machine "
+                 "id): run `azprov deprovision` before capturing")
+
+
+def collect(host: Host) -> dict:
+    recorded = state_file.load(host)
+    enabled = unit.is_enabled(host)
+    dmi_id = read_dmi_vm_id(host.root)
+    warnings = []
+    if not enabled:
+        warnings.append(DISABLED_WARNING)
+    if recorded is not None:
+        warnings.append(STATE_WARNING)
+    return {
+        "provisioned": recorded is not None,
+        "vm_id": recorded.vm_id if recorded else None,
+        "this_vm": same_vm_id(recorded.vm_id, dmi_id) if recorded and dmi_id else None,
+        "ready_at": recorded.ready_at if recorded else None,
+        "incarnation": recorded.incarnation if recorded else None,
+        "hostname": recorded.hostname if recorded else None,
+        "admin_username": recorded.admin_username if recorded else None,
+        "steps": list(recorded.steps) if recorded else [],
+        "version": recorded.version if recorded else None,
+        "unit_enabled": enabled,
+        "ready_for_capture": not warnings,
+        "warnings": warnings,
+    }
+
+
+def command(args, config) -> int:
+    """``azprov status [--root DIR] [--json]``."""
+    data = collect(Host(args.root))
+    if getattr(args, "json", False):
+        json.dump(data, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    if data["provisioned"]:
+        print(f"provisioned: yes, VM {data['vm_id']}"
+              + (" (this VM)" if data["this_vm"] else " (another VM)" if data["this_vm"] is False else ""))
+        print(f"ready at: {data['ready_at']} (incarnation {data['incarnation']})")
+        if data["hostname"]:
+            print(f"hostname: {data['hostname']}")
+        if data["admin_username"]:
+            print(f"admin user: {data['admin_username']}")
+    else:
+        print("provisioned: no (no state recorded)")
+    print(f"{unit.UNIT}: {'enabled' if data['unit_enabled'] else 'disabled'}")
+    print(f"ready for capture: {'yes' if data['ready_for_capture'] else 'no'}")
+    for warning in data["warnings"]:
+        print(f"warning: {warning}")
+    return 0

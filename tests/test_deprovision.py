@@ -1,0 +1,164 @@
+"""deprovision and status: preparing an image for capture, and saying whether it is ready."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from azprov import deprovision, state, unit
+from azprov.host import Host
+from azprov.steps import user as user_step
+from support import cli
+from support.fakes import FakeRunner
+from support.scratch_root import WANTS_LINK, diff, make_scratch_root, read_state, snapshot
+
+OTHER_VM = "0f3c2b1a-9e8d-4c7b-a6f5-e4d3c2b1a098"
+
+
+def provisioned(root, emulator, **scenario):
+    fabric = emulator(scenario)
+    result = cli.provision(root, fabric)
+    assert result.returncode == 0, result.stderr
+    return fabric
+
+
+def present(root, path) -> bool:
+    return os.path.lexists(os.path.join(root, path))
+
+
+def fake_state(host, **changes):
+    values = dict(vm_id=OTHER_VM, incarnation=1, container_id="c", instance_id="i",
+                  ready_at="2024-01-01T00:00:00+00:00", admin_username="azureuser")
+    values.update(changes)
+    state.save(host, state.State(**values))
+
+
+def test_the_plan_lists_everything_and_changes_nothing(scratch_root):
+    host = Host(scratch_root, runner=FakeRunner())
+    fake_state(host)
+    unit.disable(host)
+    open(host.path("/etc/ssh/ssh_host_ed25519_key"), "w").write("k")
+    before = snapshot(scratch_root)
+    actions = [a.description for a in deprovision.plan(host, state.load(host), remove_user=False)]
+    assert actions[0].startswith("enable azprov.service")
+    assert any(OTHER_VM in a for a in actions)
+    assert any("SSH host keys (1 files" in a for a in actions)
+    assert any("/var/lib/dhcp/dhclient.eth0.leases" in a for a in actions)
+    assert actions[-1].startswith("empty /etc/machine-id")
+    assert snapshot(scratch_root) == before
+
+
+def test_a_tampered_state_cannot_remove_a_system_account(scratch_root):
+    host = Host(scratch_root, runner=FakeRunner())
+    fake_state(host, admin_username="root")
+    with pytest.raises(user_step.InvalidUsername):
+        deprovision.plan(host, state.load(host), remove_user=True)
+    assert host.runner.calls == []
+
+
+def test_deprovision_force_on_an_image_tree(scratch_root):
+    host = Host(scratch_root)
+    fake_state(host)
+    unit.disable(host)
+    open(host.path("/etc/ssh/ssh_host_rsa_key"), "w").write("k")
+    open(host.path("/etc/ssh/ssh_host_rsa_key.pub"), "w").write("k")
+    result = cli.azprov("deprovision", "--force", "--root", scratch_root)
+    assert result.returncode == 0, result.stderr
+    assert "will, on " + host.root in result.stdout
+    assert os.readlink(os.path.join(scratch_root, WANTS_LINK)) == "/usr/lib/systemd/system/azprov.service"
+    assert read_state(scratch_root) is None
+    assert not present(scratch_root, "etc/ssh/ssh_host_rsa_key")
+    assert not present(scratch_root, "etc/ssh/ssh_host_rsa_key.pub")
+    assert present(scratch_root, "etc/ssh/sshd_config")
+    assert not present(scratch_root, "var/lib/dhcp/dhclient.eth0.leases")
+    assert open(host.path("/etc/machine-id")).read() == ""
+    again = cli.azprov("deprovision", "--force", "--root", scratch_root)  # nothing left to do: fine
+    assert again.returncode == 0, again.stderr
+
+
+def test_without_a_terminal_or_force_it_refuses(scratch_root):
+    before = snapshot(scratch_root)
+    result = cli.azprov("deprovision", "--root", scratch_root)
+    assert result.returncode == 2
+    assert "--force" in result.stderr.strip().splitlines()[-1]
+    assert set(diff(before, snapshot(scratch_root))) <= {"run/azprov", "run/azprov/lock"}
+
+
+@pytest.mark.parametrize("answer, code", [("n\n", 1), ("\n", 1), ("y\n", 0)])
+def test_on_a_terminal_it_asks(scratch_root, answer, code):
+    import subprocess
+
+    host = Host(scratch_root)
+    fake_state(host)
+    controller, terminal = os.openpty()
+    try:
+        process = subprocess.Popen(cli.command("deprovision", "--root", scratch_root), stdin=terminal,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env=cli.environment())
+        os.write(controller, answer.encode())
+        out, err = process.communicate(timeout=60)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert process.returncode == code, err
+    assert (read_state(scratch_root) is None) == (code == 0)
+    if code:
+        assert "nothing was changed" in out
+
+
+@pytest.mark.emulator
+@cli.requires_root
+def test_deprovision_user_then_a_new_vm_provisions_again(scratch_root, emulator):
+    provisioned(scratch_root, emulator, admin_username="alice")
+    host = Host(scratch_root)
+    assert host.user("alice") is not None
+    result = cli.azprov("deprovision", "--user", "--force", "--root", scratch_root)
+    assert result.returncode == 0, result.stderr
+    assert host.user("alice") is None and host.group("alice") is None
+    assert not present(scratch_root, "home/alice")
+    assert not present(scratch_root, "etc/sudoers.d/90-azprov")
+    assert "alice" not in host.group("sudo").members
+
+    fabric = emulator({"vm_id": OTHER_VM, "computer_name": "second", "admin_username": "bob",
+                       "incarnation": 2})
+    again = cli.provision(scratch_root, fabric)
+    assert again.returncode == 0, again.stderr
+    assert [r["state"] for r in fabric.reports] == ["Ready"]
+    recorded = read_state(scratch_root)
+    assert (recorded["vm_id"], recorded["admin_username"], recorded["incarnation"]) == (OTHER_VM, "bob", 2)
+    assert open(os.path.join(scratch_root, "etc/hostname")).read() == "second\n"
+    assert user_step.sudoers_users(open(os.path.join(scratch_root, "etc/sudoers.d/90-azprov")).read()) == ["bob"]
+    assert present(scratch_root, "etc/ssh/ssh_host_ed25519_key")
+
+
+@pytest.mark.emulator
+@cli.requires_root
+def test_without_user_the_admin_user_and_its_sudo_rights_stay(scratch_root, emulator):
+    provisioned(scratch_root, emulator)
+    assert cli.azprov("deprovision", "--force", "--root", scratch_root).returncode == 0
+    host = Host(scratch_root)
+    assert host.user("azureuser") is not None
+    assert user_step.sudoers_users(open(host.path(user_step.SUDOERS_DROPIN)).read()) == ["azureuser"]
+
+
+@pytest.mark.emulator
+@cli.requires_root
+def test_status_warns_until_deprovisioned(scratch_root, emulator):
+    fresh = json.loads(cli.azprov("status", "--json", "--root", scratch_root).stdout)
+    assert fresh["provisioned"] is False and fresh["unit_enabled"] and fresh["ready_for_capture"]
+
+    provisioned(scratch_root, emulator)
+    result = cli.azprov("status", "--root", scratch_root)
+    assert result.returncode == 0, result.stderr
+    assert "provisioned: yes, VM 8b1e4c3d-52a7-4f6e-9c80-d3a2b7e615f4" in result.stdout
+    assert "azprov.service: disabled" in result.stdout
+    assert "run `azprov deprovision` before capturing" in result.stdout
+    data = json.loads(cli.azprov("status", "--json", "--root", scratch_root).stdout)
+    assert data["unit_enabled"] is False and data["ready_for_capture"] is False
+    assert len(data["warnings"]) == 2 and data["admin_username"] == "azureuser"
+
+    cli.azprov("deprovision", "--force", "--root", scratch_root)
+    data = json.loads(cli.azprov("status", "--json", "--root", scratch_root).stdout)
+    assert data["ready_for_capture"] is True and data["warnings"] == []
