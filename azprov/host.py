@@ -1,20 +1,15 @@
 """The one seam to the machine: a ``Host`` rooted at a directory (``--root``, default ``/``).
 
-Everything the provisioning steps do to a system goes through here:
-
-- **Paths.**  Steps name files as the system sees them (``/etc/hostname``); the host maps them
-  under its root.  Writes walk every component from the root with ``O_NOFOLLOW`` (``openat``
-  style), so a symlink anywhere on the path is refused, not followed, whoever planted it and
-  whenever.  Reads of configuration (``read_text``) resolve symlinks *inside* the root, as a
-  chroot would, so an image's absolute links never reach the build host.
-- **Safe writes.**  Temp file in the same directory, owner and mode set on the descriptor,
-  fsync, optional check of the temp file (``visudo -cf``), rename, fsync of the directory.
-  Unchanged content, owner and mode means no write at all.
-- **The root's user database**: ``<root>/etc/passwd``, ``group``, ``shadow`` and ``login.defs``
-  parsed here (the ``pwd`` module would read the build host's).
-- **Commands**: argv lists only (never a shell), a clean environment, a timeout, output captured
-  and logged when they fail.  The runner is injectable for tests.
-- **What is running** (systemd, SELinux, processes): only when the root is ``/``.
+- Paths name files as the system sees them (``/etc/hostname``), mapped under the root.  Writes
+  walk every component from the root with ``O_NOFOLLOW`` (``openat`` style): a symlink anywhere
+  on the path is refused, whoever planted it and whenever.  Configuration reads resolve symlinks
+  *inside* the root, as a chroot would, so an image's absolute links never reach the build host.
+- Safe writes: temp file in the same directory, owner and mode set on the descriptor, fsync, an
+  optional check of the complete temp file (``visudo -cf``), rename, fsync of the directory; no
+  write at all when content, owner and mode are already right.
+- The root's user database (``pwd`` would read the build host's), commands (argv lists only, a
+  clean environment, timeouts, output logged on failure; injectable runner), and what is running
+  (systemd, SELinux, processes: only when the root is ``/``).
 """
 
 from __future__ import annotations
@@ -86,6 +81,12 @@ class GroupEntry:
     members: Tuple[str, ...]
 
 
+def owner(uid: int, gid: int) -> Tuple[int, int]:
+    """The owner azprov gives what it writes: as asked when it runs as root; unprivileged (tests,
+    rootless image builds) it cannot give files away, so they stay the invoking user's."""
+    return (uid, gid) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+
+
 def split_path(path: str) -> List[str]:
     """The components of an absolute in-root path; ``..`` is refused (no escaping the root)."""
     if not path.startswith("/"):
@@ -130,6 +131,7 @@ class Dir:
     def subdir(self, name: str, *, create_mode: Optional[int] = None,
                uid: int = 0, gid: int = 0) -> "Dir":
         """Open (or create with ``create_mode``, owned by uid:gid) the directory ``name``."""
+        uid, gid = owner(uid, gid)
         created = False
         if create_mode is not None and self.lstat(name) is None:
             try:
@@ -151,9 +153,6 @@ class Dir:
             os.fchmod(fd, create_mode)
             log.debug("created directory %s (%o, %d:%d)", self._where(name), create_mode, uid, gid)
         return Dir(fd, self._where(name), os.path.join(self.real, name))
-
-    def listdir(self) -> List[str]:
-        return sorted(os.listdir(self.fd))
 
     def read(self, name: str, limit: int = READ_LIMIT) -> Optional[bytes]:
         """The content of the regular file ``name`` (never through a symlink), or None if absent."""
@@ -182,6 +181,7 @@ class Dir:
         ``check(path)`` may inspect the complete temp file before it replaces ``name`` (raise to
         stop); on any failure the temp file is removed and ``name`` is untouched.
         """
+        uid, gid = owner(uid, gid)
         current = self.lstat(name)
         if current is not None and stat.S_ISLNK(current.st_mode):
             raise UnsafePath(f"{self._where(name)} is a symbolic link; azprov refuses to replace it",
@@ -252,6 +252,7 @@ class Dir:
         return True
 
     def set_owner_mode(self, mode: int, uid: int, gid: int) -> bool:
+        uid, gid = owner(uid, gid)
         info = self.stat()
         if stat.S_IMODE(info.st_mode) == mode and (info.st_uid, info.st_gid) == (uid, gid):
             return False
@@ -408,22 +409,15 @@ class Host:
                 yield record
 
     def users(self) -> List[PasswdEntry]:
-        entries = []
-        for r in self._records("/etc/passwd", 7):
-            if r[2].isdigit() and r[3].isdigit():
-                entries.append(PasswdEntry(r[0], int(r[2]), int(r[3]), r[5], r[6]))
-        return entries
+        return [PasswdEntry(r[0], int(r[2]), int(r[3]), r[5], r[6])
+                for r in self._records("/etc/passwd", 7) if r[2].isdigit() and r[3].isdigit()]
 
     def user(self, name: str) -> Optional[PasswdEntry]:
         return next((entry for entry in self.users() if entry.name == name), None)
 
     def groups(self) -> List[GroupEntry]:
-        entries = []
-        for r in self._records("/etc/group", 4):
-            if r[2].isdigit():
-                members = tuple(m for m in r[3].split(",") if m)
-                entries.append(GroupEntry(r[0], int(r[2]), members))
-        return entries
+        return [GroupEntry(r[0], int(r[2]), tuple(m for m in r[3].split(",") if m))
+                for r in self._records("/etc/group", 4) if r[2].isdigit()]
 
     def group(self, name: str) -> Optional[GroupEntry]:
         return next((entry for entry in self.groups() if entry.name == name), None)

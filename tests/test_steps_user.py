@@ -91,6 +91,7 @@ def test_a_sudoers_drop_in_visudo_rejects_is_never_installed(tmp_path, config):
 
 def test_sudoers_without_includedir_is_left_alone(tmp_path, caplog):
     root = make_scratch_root(str(tmp_path / "r"))
+    os.remove(os.path.join(root, "etc/sudoers"))
     open(os.path.join(root, "etc/sudoers"), "w").write("root ALL=(ALL) ALL\n")
     host = Host(root, runner=FakeRunner())
     assert user.ensure_sudoers(host, "azureuser") is False
