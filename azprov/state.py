@@ -118,7 +118,9 @@ class Lock:
 def acquire(host: Host, wait: float = LOCK_WAIT, *, clock: Callable[[], float] = time.monotonic,
             sleep: Callable[[float], None] = time.sleep) -> Lock:
     """Take the run lock, waiting up to ``wait`` seconds; Busy if another run keeps it."""
-    with host.open_dir(LOCK_DIR, create_mode=0o700) as directory:
+    parent, name = LOCK_DIR.rsplit("/", 1)
+    with host.open_dir(parent, create_mode=0o755) as run, \
+            run.subdir(name, create_mode=0o700) as directory:
         fd = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=directory.fd)
     deadline = clock() + wait

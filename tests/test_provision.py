@@ -1,7 +1,8 @@
-"""The provisioning flow with an in-memory fabric: order, identity, failures and what is reported.
+"""The provisioning flow.
 
-The steps that need root (useradd, chown) are turned off here; they are covered in the step
-tests and, end to end with the real CLI and the fabric emulator, in test_provision_emulator.py.
+First with an in-memory fabric (order, identity, failures and what is reported; the steps that
+need root are turned off), then end to end: the real CLI as a subprocess, over HTTP, against the
+fabric emulator, provisioning scratch image trees with the real useradd/visudo/ssh-keygen.
 """
 
 from __future__ import annotations

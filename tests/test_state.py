@@ -89,3 +89,10 @@ def test_the_lock_keeps_a_second_run_out_for_a_bounded_time(scratch_root):
         assert 3 <= sum(clock.sleeps) <= 3.4
     with state.acquire(host, wait=0):  # released: free again
         pass
+
+
+def test_the_lock_directory_is_private_but_a_missing_run_is_not(tmp_path):
+    host = Host(str(tmp_path))
+    with state.acquire(host, wait=0):
+        assert stat.S_IMODE(os.stat(host.path("/run")).st_mode) == 0o755
+        assert stat.S_IMODE(os.stat(host.path("/run/azprov")).st_mode) == 0o700
