@@ -12,7 +12,7 @@ from azprov.host import Host
 from azprov.steps import user as user_step
 from support import cli
 from support.fakes import FakeRunner
-from support.scratch_root import WANTS_LINK, diff, make_scratch_root, read_state, snapshot
+from support.scratch_root import WANTS_LINK, diff, read_state, snapshot
 
 OTHER_VM = "0f3c2b1a-9e8d-4c7b-a6f5-e4d3c2b1a098"
 
