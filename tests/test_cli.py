@@ -146,15 +146,42 @@ def test_goalstate_and_metadata_print_what_they_read():
     assert "computer_name: web-9" in text
 
 
-def test_endpoint_reads_option_245_from_a_networkd_lease(tmp_path):
-    leases = tmp_path / "run" / "systemd" / "netif" / "leases"
-    leases.mkdir(parents=True)
-    (leases / "2").write_text("# This is private data. Do not parse.\nADDRESS=10.0.0.4\nOPTION_245=a83f8111\n")
+def _dhcpcd_packet(address: bytes) -> bytes:
+    header = bytes(236) + bytes([99, 130, 83, 99])  # BOOTP header, then the magic cookie
+    options = bytes([53, 1, 5]) + bytes([245, 4]) + address + bytes([255])
+    return header + options
+
+
+LEASES = {
+    "networkd": ("run/systemd/netif/leases/2",
+                 "# This is private data. Do not parse.\nADDRESS=10.0.0.4\nOPTION_245=a83f8111\n"),
+    "dhclient": ("var/lib/dhcp/dhclient.eth0.leases",
+                 "lease {\n  interface \"eth0\";\n  fixed-address 10.0.0.4;\n"
+                 "  option unknown-245 a8:3f:81:11;\n  expire never;\n}\n"),
+    "dhcpcd": ("var/lib/dhcpcd/eth0.lease", _dhcpcd_packet(bytes([168, 63, 129, 17]))),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LEASES))
+def test_endpoint_reads_option_245_from_each_lease_kind(tmp_path, kind):
+    relative, content = LEASES[kind]
+    path = tmp_path / relative
+    path.parent.mkdir(parents=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
     result = azprov("endpoint", "--json", "--root", str(tmp_path))
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert found["address"] == "168.63.129.17"
-    assert "networkd" in found["source"]
+    assert kind in found["source"] and relative in found["source"]
+
+
+def test_endpoint_falls_back_to_the_default_address(tmp_path):
+    result = azprov("endpoint", "--root", str(tmp_path))
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == ["address: 168.63.129.16", "source: default (no DHCP option 245 found)"]
 
 
 def test_bad_address_is_a_configuration_error():
