@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import functools
 import logging
 import os
 import shutil
@@ -97,6 +98,25 @@ def split_path(path: str) -> List[str]:
     return parts
 
 
+def _system_errors(method):
+    """Turn an OSError of a file operation (a full disk, a read-only /etc, EACCES...) into
+    StepFailed naming the path; FileNotFoundError passes, callers treat it as "absent"."""
+
+    @functools.wraps(method)
+    def wrapper(self: "Dir", *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (FileNotFoundError, StepFailed):
+            raise
+        except OSError as exc:
+            names = [arg for arg in args if isinstance(arg, str)]
+            where = self._where(names[-1]) if names else self.path
+            raise StepFailed(f"cannot {method.__name__.replace('_', ' ')} {where}: {exc.strerror or exc}",
+                             path=where, errno=errno.errorcode.get(exc.errno, exc.errno)) from None
+
+    return wrapper
+
+
 class Dir:
     """An open directory reached without following symlinks; file operations relative to it."""
 
@@ -128,6 +148,7 @@ class Dir:
         except FileNotFoundError:
             return None
 
+    @_system_errors
     def subdir(self, name: str, *, create_mode: Optional[int] = None,
                uid: int = 0, gid: int = 0) -> "Dir":
         """Open (or create with ``create_mode``, owned by uid:gid) the directory ``name``."""
@@ -154,6 +175,7 @@ class Dir:
             log.debug("created directory %s (%o, %d:%d)", self._where(name), create_mode, uid, gid)
         return Dir(fd, self._where(name), os.path.join(self.real, name))
 
+    @_system_errors
     def read(self, name: str, limit: int = READ_LIMIT) -> Optional[bytes]:
         """The content of the regular file ``name`` (never through a symlink), or None if absent."""
         try:
@@ -174,6 +196,7 @@ class Dir:
             raise StepFailed(f"{self._where(name)} is larger than {limit} bytes", path=self._where(name))
         return data
 
+    @_system_errors
     def write(self, name: str, data: bytes, *, mode: int, uid: int = 0, gid: int = 0,
               check: Optional[Callable[[str], None]] = None) -> bool:
         """Atomically make ``name`` hold ``data`` with ``mode`` and owner; False if it already did.
@@ -227,6 +250,7 @@ class Dir:
         log.debug("wrote %s (%d bytes, %o, %d:%d)", self._where(name), len(data), mode, uid, gid)
         return True
 
+    @_system_errors
     def remove(self, name: str) -> bool:
         """Remove the file or symlink ``name`` (not a directory); False if it was not there."""
         try:
@@ -242,6 +266,7 @@ class Dir:
         except (FileNotFoundError, OSError):
             return None
 
+    @_system_errors
     def symlink(self, target: str, name: str) -> bool:
         """Make ``name`` a symlink to ``target``; False if it already was exactly that."""
         if self.readlink(name) == target:
@@ -251,6 +276,7 @@ class Dir:
         os.fsync(self.fd)
         return True
 
+    @_system_errors
     def set_owner_mode(self, mode: int, uid: int, gid: int) -> bool:
         uid, gid = owner(uid, gid)
         info = self.stat()
@@ -313,7 +339,11 @@ class Host:
         """Atomic, symlink-refusing write (see :meth:`Dir.write`); ``parents``: create mode of
         missing parent directories (root-owned), else they must exist."""
         parent, name = os.path.split(path)
-        with self.open_dir(parent, create_mode=parents) as directory:
+        try:
+            directory = self.open_dir(parent, create_mode=parents)
+        except FileNotFoundError:
+            raise StepFailed(f"{parent} does not exist: cannot write {path}", path=path) from None
+        with directory:
             return directory.write(name, data, mode=mode, uid=uid, gid=gid, check=check)
 
     def remove(self, path: str) -> bool:

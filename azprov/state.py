@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Optional, Tuple
 
 from azprov import __version__
-from azprov.errors import Busy
+from azprov.errors import Busy, StepFailed
 from azprov.host import Host
 
 log = logging.getLogger(__name__)
@@ -119,10 +119,14 @@ def acquire(host: Host, wait: float = LOCK_WAIT, *, clock: Callable[[], float] =
             sleep: Callable[[float], None] = time.sleep) -> Lock:
     """Take the run lock, waiting up to ``wait`` seconds; Busy if another run keeps it."""
     parent, name = LOCK_DIR.rsplit("/", 1)
-    with host.open_dir(parent, create_mode=0o755) as run, \
-            run.subdir(name, create_mode=0o700) as directory:
-        fd = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=directory.fd)
+    try:
+        with host.open_dir(parent, create_mode=0o755) as run, \
+                run.subdir(name, create_mode=0o700) as directory:
+            fd = os.open("lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=directory.fd)
+    except OSError as exc:
+        raise StepFailed(f"cannot open the lock {LOCK_FILE}: {exc.strerror or exc}",
+                         path=LOCK_FILE) from None
     deadline = clock() + wait
     announced = False
     while True:

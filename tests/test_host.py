@@ -67,7 +67,7 @@ def test_a_mode_change_alone_keeps_the_content(host):
 
 
 def test_missing_parents_are_created_only_when_asked(host):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(StepFailed, match="does not exist"):
         host.write_file("/etc/new/dir/file", b"x")
     host.write_file("/etc/new/dir/file", b"x", parents=0o750)
     assert mode_of(host.path("/etc/new")) == 0o750
@@ -213,3 +213,32 @@ def test_created_directories_get_the_owner_and_mode_asked_for(host):
 def test_a_root_that_is_not_a_directory_is_refused(tmp_path):
     with pytest.raises(StepFailed):
         Host(str(tmp_path / "missing"))
+
+
+@requires_root
+def test_a_read_only_or_full_file_system_is_a_step_failure_with_the_reason(tmp_path):
+    """EROFS and ENOSPC become StepFailed naming the path, never an internal error."""
+    import subprocess as sp
+
+    target = tmp_path / "mnt"
+    target.mkdir()
+    if sp.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(target)],
+              capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        host = Host(str(target))
+        (target / "etc").mkdir()
+        with pytest.raises(StepFailed, match="No space left on device") as caught:
+            host.write_file("/etc/big", b"x" * 64 * 1024)
+        assert caught.value.details["path"] == "/etc/big" and caught.value.details["errno"] == "ENOSPC"
+        assert temp_files(str(target)) == []
+        sp.run(["mount", "-o", "remount,ro", str(target)], check=True)
+        with pytest.raises(StepFailed, match="Read-only file system"):
+            host.write_file("/etc/hostname", b"vm1\n")
+    finally:
+        sp.run(["umount", str(target)], capture_output=True)
+
+
+def test_a_missing_parent_is_a_step_failure(host):
+    with pytest.raises(StepFailed, match="/nowhere does not exist"):
+        host.write_file("/nowhere/file", b"x")

@@ -116,7 +116,12 @@ def _ensure_home(host: Host, entry: PasswdEntry) -> bool:
     if host.lexists(entry.home):
         return False
     parent, name = entry.home.rstrip("/").rsplit("/", 1)
-    with host.open_dir(parent or "/") as directory:
+    try:
+        directory = host.open_dir(parent or "/")
+    except FileNotFoundError:
+        raise StepFailed(f"{parent} does not exist: cannot create {entry.name}'s home {entry.home}",
+                         path=entry.home) from None
+    with directory:
         directory.subdir(name, create_mode=0o700, uid=entry.uid, gid=entry.gid).close()
     log.info("created the missing home %s of %s", entry.home, entry.name)
     return True
