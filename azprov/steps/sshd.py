@@ -57,6 +57,7 @@ def apply(host: Host, metadata, settings) -> bool:
     if changed:
         log.info("%s: PasswordAuthentication %s", DROPIN, "no" if disable else "yes")
         if host.systemd_running():
-            host.run(["systemctl", "try-reload-or-restart", "ssh.service", "sshd.service"],
-                     timeout=60, check=False)
+            # --no-block: on first boot sshd is queued behind azprov; never wait on its job
+            host.run(["systemctl", "--no-block", "try-reload-or-restart", "ssh.service",
+                      "sshd.service"], timeout=60, check=False)
     return changed
