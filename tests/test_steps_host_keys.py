@@ -50,3 +50,12 @@ def test_no_ssh_directory_is_no_sshd(tmp_path, config):
     runner = FakeRunner()
     assert host_keys.apply(Host(str(tmp_path), runner=runner), metadata(), config.provisioning) is False
     assert runner.calls == []
+
+
+def test_a_live_host_runs_plain_ssh_keygen_a(scratch_root, config):
+    from support.fakes import live_host
+
+    runner = FakeRunner()
+    with pytest.raises(StepFailed):  # the fake writes nothing
+        host_keys.apply(live_host(scratch_root, runner), metadata(), config.provisioning)
+    assert runner.calls == [["ssh-keygen", "-A"]]

@@ -119,3 +119,14 @@ def test_renew_commands_for_each_dhcp_client(tmp_path, monkeypatch):
 def test_publishing_is_skipped_for_an_image_tree(host):
     assert dhcp.publish_hostname(host) is False
     assert host.runner.calls == []
+
+
+def test_with_systemd_running_hostnamectl_sets_the_name(scratch_root, config):
+    from support.fakes import live_host
+
+    runner = FakeRunner()
+    host = live_host(scratch_root, runner)
+    settings = config.provisioning
+    assert hostname.apply(host, metadata(computer_name="vm9"), settings) is True
+    assert runner.calls[0] == ["hostnamectl", "set-hostname", "vm9"]
+    assert "127.0.1.1\tvm9" in read(host, "/etc/hosts")  # hostnamectl leaves /etc/hosts to us

@@ -81,3 +81,11 @@ def test_include_loops_end(host):
 ])
 def test_expand(pattern, expected):
     assert sshd_config.expand(pattern, home="/home/al", user="al") == expected
+
+
+def test_a_live_sshd_is_reloaded_without_waiting_on_its_job(scratch_root, config):
+    from support.fakes import live_host
+
+    runner = FakeRunner()
+    sshd.apply(live_host(scratch_root, runner), metadata(), config.provisioning)
+    assert runner.calls == [["systemctl", "--no-block", "try-reload-or-restart", "ssh.service", "sshd.service"]]

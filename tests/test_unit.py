@@ -56,3 +56,24 @@ def test_a_masked_unit_is_not_linked(tmp_path):
 def test_enable_without_the_unit_fails_clearly(tmp_path):
     with pytest.raises(StepFailed, match="not installed"):
         unit.enable(Host(str(tmp_path)))
+
+
+def test_with_systemd_running_systemctl_does_it(scratch_root):
+    from azprov.host import CommandResult
+    from support.fakes import live_host
+
+    answers = {"is-enabled": "enabled\n"}
+
+    def systemctl(argv):
+        return CommandResult(tuple(argv), 0, answers.get(argv[1], ""), "")
+
+    runner = FakeRunner(systemctl)
+    host = live_host(scratch_root, runner)
+    assert unit.disable(host) is True
+    assert runner.calls == [["systemctl", "is-enabled", "azprov.service"],
+                            ["systemctl", "disable", "azprov.service"]]
+    answers["is-enabled"] = "disabled\n"
+    runner.calls.clear()
+    assert unit.enable(host) is True
+    assert runner.calls[-1] == ["systemctl", "enable", "azprov.service"]
+    assert os.path.lexists(os.path.join(scratch_root, "etc/systemd/system/multi-user.target.wants/azprov.service"))

@@ -88,3 +88,26 @@ class FakeFabric:
     def connect(self) -> "FakeFabric":
         self.connected += 1
         return self
+
+
+def live_host(root: str, runner: "FakeRunner", *, systemd: bool = True):
+    """A Host that behaves as the running system with systemd as PID 1 (``/``), while its files
+    stay under ``root`` and every command goes to ``runner``: for checking live-host commands."""
+    from azprov.host import Host
+
+    class LiveHost(Host):
+        live = True
+
+        def systemd_running(self) -> bool:
+            return systemd
+
+        def selinux_enabled(self) -> bool:
+            return False
+
+        def running_processes(self, name):
+            return []
+
+        def root_option(self, flag: str = "--root"):
+            return []
+
+    return LiveHost(root, runner=runner)
