@@ -1,0 +1,390 @@
+"""Boot tests: a real Debian 12 image, real systemd as PID 1, the real .deb.
+
+``make deb`` builds the package; it is installed with ``dpkg -i`` into a Debian 12 root made by
+mmdebstrap (cached in ``.cache/boot/``), which is then booted with ``systemd-nspawn -b`` inside a
+private network namespace where ``azprov fabric serve`` answers at 168.63.129.16:80 and
+169.254.169.254:80.  The image runs the stock unit with the stock configuration (no override):
+it finds the fabric at its real addresses.  A test-only unit (tests/boot/units/) records what the
+running system says after azprov and sshd, then powers off; everything is checked from outside:
+the emulator's request log, the image's files, its persistent journal.
+
+Each scenario boots its own overlayfs tree over the image's read-only layers.  The first VM is booted three times in a row
+(provision, reboot, deprovision + boot as a new VM); the failure scenarios boot fresh copies.
+
+Needs root.  ``AZPROV_BOOT_KEEP=1`` keeps the logs and each tree's upper directory (what the
+boots changed, their journal included) under ``.cache/boot/runs/``;
+``AZPROV_BOOT_DEB=FILE`` boots that package instead of building one; ``AZPROV_BOOT_TIMEOUT``
+(seconds, default 120) bounds each boot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+
+from tests.boot import image as images
+from tests.boot import nspawn
+from tests.boot.fabric import Emulator, NetNs
+
+pytestmark = pytest.mark.boot
+
+REPO = images.REPO
+UNIT = "azprov.service"
+STATE = "var/lib/azprov/state.json"
+# systemd's own catalog messages: "Starting UNIT...", "Started UNIT."
+SD_STARTING = "7d4958e842da4a758f6c1cdc7b36dcc5"
+SD_STARTED = "39f53479d3a045ac8e11786248231fbf"
+HOSTILE_NAMES = ["bad_name!", "../x"]
+
+
+def vm(name: str, user: str, key: str, incarnation: int) -> dict:
+    """A scenario for the emulator: one VM with its own ids, name, admin user and key."""
+    return {
+        "description": f"boot test: {name}",
+        "vm_id": str(uuid.uuid4()),
+        "vm_name": f"{name}-resource",
+        "computer_name": name,
+        "admin_username": user,
+        "incarnation": incarnation,
+        "container_id": str(uuid.uuid4()),
+        "instance_id": f"{uuid.uuid4()}._{name}-resource",
+        "public_keys": [key],
+    }
+
+
+# --- set-up ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def workspace():
+    if os.geteuid() != 0:
+        pytest.skip("boot tests need root (network namespaces, systemd-nspawn, overlay mounts, dpkg in an image)")
+    problem = images.install_tools()
+    if problem:
+        pytest.skip(f"boot tests need mmdebstrap and systemd-nspawn: {problem}")
+    workspace = images.Workspace(keep=os.environ.get("AZPROV_BOOT_KEEP") == "1")
+    try:
+        yield workspace
+    finally:
+        workspace.close()
+        if workspace.keep:
+            print(f"\nboot tests: kept {workspace.path}")
+
+
+@pytest.fixture(scope="module")
+def workdir(workspace) -> Path:
+    return workspace.path
+
+
+@pytest.fixture(scope="module")
+def layers(workspace) -> List[Path]:
+    """The bootable image every scenario starts from: base tree + the .deb + the recorder unit
+    (read-only layers, top first)."""
+    given = os.environ.get("AZPROV_BOOT_DEB")
+    deb = Path(given) if given else images.build_deb(workspace.path / "dist")
+    return images.make_image(workspace, images.base_tree(), deb)
+
+
+@pytest.fixture(scope="module")
+def image(workspace, layers) -> Path:
+    """An untouched tree of the image, for looking at it before any boot."""
+    return workspace.overlay(layers, "pristine").root
+
+
+@pytest.fixture(scope="module")
+def keys(workdir: Path) -> Dict[str, Tuple[Path, str]]:
+    """Two fresh ed25519 key pairs: name -> (private key file, public key line)."""
+    found = {}
+    for name in ("vm1", "vm2"):
+        private = workdir / "keys" / name
+        private.parent.mkdir(exist_ok=True)
+        images.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"boot-test-{name}", "-f", str(private)])
+        found[name] = (private, private.with_suffix(".pub").read_text().strip())
+    return found
+
+
+def boot_vm(tree: Path, scenario: dict, label: str, workdir: Path,
+            login_key: Path = None) -> Tuple[nspawn.Boot, List[dict]]:
+    """Boot ``tree`` once with the emulator serving ``scenario``; returns the boot and every
+    request the emulator saw during it.  With ``login_key``, the recorder also logs in over
+    SSH as the scenario's admin user with that key."""
+    recorder = tree / images.RECORDER_DIR
+    for name in ("login-key", "login-user"):
+        (recorder / name).unlink(missing_ok=True)
+    if login_key is not None:
+        (recorder / "login-key").write_bytes(login_key.read_bytes())
+        os.chmod(recorder / "login-key", 0o600)
+        (recorder / "login-user").write_text(scenario["admin_username"] + "\n")
+    with NetNs() as ns:
+        with Emulator(ns, scenario, workdir, label) as fabric:
+            booted = nspawn.boot(tree, ns.name, workdir=workdir, label=label)
+            fabric.stop()  # every request is in the log once it has stopped
+            return booted, fabric.records()
+
+
+def reports(records: List[dict]) -> List[dict]:
+    return [r for r in records if r.get("endpoint") == "health" and "report" in r]
+
+
+# --- the first VM: provision, reboot, deprovision and boot as another VM ----------------------
+
+@pytest.fixture(scope="module")
+def vm1(keys) -> dict:
+    return vm("azprov-boot-one", "bootadmin", keys["vm1"][1], incarnation=3)
+
+
+@pytest.fixture(scope="module")
+def vm2(keys) -> dict:
+    return vm("azprov-boot-two", "secondadmin", keys["vm2"][1], incarnation=7)
+
+
+@pytest.fixture(scope="module")
+def vm1_tree(workspace, layers) -> Path:
+    return workspace.overlay(layers, "vm1").root
+
+
+@pytest.fixture(scope="module")
+def first_boot(vm1_tree: Path, vm1: dict, keys, workdir: Path):
+    return boot_vm(vm1_tree, vm1, "vm1-boot1", workdir, login_key=keys["vm1"][0])
+
+
+@pytest.fixture(scope="module")
+def second_boot(first_boot, vm1_tree: Path, vm1: dict, workdir: Path):
+    return boot_vm(vm1_tree, vm1, "vm1-boot2", workdir)
+
+
+@pytest.fixture(scope="module")
+def deprovisioned(second_boot, vm1_tree: Path) -> Tuple[subprocess.CompletedProcess, dict]:
+    """``azprov deprovision --force`` run in the tree (not booted), and what it left there."""
+    result = nspawn.run_in(vm1_tree, ["azprov", "deprovision", "--force"])
+    machine_id = vm1_tree / "etc/machine-id"
+    left = {
+        "enabled": os.path.islink(images.enable_link(vm1_tree, UNIT)),
+        "state": (vm1_tree / STATE).exists(),
+        "host_keys": sorted(p.name for p in (vm1_tree / "etc/ssh").glob("ssh_host_*")),
+        "machine_id": machine_id.read_text().strip() if machine_id.exists() else None,
+    }
+    return result, left
+
+
+@pytest.fixture(scope="module")
+def third_boot(deprovisioned, vm1_tree: Path, vm2: dict, keys, workdir: Path):
+    return boot_vm(vm1_tree, vm2, "vm1-boot3-as-vm2", workdir, login_key=keys["vm2"][0])
+
+
+def test_image_runs_the_stock_unit_enabled_by_the_package(image: Path):
+    """Precondition: the package's maintainer scripts enabled the shipped unit, unmodified, with
+    no drop-in or configuration override anywhere in the image."""
+    assert os.path.islink(images.enable_link(image, UNIT)), "dpkg -i did not enable azprov.service"
+    shipped = image / "usr/lib/systemd/system" / UNIT  # /lib is /usr/lib (merged /usr)
+    assert shipped.read_text() == (REPO / "systemd" / UNIT).read_text()
+    assert not (image / "etc/systemd/system" / UNIT).exists()
+    for directory in ("etc/systemd/system", "run/systemd/system", "lib/systemd/system", "usr/lib/systemd/system"):
+        assert not (image / directory / f"{UNIT}.d").exists(), f"{directory}/{UNIT}.d overrides the unit"
+    assert not (image / "etc/azprov/azprov.toml.d").exists() or not any((image / "etc/azprov/azprov.toml.d").iterdir())
+    assert (image / "etc/azprov/azprov.toml").read_text() == (REPO / "packaging/azprov.toml").read_text()
+    assert not list((image / "etc/ssh").glob("ssh_host_*")), "a generalized image has no host keys"
+    assert not (image / STATE).exists()
+
+
+def test_first_boot_reports_ready_with_the_served_ids(first_boot, vm1: dict):
+    booted, records = first_boot
+    assert booted.exit_code == 0, booted.explain()
+    ready = [r for r in reports(records) if r["report"]["state"] == "Ready"]
+    assert ready, f"no Ready report; requests: {[(r['endpoint'], r['status']) for r in records]}\n{booted.explain()}"
+    for record in ready:
+        assert record["status"] == 200 and record["violations"] == [], record
+        assert record["report"]["incarnation"] == vm1["incarnation"]
+        assert record["report"]["container_id"] == vm1["container_id"]
+        assert record["report"]["instance_id"] == vm1["instance_id"]
+    assert not [r for r in reports(records) if r["report"]["state"] != "Ready"]
+    assert [r for r in records if r["violations"]] == []
+    assert {r["endpoint"] for r in records} >= {"goalstate", "imds", "health"}
+
+
+def test_first_boot_sets_the_hostname_to_the_computer_name(first_boot, vm1: dict, vm1_tree: Path):
+    booted, _ = first_boot
+    name = vm1["computer_name"]
+    assert (vm1_tree / "etc/hostname").read_text().strip() == name
+    record = booted.record
+    assert record["hostname"] == name, booted.explain()
+    assert record["hostname_command"]["out"].strip() == name
+    assert record["hostnamectl_static"]["out"].strip() == name
+    assert record["hostnamectl_transient"]["out"].strip() == name
+
+
+def _passwd(tree: Path, user: str) -> List[str]:
+    for line in (tree / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user:
+            return fields
+    raise AssertionError(f"{user} is not in the image's /etc/passwd")
+
+
+def check_admin_user(tree: Path, user: str, key: str) -> None:
+    """The admin user exists with its home, the served key alone in authorized_keys (modes,
+    owner), in the sudo group and in a 0440 sudoers drop-in."""
+    _, _, uid, gid, _, home, shell = _passwd(tree, user)
+    uid, gid = int(uid), int(gid)
+    assert home == f"/home/{user}" and shell.endswith("sh")
+    home_dir = tree / home.lstrip("/")
+    info = os.lstat(home_dir)
+    assert stat.S_ISDIR(info.st_mode) and info.st_uid == uid
+    ssh_dir = home_dir / ".ssh"
+    info = os.lstat(ssh_dir)
+    assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700
+    assert (info.st_uid, info.st_gid) == (uid, gid)
+    keys_file = ssh_dir / "authorized_keys"
+    info = os.lstat(keys_file)
+    assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
+    assert (info.st_uid, info.st_gid) == (uid, gid)
+    lines = [line.strip() for line in keys_file.read_text().splitlines()]
+    assert [line for line in lines if line and not line.startswith("#")] == [key]
+    groups = {f[0]: f[3].split(",") for f in (l.split(":") for l in (tree / "etc/group").read_text().splitlines())}
+    assert user in groups["sudo"]
+    drop_ins = [p for p in (tree / "etc/sudoers.d").iterdir() if user in p.read_text()]
+    assert drop_ins, f"no sudoers drop-in names {user}"
+    for path in drop_ins:
+        info = os.lstat(path)
+        assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o440, path
+        assert (info.st_uid, info.st_gid) == (0, 0), path
+
+
+def check_ssh_login(booted: nspawn.Boot, scenario: dict) -> None:
+    """The recorder logged in over SSH with the served key; sudo works without a password."""
+    login = booted.record["ssh_login"]
+    assert login is not None and login["rc"] == 0, f"SSH login failed: {login}\n{booted.explain()}"
+    assert login["out"].split() == [scenario["admin_username"], scenario["computer_name"], "sudo-ok"], login
+
+
+def test_first_boot_creates_the_admin_user_with_the_served_key(first_boot, vm1: dict, vm1_tree: Path):
+    booted, _ = first_boot
+    check_admin_user(vm1_tree, vm1["admin_username"], vm1["public_keys"][0])
+    check_ssh_login(booted, vm1)
+    assert "passwordauthentication no" in booted.record["sshd_config"]["out"].splitlines()
+
+
+def test_sshd_starts_only_after_azprov_is_ready(first_boot, vm1_tree: Path):
+    booted, _ = first_boot
+    started = booted.entries(MESSAGE_ID=SD_STARTED, UNIT=UNIT)
+    ssh_starting = booted.entries(MESSAGE_ID=SD_STARTING, UNIT="ssh.service")
+    assert started and ssh_starting, booted.explain()
+    azprov_ready = int(started[0]["__MONOTONIC_TIMESTAMP"])
+    assert int(ssh_starting[0]["__MONOTONIC_TIMESTAMP"]) > azprov_ready, "ssh.service started before azprov was ready"
+    azprov, ssh = booted.unit(UNIT), booted.unit("ssh.service")
+    assert (azprov["Result"], azprov["ExecMainStatus"]) == ("success", "0"), azprov
+    assert (ssh["ActiveState"], ssh["SubState"]) == ("active", "running"), ssh
+    assert int(ssh["InactiveExitTimestampMonotonic"]) >= int(azprov["ActiveEnterTimestampMonotonic"]) > 0
+    assert ssh["NRestarts"] == "0", "sshd failed at least once (missing host keys?)"
+    host_keys = {p.name for p in (vm1_tree / "etc/ssh").glob("ssh_host_*_key")}
+    assert {"ssh_host_ed25519_key", "ssh_host_rsa_key", "ssh_host_ecdsa_key"} <= host_keys
+
+
+def test_unit_is_disabled_after_provisioning(first_boot, vm1: dict, vm1_tree: Path):
+    booted, _ = first_boot
+    assert not os.path.lexists(images.enable_link(vm1_tree, UNIT))
+    assert booted.record["azprov_is_enabled"]["out"].strip() == "disabled"
+    state = json.loads((vm1_tree / STATE).read_text())
+    assert state["vm_id"] == vm1["vm_id"] and state["incarnation"] == vm1["incarnation"]
+
+
+def test_journal_has_azprovs_structured_entries(first_boot, vm1: dict):
+    from azprov.log import MESSAGE_READY
+
+    booted, _ = first_boot
+    own = booted.entries(_SYSTEMD_UNIT=UNIT, SYSLOG_IDENTIFIER="azprov")
+    structured = [e for e in own if "AZPROV_STEP" in e]
+    assert structured, booted.explain()
+    steps = {e["AZPROV_STEP"] for e in structured}
+    assert {"hostname", "user", "ssh_keys", "host_keys"} <= steps, steps
+    assert {e["AZPROV_VM_ID"] for e in own if "AZPROV_VM_ID" in e} == {vm1["vm_id"]}
+    outcomes = [e for e in structured if "AZPROV_OUTCOME" in e and "AZPROV_VM_ID" in e]
+    assert outcomes and {e["AZPROV_OUTCOME"] for e in outcomes} == {"ok"}
+    assert {e["AZPROV_STEP"] for e in outcomes} >= {"hostname", "user", "ssh_keys"}
+    assert [e for e in own if e.get("MESSAGE_ID") == MESSAGE_READY], "no Ready message (MESSAGE_ID) in the journal"
+
+
+def test_second_boot_does_not_contact_the_fabric(second_boot, vm1: dict, vm1_tree: Path):
+    booted, records = second_boot
+    assert records == [], f"the fabric was contacted again: {records}"
+    azprov = booted.unit(UNIT)
+    if azprov["ExecMainStartTimestampMonotonic"] != "0":  # it ran: then it must have exited at once, 0
+        assert azprov["ExecMainStatus"] == "0", azprov
+        ran = int(azprov["ExecMainExitTimestampMonotonic"]) - int(azprov["ExecMainStartTimestampMonotonic"])
+        assert ran < 5_000_000, f"azprov ran {ran / 1e6:.1f} s on an already provisioned VM"
+    else:
+        assert azprov["ActiveState"] == "inactive"
+        assert not booted.entries(_SYSTEMD_UNIT=UNIT), "azprov logged on a boot it did not run"
+    assert booted.record["hostname"] == vm1["computer_name"]
+    assert booted.unit("ssh.service")["ActiveState"] == "active"
+    assert not os.path.lexists(images.enable_link(vm1_tree, UNIT))
+
+
+def test_deprovision_reenables_the_unit_and_clears_the_vm(deprovisioned):
+    result, left = deprovisioned
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert left["enabled"], "azprov deprovision did not enable azprov.service again"
+    assert not left["state"], "azprov deprovision left the state file"
+    assert left["host_keys"] == [], "azprov deprovision left SSH host keys"
+    assert not left["machine_id"], "azprov deprovision left the machine-id"
+
+
+def test_deprovisioned_image_provisions_again_as_another_vm(deprovisioned, third_boot, vm2: dict,
+                                                           vm1_tree: Path):
+    assert deprovisioned[0].returncode == 0, deprovisioned[0].stdout + deprovisioned[0].stderr
+    booted, records = third_boot
+    ready = [r for r in reports(records) if r["report"]["state"] == "Ready"]
+    assert ready, f"no Ready as the new VM; {booted.explain()}"
+    for record in ready:
+        assert record["status"] == 200 and record["violations"] == []
+        assert (record["report"]["incarnation"], record["report"]["container_id"], record["report"]["instance_id"]) == \
+            (vm2["incarnation"], vm2["container_id"], vm2["instance_id"])
+    assert (vm1_tree / "etc/hostname").read_text().strip() == vm2["computer_name"]
+    assert booted.record["hostname"] == vm2["computer_name"]
+    check_admin_user(vm1_tree, vm2["admin_username"], vm2["public_keys"][0])
+    check_ssh_login(booted, vm2)
+    assert not os.path.lexists(images.enable_link(vm1_tree, UNIT))
+    assert json.loads((vm1_tree / STATE).read_text())["vm_id"] == vm2["vm_id"]
+    own = booted.entries(_SYSTEMD_UNIT=UNIT)
+    assert {e["AZPROV_VM_ID"] for e in own if "AZPROV_VM_ID" in e} == {vm2["vm_id"]}
+
+
+# --- failure -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("computer_name", HOSTILE_NAMES)
+def test_hostile_computer_name_reports_provisioning_failed(computer_name: str, workspace, layers, keys,
+                                                           workdir: Path):
+    label = "fail-" + secrets.token_hex(3)
+    tree = workspace.overlay(layers, label).root
+    scenario = vm("azprov-boot-fail", "failadmin", keys["vm1"][1], incarnation=5)
+    scenario["computer_name"] = computer_name
+    booted, records = boot_vm(tree, scenario, label, workdir)
+    sent = reports(records)
+    assert not [r for r in sent if r["report"]["state"] == "Ready"], "Ready reported for a hostile computerName"
+    failed = [r for r in sent if r["report"]["state"] == "NotReady"
+              and r["report"]["substatus"] == "ProvisioningFailed"]
+    assert failed, f"no ProvisioningFailed report; requests: {records}\n{booted.explain()}"
+    for record in failed:
+        assert record["status"] == 200 and record["violations"] == [], record
+        assert (record["report"]["incarnation"], record["report"]["container_id"], record["report"]["instance_id"]) == \
+            (scenario["incarnation"], scenario["container_id"], scenario["instance_id"])
+        description = record["report"]["description"] or ""
+        assert "result=error" in description and "reason=" in description, description
+        assert "hostname" in description.lower() or "computer" in description.lower(), description
+        assert f"vm_id={scenario['vm_id']}" in description, description
+    # Still enabled: the next boot tries again.  Nothing recorded as provisioned.
+    assert os.path.islink(images.enable_link(tree, UNIT))
+    assert booted.record["azprov_is_enabled"]["out"].strip() == "enabled"
+    assert not (tree / STATE).exists()
+    azprov = booted.unit(UNIT)
+    assert azprov["Result"] != "success" and azprov["ExecMainStatus"] not in ("0", ""), azprov
+    assert (tree / "etc/hostname").read_text().strip() == images.IMAGE_HOSTNAME
+    failures = booted.entries(_SYSTEMD_UNIT=UNIT, AZPROV_OUTCOME="failed")
+    assert failures, booted.explain()
