@@ -387,7 +387,8 @@ def render_toml(config: Config) -> str:
     lines = ["# Effective azprov configuration."]
     if config.sources:
         lines.append("# Read from, in order (later wins):")
-        lines.extend(f"#   {source}" for source in config.sources)
+        # quoted and escaped: a file name with a newline must not end the comment
+        lines.extend(f"#   {json.dumps(source)}" for source in config.sources)
     else:
         lines.append("# No configuration file was read: built-in defaults.")
     for section, values in config.to_dict().items():

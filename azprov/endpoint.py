@@ -245,6 +245,8 @@ def parse_dhcpcd_lease(data: bytes) -> Optional[str]:
             value += data[start:end]
             seen = True
         position = end
+    else:
+        return None  # no end option: a cut-short file, not a whole lease
     if not seen or len(value) != 4:
         return None
     return _dotted(value)

@@ -41,7 +41,7 @@ class AzprovError(Exception):
     reason = "error"
     exit_code = ExitCode.FAILURE
 
-    def __init__(self, message: str, **details: object) -> None:
+    def __init__(self, message: str, /, **details: object) -> None:
         super().__init__(message)
         self.message = message
         self.details = {k: v for k, v in details.items() if v is not None}
@@ -106,12 +106,24 @@ class Busy(AzprovError):
     exit_code = ExitCode.BUSY
 
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f|]")
+# control characters (C0, DEL, C1), Unicode line/paragraph separators, lone surrogates, and "|"
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff|]")
+_FIXED_KEYS = frozenset({"result", "reason", "agent", "step", "message", "vm_id", "timestamp",
+                         "documentation_url"})
+_FIELD_LIMIT = 128  # the identifying fields; only the message and details may be longer
 
 
-def _clean(value: object) -> str:
-    """One line, no field separator: control characters and ``|`` become spaces."""
-    return _UNSAFE.sub(" ", str(value)).strip()
+def _clean(value: object, limit: int = DESCRIPTION_LIMIT) -> str:
+    """One line, no field separator: control characters, line separators, lone surrogates and
+    ``|`` become spaces."""
+    text = _UNSAFE.sub(" ", str(value)).strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _detail_key(key: object) -> str:
+    """A detail may not pose as one of the fixed fields: ``reason`` becomes ``detail_reason``."""
+    name = _clean(key, 64).replace("=", "_")
+    return f"detail_{name}" if name in _FIXED_KEYS else name
 
 
 def encode_description(
@@ -136,9 +148,9 @@ def encode_description(
     details = list(error.details.items()) + list((extra or {}).items())
     tail = [("vm_id", vm_id or "unknown"), ("timestamp", when.isoformat())]
     tail.append(("documentation_url", DOCUMENTATION_URL))
-    fields_head = [f"{k}={_clean(v)}" for k, v in head]
-    fields_tail = [f"{k}={_clean(v)}" for k, v in tail]
-    detail_fields = [f"{_clean(k)}={_clean(v)}" for k, v in details]
+    fields_head = [f"{k}={_clean(v, _FIELD_LIMIT)}" for k, v in head]
+    fields_tail = [f"{k}={_clean(v, _FIELD_LIMIT)}" for k, v in tail]
+    detail_fields = [f"{_detail_key(k)}={_clean(v)}" for k, v in details]
     message = f"message={_clean(error.message)}"
 
     def joined(message: str, detail_fields: list) -> str:

@@ -61,7 +61,7 @@ def parse_goal_state(body: bytes) -> GoalState:
         root = DefusedET.fromstring(body, forbid_dtd=True)
     except DefusedXmlException as exc:
         raise ProtocolError(f"goal state refused: hostile XML ({type(exc).__name__})") from None
-    except (ParseError, ValueError) as exc:
+    except (ParseError, ValueError, LookupError) as exc:  # LookupError: unknown encoding declared
         raise ProtocolError(f"goal state is not well-formed XML: {exc}") from None
     if root.tag != "GoalState":
         raise ProtocolError(f"goal state root element is <{root.tag[:64]}>, expected <GoalState>")

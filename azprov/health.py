@@ -82,7 +82,8 @@ def build_health_report(goal_state: GoalState, status: HealthStatus) -> bytes:
     if not status.ready:
         details = child(role_health, "Details")
         child(details, "SubStatus", (status.substatus or SubStatus.PROVISIONING).value)
-        description = _xml_safe(status.description or "")[:DESCRIPTION_LIMIT]
+        text = (status.description or "").replace("\r\n", "\n").replace("\r", "\n")
+        description = _xml_safe(text)[:DESCRIPTION_LIMIT]
         child(details, "Description", description)
     body = tostring(health, encoding="unicode")
     return ('<?xml version="1.0" encoding="utf-8"?>\n' + body).encode("utf-8")
@@ -119,7 +120,7 @@ def parse_health_report(body: bytes) -> ParsedHealthReport:
         raise ProtocolError(f"health report is {len(body)} bytes, over {HEALTH_MAX_BYTES}")
     try:
         root = DefusedET.fromstring(body, forbid_dtd=True)
-    except (DefusedXmlException, ParseError, ValueError) as exc:
+    except (DefusedXmlException, ParseError, ValueError, LookupError) as exc:
         raise ProtocolError(f"health report is not acceptable XML: {exc}") from None
     if root.tag != "Health":
         raise ProtocolError(f"health report root is <{root.tag[:64]}>, expected <Health>")

@@ -5,7 +5,8 @@
 - Short connect timeout, bounded read timeout, and a cap on the whole attempt so a server that
   trickles bytes cannot hold an attempt open forever.
 - Capped exponential backoff with full jitter (a scale set boots thousands of VMs at once),
-  ``Retry-After`` honoured, one monotonic deadline per phase.
+  ``Retry-After`` honoured as a floor with the jittered backoff on top, one monotonic deadline
+  per phase.
 - One table, :func:`classify`, says which failures are retried.
 - Every attempt is logged with its outcome and the wait before the next.
 
@@ -231,7 +232,9 @@ class HttpClient:
                 retry_after = _retry_after(response.headers.get("Retry-After"))
             wait = policy.backoff(attempt, self.rng)
             if retry_after is not None:
-                wait = max(wait, retry_after)
+                # Retry-After is a floor, not a rendezvous: the jittered backoff goes on top, or
+                # every throttled VM of a scale set would come back at the same instant.
+                wait = retry_after + (wait if policy.jitter else 0.0)
             remaining = deadline.remaining()
             if wait >= remaining:
                 if remaining < LAST_ATTEMPT_MARGIN * 2:
@@ -244,7 +247,7 @@ class HttpClient:
             log.info(
                 "%s: attempt %d failed: %s; retrying in %.2f s%s (deadline in %.0f s)",
                 what, attempt, last_failure, wait,
-                " as Retry-After asks" if retry_after is not None and wait == retry_after else "",
+                f" (Retry-After {retry_after:g} s + jitter)" if retry_after is not None else "",
                 remaining,
             )
             self.sleep(wait)

@@ -82,6 +82,8 @@ def parse_metadata(body: bytes, api_version: str = API_VERSION) -> Metadata:
         document = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"IMDS document is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("IMDS document is not valid JSON: nested too deeply") from None
     compute = _get(document, "compute", dict, "document")
     vm_id = _get(compute, "vmId", str, "compute").strip()
     name = _get(compute, "name", str, "compute", required=False) or ""

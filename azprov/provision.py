@@ -25,7 +25,7 @@ from azprov import USER_AGENT
 from azprov import log as azlog
 from azprov import state as state_file
 from azprov import unit
-from azprov.errors import AzprovError, encode_description
+from azprov.errors import AzprovError, FabricUnreachable, encode_description
 from azprov.guards import check_metadata, check_other_provisioners
 from azprov.health import HealthStatus
 from azprov.host import Host
@@ -109,6 +109,7 @@ class Provisioning:
             check_other_provisioners(self.host, self.settings)
             for step in self.enabled_steps():
                 self.step = step.NAME
+                azlog.set_context(step=step.NAME)
                 step.check(self.host, metadata, self.settings)
         changes = self.apply_steps(metadata)
         self.notifier.ready("provisioned; reporting Ready to Azure")
@@ -177,7 +178,11 @@ class Provisioning:
             log.error("Ready was already accepted; the failure is not reported to Azure")
             return
         if not self.wireserver_answered or self.step in _NO_REPORT_STEPS:
-            log.error("the WireServer did not answer: nobody to tell about the failure")
+            if isinstance(error, FabricUnreachable):
+                log.error("the WireServer did not answer: nobody to tell about the failure")
+            else:
+                log.error("the WireServer refused or garbled the %s: not reporting the failure to it",
+                          self.step.replace("_", " "))
             return
         description = encode_description(error, agent=USER_AGENT, step=self.step, vm_id=self.vm_id)
         try:

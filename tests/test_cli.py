@@ -72,7 +72,7 @@ def test_429_with_retry_after_is_honoured():
         assert result.returncode == 0, result.stderr
         times = [r["t"] for r in fabric.requests if r["endpoint"] == "goalstate"]
     assert times[1] - times[0] >= 1.9
-    assert "as Retry-After asks" in result.stderr
+    assert "(Retry-After 2 s + jitter)" in result.stderr
 
 
 def free_port() -> int:

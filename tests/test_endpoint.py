@@ -24,8 +24,8 @@ DATA = Path(__file__).parent / "data" / "leases"
 NOW = datetime.datetime(2024, 5, 6, 12, 0, 0, tzinfo=datetime.timezone.utc)
 
 
-def dhcp_packet(options: bytes, cookie: bytes = b"\x63\x82\x53\x63") -> bytes:
-    """A DHCPACK as dhcpcd stores it: BOOTP header, magic cookie, options."""
+def dhcp_packet(options: bytes, cookie: bytes = b"\x63\x82\x53\x63", end: bool = True) -> bytes:
+    """A DHCPACK as dhcpcd stores it: BOOTP header, magic cookie, options, end option."""
     header = struct.pack(
         "!BBBBIHH4s4s4s4s16s64s128s",
         2, 1, 6, 0,  # op=BOOTREPLY, htype=ethernet, hlen, hops
@@ -35,7 +35,7 @@ def dhcp_packet(options: bytes, cookie: bytes = b"\x63\x82\x53\x63") -> bytes:
         bytes(64), bytes(128),  # sname, file
     )
     assert len(header) == 236
-    return header + cookie + options
+    return header + cookie + options + (b"\xff" if end else b"")
 
 
 def option(code: int, value: bytes) -> bytes:
@@ -192,8 +192,9 @@ def test_dhcpcd_real_packet():
     assert parse_dhcpcd_lease(dhcp_packet(AZURE_OPTIONS)) == "168.63.129.16"
 
 
-def test_dhcpcd_pad_and_no_end_option():
+def test_dhcpcd_pad_is_skipped_and_a_missing_end_option_is_a_cut_short_file():
     assert parse_dhcpcd_lease(dhcp_packet(b"\x00\x00" + option(245, b"\x0a\x00\x00\x04"))) == "10.0.0.4"
+    assert parse_dhcpcd_lease(dhcp_packet(option(245, b"\x0a\x00\x00\x04"), end=False)) is None
 
 
 def test_dhcpcd_split_option_is_concatenated():

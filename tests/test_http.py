@@ -88,8 +88,17 @@ def test_500_500_500_then_success_with_growing_waits(caplog):
 def test_429_retry_after_is_honoured():
     responses.add(responses.GET, URL, status=429, headers={"Retry-After": "4"})
     responses.add(responses.GET, URL, body=b"ok")
-    client, clock = fake_http()
+    client, clock = fake_http(rng=lambda: 0.5)
     client.request("GET", URL, policy=POLICY, what="goal state")
+    assert clock.sleeps == [4.25]  # Retry-After, plus the jittered backoff (0.5 s ceiling x 0.5)
+
+
+@responses.activate
+def test_retry_after_without_jitter_is_exact():
+    responses.add(responses.GET, URL, status=429, headers={"Retry-After": "4"})
+    responses.add(responses.GET, URL, body=b"ok")
+    client, clock = fake_http()
+    client.request("GET", URL, policy=RetryPolicy(deadline=60, jitter=False), what="goal state")
     assert clock.sleeps == [4.0]
 
 

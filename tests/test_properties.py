@@ -483,7 +483,10 @@ SHORT_STATUSES = st.one_of(
 
 
 def expected_description(text: Optional[str]) -> str:
-    return "".join(char for char in (text or "") if is_xml_char(char))[:DESCRIPTION_LIMIT]
+    """What the fabric reads back: line ends normalised to LF (as XML parsers do anyway), then
+    the characters XML cannot carry removed, cut at the limit."""
+    text = (text or "").replace("\r\n", "\n").replace("\r", "\n")
+    return "".join(char for char in text if is_xml_char(char))[:DESCRIPTION_LIMIT]
 
 
 def check_health_round_trip(goal_state: GoalState, status: HealthStatus) -> None:
@@ -514,13 +517,6 @@ def test_health_report_round_trip(goal_state, status):
     check_health_round_trip(goal_state, status)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: build_health_report leaves '\\r' raw in <Description>; XML end-of-line handling "
-    "turns it into '\\n' (and '\\r\\n' into '\\n'), so the fabric never sees the text sent. "
-    "ElementTree escapes '\\r' only in attributes: it needs '&#13;' (or the text normalised first)",
-)
 @fuzz(50)
 @example(GoalState(1, "c", "i"), HealthStatus.failed("line one\r\nline two\r"))
 @given(GOAL_STATES, STATUSES)
@@ -566,13 +562,6 @@ def test_health_report_parse_mutated_and_random_documents(body):
     check_health_report(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=LookupError,
-    reason="bug: an XML declaration naming an unknown or non-text codec (encoding=\"base64\", "
-    "\"hex\", \"rot13\", \"bogus\"...) makes pyexpat raise LookupError, which parse_goal_state and "
-    "parse_health_report do not turn into ProtocolError",
-)
 @fuzz(100)
 @example(b'<?xml version="1.0" encoding="base64"?><GoalState/>')
 @given(st.one_of(
@@ -776,13 +765,6 @@ def test_imds_moderately_nested_json(depth, opener):
     check_metadata(b"[" * depth + b"]" * depth)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="bug: parse_metadata lets json.loads raise RecursionError on deeply nested JSON (e.g. "
-    "100000 '[' in a body well under IMDS_MAX_BYTES); only UnicodeDecodeError/ValueError are "
-    "turned into ProtocolError",
-)
 @fuzz(30)
 @example(100_000, "[")
 @given(st.integers(1, 1_000_000), st.sampled_from(["[", '{"compute":', '{"a":[']))
@@ -1046,13 +1028,6 @@ def test_dhcpcd_truncated_packets_never_guess(pair, data):
     check_truncations(packet, expected, data.draw(st.integers(0, len(packet))))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug (minor): parse_dhcpcd_lease accepts an option list without the end option (255), "
-    "so a lease cut at an option boundary (a half-written file) whose option 245 instances so far "
-    "add up to 4 bytes gives an address the complete packet does not have (it promises None)",
-)
 @fuzz(30)
 @example((b"\x00" * 236 + b"\x63\x82\x53\x63" + b"\xf5\x04\x01\x02\x03\x04"
           + b"\xf5\x04\x05\x06\x07\x08" + b"\xff", None), 246)
@@ -1392,13 +1367,6 @@ def test_config_render_toml_reloads_equal(config):
     check_render_round_trip(config)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(ConfigError, AssertionError),
-    reason="bug: render_toml writes each source path into a '#' comment verbatim; a path with a "
-    "newline (a drop-in named 'x\\n[http]\\n...toml', or --config) ends the comment and injects "
-    "TOML, and any other control character is invalid in a TOML comment",
-)
 @fuzz(50)
 @example(Config(sources=("/etc/azprov/azprov.toml.d/x\n[http]\njitter = false # .toml",)))
 @given(valid_configs(sources=st.lists(ANY_TEXT.filter(
@@ -1500,13 +1468,6 @@ def test_description_length_with_any_fixed_fields(error, agent, step, vm_id, tim
         assert text.startswith("result=error|reason=")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: a detail key equal to a fixed field (reason, vm_id, timestamp, result, ...) adds a "
-    "second 'reason='/'vm_id='/... field to the Description (AzprovError('m', reason='x') or "
-    "extra={'vm_id': ...})",
-)
 @fuzz(50)
 @example(Refused("m", reason="forged"), "azprov/0.1.0", None, "vm-1", None, {})
 @given(azprov_errors(detail_keys=st.one_of(DETAIL_KEYS, st.sampled_from(FIXED_KEYS))),
@@ -1521,13 +1482,6 @@ def test_description_fixed_fields_cannot_be_duplicated_by_details(error, agent, 
         assert len([f for f in fields if f.startswith(key + "=")]) == 1, (key, text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: encode_description only replaces ASCII controls; C1 controls (U+0080-U+009F, "
-    "incl. NEL U+0085) and U+2028/U+2029 line/paragraph separators pass through, so the "
-    "'one line' Description can still break lines (str.splitlines, journald, KVP readers)",
-)
 @fuzz(50)
 @example(Refused("first\x85second\u2028third\x9b[31m"), "azprov/0.1.0", None, "vm-1", None)
 @given(azprov_errors(), REALISTIC_AGENTS, REALISTIC_STEPS, REALISTIC_VM_IDS, TIMESTAMPS)
@@ -1537,13 +1491,6 @@ def test_description_has_no_unicode_control_or_line_break(error, agent, step, vm
     assert not [c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug (low: today's callers pass a normalized UUID): when the fixed fields are long "
-    "(e.g. a vm_id of a few hundred characters), the last-resort cut text[:509]+'...' removes "
-    "timestamp= (and documentation_url=); vm_id/agent/step are not capped first",
-)
 @fuzz(50)
 @example(Refused("m"), "azprov/0.1.0", None, "v" * 600, None)
 @given(azprov_errors(), REALISTIC_AGENTS, REALISTIC_STEPS,
@@ -1556,13 +1503,6 @@ def test_description_keeps_vm_id_and_timestamp_whatever_the_vm_id(error, agent, 
     assert any(f.startswith("timestamp=") for f in fields)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="bug: lone surrogates in a message or detail (e.g. a file name decoded with "
-    "surrogateescape, or 'azprov report-failure' argv) survive encode_description; the health "
-    "report drops them, but any UTF-8 consumer (KVP PROVISIONING_REPORT, journald) raises",
-)
 @fuzz(50)
 @example(StepFailed("cannot write /home/\udcff/.ssh"), "azprov/0.1.0")
 @given(azprov_errors(), REALISTIC_AGENTS)
@@ -1635,12 +1575,6 @@ def test_hostname_validator_accepts_valid_names_lower_cased(computer_name):
     assert check_hostname(computer_name) == computer_name.lower()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: hostname.validate matches labels with '^...$' and re.match, and '$' also matches "
-    "before a final newline, so 'vm1\\n' is accepted and returned with the newline",
-)
 @fuzz(50)
 @example("vm1\n")
 @given(HOSTNAME_ISH.map(lambda name: name + "\n"))
@@ -1648,13 +1582,6 @@ def test_hostname_validator_refuses_a_trailing_newline(computer_name):
     check_hostname(computer_name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug (minor): hostname.validate lower-cases before checking, and str.lower() maps some "
-    "non-ASCII letters to ASCII (KELVIN SIGN U+212A -> 'k'), so '\\u212aVM' is accepted as 'kvm': "
-    "a name 'cleaned up' rather than refused",
-)
 @fuzz(50)
 @example("\u212aVM")
 @given(HOSTNAME_INPUTS)
@@ -1695,12 +1622,6 @@ def test_username_validator_accepts_only_portable_non_system_names(steps_host, u
     check_username(steps_host, username)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: user.validate uses USERNAME.match with '^...$'; '$' matches before a final "
-    "newline, so 'azureuser\\n' is accepted (and would reach useradd and the sudoers drop-in line)",
-)
 @fuzz(50)
 @example("azureuser\n")
 @given(st.from_regex(r"[a-z_][a-z0-9_-]{0,31}", fullmatch=True).map(lambda name: name + "\n"))
@@ -1799,14 +1720,6 @@ def test_ssh_key_merge_is_idempotent_and_keeps_every_key(existing, lines):
         assert any(line.split()[:2] == [key_type, blob] for line in file_lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: parse_key refuses ASCII line breaks only; a comment with U+2028/U+2029/U+0085 is "
-    "accepted, and merge() re-reads the file with str.splitlines(), which splits there: the next "
-    "run rewrites authorized_keys with a real newline, so text after U+2028 becomes its own line "
-    "(e.g. 'command=\"sh\" ssh-ed25519 ...', a key with options)",
-)
 @fuzz(50)
 @example(
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtra2tra2tra2tra2tra2tra2tra2tra2tra2tra2tr "

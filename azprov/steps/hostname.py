@@ -40,9 +40,9 @@ def validate(computer_name: str) -> str:
             f"computerName is {len(computer_name)} characters, over the {MAX_LENGTH}-character limit",
             length=len(computer_name),
         )
-    name = computer_name.lower()
+    name = computer_name.lower() if computer_name.isascii() else ""
     for label in name.split("."):
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise InvalidHostname(
                 f"computerName {shown!r} is not a valid host name (RFC 1123: labels of letters, "
                 "digits and inner hyphens, separated by dots)",

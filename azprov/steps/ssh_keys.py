@@ -52,6 +52,14 @@ class InvalidKey(InvalidMetadata):
     reason = "invalid_ssh_key"
 
 
+def _has_line_breaking(text: str) -> bool:
+    """Characters some reader would take for a line end or a control: C0/C1 controls, line and
+    paragraph separators, lone surrogates (tabs are plain whitespace)."""
+    import unicodedata
+
+    return any(c != "\t" and unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in text)
+
+
 def parse_key(key_data: str, index: int = 0) -> Tuple[str, str, str]:
     """``(type, base64, comment)`` of one IMDS key, or InvalidKey saying what is wrong."""
     where = {"key_index": index}
@@ -61,9 +69,9 @@ def parse_key(key_data: str, index: int = 0) -> Tuple[str, str, str]:
     if "\n" in text or "\r" in text:
         raise InvalidKey(f"SSH key {index} contains a line break: one key per entry, one line each",
                          **where)
-    if _CONTROL.search(text):
-        raise InvalidKey(f"SSH key {index} contains control characters", **where)
-    fields = text.strip().split(None, 2)
+    if _CONTROL.search(text) or _has_line_breaking(text):
+        raise InvalidKey(f"SSH key {index} contains control characters or line separators", **where)
+    fields = text.replace("\t", " ").strip(" ").split(None, 2)
     if not fields:
         raise InvalidKey(f"SSH key {index} is empty", **where)
     key_type = fields[0]

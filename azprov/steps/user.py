@@ -46,7 +46,7 @@ class InvalidUsername(InvalidMetadata):
 def validate(host: Host, username: str) -> str:
     """``username`` if azprov may create or update it, else InvalidUsername saying why."""
     shown = username if len(username) <= 40 else username[:40] + "..."
-    if not USERNAME.match(username):
+    if not USERNAME.fullmatch(username):
         raise InvalidUsername(
             f"adminUsername {shown!r} is not a portable user name "
             "(lower-case letters, digits, '_' and '-', not starting with '-' or a digit, "
