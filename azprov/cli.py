@@ -100,7 +100,24 @@ def _add_root(parser: argparse.ArgumentParser) -> None:
                         help="apply changes to the image tree at DIR instead of this host")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Unused:
+    """Stands in for the parser of a command that is not being run: its options are not built
+    (start-up time), yet the command is listed with its help line in ``azprov --help``."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: self
+
+
+def _selected_command(argv: List[str]) -> Optional[str]:
+    """The command named on the command line, if any (options before it may take a value)."""
+    for index, word in enumerate(argv):
+        if word in COMMANDS and (index == 0 or argv[index - 1] != "--config"):
+            return word
+    return None
+
+
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``only``, just that command's options (the others listed)."""
     parser = argparse.ArgumentParser(
         prog="azprov",
         description="Agentless first-boot provisioning for Azure Linux VMs: sets the hostname, "
@@ -113,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        if only is not None and name != only:
+            sub.add_parser(name, help=help)
+            return _Unused()
         child = sub.add_parser(name, help=help, description=description, epilog=EXIT_CODES_HELP,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_common(child, suppress=True)
@@ -213,7 +233,8 @@ def _handler(reference: str):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(only=_selected_command(words)).parse_args(words)
     from azprov.log import setup_logging
 
     setup_logging(args.verbose)

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Optional
 
 from azprov.http import HttpClient, RetryPolicy, normalize_base_url
-from azprov.imds import ImdsClient
 from azprov.wireserver import WireServerClient
 
 
-@dataclass(frozen=True)
 class Fabric:
-    wireserver: WireServerClient
-    imds: ImdsClient
-    wireserver_source: str  # where the WireServer address came from (for logs and `azprov endpoint`)
+    """The two clients; the IMDS one is built on first use (``report-ready`` never needs it)."""
+
+    def __init__(self, wireserver: WireServerClient, imds_factory, wireserver_source: str) -> None:
+        self.wireserver = wireserver
+        self.wireserver_source = wireserver_source  # where the address came from (logs, `azprov endpoint`)
+        self._imds_factory = imds_factory
+        self._imds = None
+
+    @property
+    def imds(self):
+        if self._imds is None:
+            self._imds = self._imds_factory()
+        return self._imds
 
 
 def policy(config, deadline: float, *, retry_not_found: bool = False) -> RetryPolicy:
@@ -30,18 +38,24 @@ def policy(config, deadline: float, *, retry_not_found: bool = False) -> RetryPo
     )
 
 
-def connect(config, *, root: str = "/", http: "HttpClient | None" = None) -> Fabric:
+def connect(config, *, root: str = "/", http: Optional[HttpClient] = None) -> Fabric:
     """The WireServer (explicit, DHCP option 245, or the default address) and IMDS clients."""
-    from azprov.endpoint import discover_wireserver
-
     http = http or HttpClient()
-    endpoint = discover_wireserver(config.wireserver.address or None, root=root)
+    if config.wireserver.address:  # explicit: no need to read (or even import) the lease parsers
+        address, source = config.wireserver.address, "command line or configuration"
+    else:
+        from azprov.endpoint import discover_wireserver
+
+        endpoint = discover_wireserver(None, root=root)
+        address, source = endpoint.address, endpoint.source
     wireserver = WireServerClient(
-        normalize_base_url(endpoint.address), http, policy(config, config.wireserver.deadline)
+        normalize_base_url(address), http, policy(config, config.wireserver.deadline)
     )
-    imds = ImdsClient(
-        normalize_base_url(config.imds.address),
-        http,
-        policy(config, config.imds.deadline, retry_not_found=True),
-    )
-    return Fabric(wireserver, imds, endpoint.source)
+
+    def imds():
+        from azprov.imds import ImdsClient
+
+        return ImdsClient(normalize_base_url(config.imds.address), http,
+                          policy(config, config.imds.deadline, retry_not_found=True))
+
+    return Fabric(wireserver, imds, source)

@@ -20,7 +20,6 @@ import enum
 import logging
 import random
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 from urllib.parse import urlsplit
@@ -209,6 +208,8 @@ class HttpClient:
             attempt += 1
             attempt_headers = dict(headers or {})
             if request_id:
+                import uuid
+
                 attempt_headers["x-ms-client-request-id"] = str(uuid.uuid4())
             started = self.clock()
             try:
@@ -245,7 +246,7 @@ class HttpClient:
                     break
                 wait = remaining - LAST_ATTEMPT_MARGIN  # one last attempt just before the deadline
             log.info(
-                "%s: attempt %d failed: %s; retrying in %.2f s%s (deadline in %.0f s)",
+                "%s: attempt %d failed: %s; retrying in %.2f s%s (deadline in %.1f s)",
                 what, attempt, last_failure, wait,
                 f" (Retry-After {retry_after:g} s + jitter)" if retry_after is not None else "",
                 remaining,

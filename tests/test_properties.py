@@ -1001,10 +1001,9 @@ def dhcpcd_packets(draw, wrong_lengths: bool = True) -> Tuple[bytes, Optional[st
         if len(value) == 4:
             expected = str(ipaddress.IPv4Address(value))
     options = draw(st.permutations(options)) if draw(st.booleans()) and expected is None else options
-    tail = b""
-    if draw(st.booleans()):
-        # after the end option: garbage, even a fake option 245, must be ignored
-        tail = b"\xff" + draw(st.sampled_from([b"", b"\xf5\x04\x01\x02\x03\x04", b"\x00\x01"]))
+    # the end option (a lease without it is a cut-short file: None); after it, garbage, even a
+    # fake option 245, must be ignored
+    tail = b"\xff" + draw(st.sampled_from([b"", b"\xf5\x04\x01\x02\x03\x04", b"\x00\x01"]))
     return header + b"\x63\x82\x53\x63" + b"".join(options) + tail, expected
 
 
