@@ -11,15 +11,18 @@ emulator runs in a child process (its own interpreter and GIL, so the agents' CP
 the server down) with ``rate_limit``: a token bucket of R requests per second (burst R) that
 answers 429 beyond it, with ``Retry-After`` or, in the "absent" variant, without it.
 
-Four configurations -- jitter on (shipped) / off, x Retry-After present / absent -- plus
-what-ifs that change only the waits (through ``HttpClient``'s injectable sleep, see ``Sleeper``):
-Retry-After + the jitter draw instead of max(Retry-After, draw), "equal jitter", and (only with
-``--configs``) Retry-After + up to 0.5 s.  Each is run ``--repeat`` times, interleaved; every run
-gets a fresh emulator with a full bucket.  Printed per configuration (medians over the repeats):
-time until every agent is Ready, per-agent p50/p95, requests, 429s, the emulator's peak
-concurrency, the most requests arriving in one 100 ms window after the first second, the share
-of waits set by Retry-After, agents that failed; then the ratios jitter-off/jitter-on and
-what-if/shipped, and (``--timeline``) a per-second timeline of one run of each.
+The shipped policy (since 69b6cc7) treats ``Retry-After`` as a floor: the wait after an answer
+with ``Retry-After`` is Retry-After + the full-jitter draw (jitter on) or exactly Retry-After
+(jitter off).  Four configurations -- jitter on (shipped) / off, x Retry-After present / absent --
+plus what-ifs that change only the waits (through ``HttpClient``'s injectable sleep, see
+``Sleeper``): the previous policy, max(Retry-After, draw), for comparison; "equal jitter"; and
+(only with ``--configs``) Retry-After + up to 0.5 s.  Each is run ``--repeat`` times, interleaved;
+every run gets a fresh emulator with a full bucket.  Printed per configuration (medians over the
+repeats): time until every agent is Ready, per-agent p50/p95, requests, 429s, the emulator's peak
+concurrency, the most requests arriving in one 100 ms window after the first second, the share of
+waits that had a Retry-After floor and the share that were exactly the Retry-After value (nothing
+on top: the agents come back together), agents that failed; then the ratios jitter-off/jitter-on,
+shipped/previous and what-if/shipped, and (``--timeline``) a per-second timeline of one run of each.
 
 No timing is asserted.  The run is invalid -- exit 1, after the figures -- if any agent failed,
 did not finish, or the emulator did not accept exactly N Ready reports.  A hard overall timeout
@@ -27,7 +30,7 @@ did not finish, or the emulator did not accept exactly N Ready reports.  A hard 
 
 Usage: /usr/bin/python3 benchmarks/fleet.py [--agents 300] [--rate 100] [--retry-after 1]
        [--repeat 3] [--deadline 120] [--timeout 2400] [--timeline] [--backoff-max S]
-       [--configs on/ra,off/ra,on/none,off/none,prop/ra,eq/none (default); also small/ra]
+       [--configs on/ra,off/ra,on/none,off/none,old/ra,eq/none (default); also small/ra]
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ CONFIGS = {  # name -> (jitter, Retry-After on the 429s, what-if change to the w
     "off/ra": (False, True, None),
     "on/none": (True, False, None),
     "off/none": (False, False, None),
-    "prop/ra": (True, True, "ra+jitter"),
+    "old/ra": (True, True, "max"),
     "eq/none": (True, False, "equal"),
     "small/ra": (True, True, "ra+small"),
 }
@@ -63,9 +66,9 @@ LABEL = {
     "off/ra": "jitter off,           Retry-After",
     "on/none": "jitter on  (shipped), no Retry-After",
     "off/none": "jitter off,           no Retry-After",
-    "prop/ra": "what-if: RA + jitter,  Retry-After",
+    "old/ra": "what-if: previous max(RA, jitter), RA",
     "eq/none": "what-if: equal jitter, no Retry-After",
-    "small/ra": "what-if: RA + 0..0.5 s, Retry-After",
+    "small/ra": "what-if: RA + 0..0.5 s,  Retry-After",
 }
 BIN = 0.1  # seconds: window for "peak arrivals"
 
@@ -126,7 +129,8 @@ def run_once(args, name: str) -> dict:
     from azprov.wireserver import WireServerClient
 
     jitter, keep_retry_after, what_if = CONFIGS[name]
-    retry_after = float(args.retry_after) if keep_retry_after and args.retry_after.isdigit() else None
+    if not callable(getattr(HttpClient, "_attempt", None)):
+        raise SystemExit("fleet: HttpClient._attempt is gone: cannot see the Retry-After of a wait")
     config = Config()
     http_config = dataclasses.replace(config.http, jitter=jitter)
     if args.backoff_max is not None:  # a what-if for the cap; the default is the shipped one
@@ -163,9 +167,9 @@ def run_once(args, name: str) -> dict:
     waits = [None] * n
 
     def agent(i: int) -> None:
-        sleeper = Sleeper(retry_after, what_if, agent_policy)
+        sleeper = Sleeper(what_if, agent_policy)
         waits[i] = sleeper.waits
-        http = HttpClient(sleep=sleeper)
+        http = HttpClient(sleep=sleeper, rng=sleeper.rng)
         sleeper.watch(http)
         http.session  # noqa: B018 - build the session before the start line, as a process would have
         client = WireServerClient(url, http, agent_policy)
@@ -204,8 +208,9 @@ def run_once(args, name: str) -> dict:
     for t, _, _, _ in records:
         if t - offset >= 1.0:  # the first second is the start line, the same in every configuration
             bins[int((t - offset) // BIN)] = bins.get(int((t - offset) // BIN), 0) + 1
-    all_waits = [w for agent_waits in waits if agent_waits for w in agent_waits]
-    at_retry_after = sum(1 for w in all_waits if retry_after is not None and w == retry_after)
+    all_waits = [w for agent_waits in waits if agent_waits for w in agent_waits]  # (wait, Retry-After)
+    with_floor = sum(1 for _, ra in all_waits if ra is not None)
+    at_retry_after = sum(1 for w, ra in all_waits if ra is not None and w == ra)
     stats = result["stats"]
     throttled = stats["throttled"]
     problems = []
@@ -230,6 +235,7 @@ def run_once(args, name: str) -> dict:
         "failed": len(failed) + unfinished,
         "agents_cpu": agents_cpu,
         "waits": len(all_waits),
+        "waits_ra_floor": 100.0 * with_floor / len(all_waits) if all_waits else 0.0,
         "waits_at_ra": 100.0 * at_retry_after / len(all_waits) if all_waits else 0.0,
         "problems": problems,
         "timeline": timeline(records, offset),
@@ -237,47 +243,77 @@ def run_once(args, name: str) -> dict:
 
 
 class Sleeper:
-    """``HttpClient``'s sleep for one agent: records every wait the policy chose and sleeps it.
+    """``HttpClient``'s sleep (and jitter source) for one agent: records every wait and sleeps it.
 
-    The what-if configurations change the wait here, to measure a proposed change to
-    ``HttpClient.request`` without touching azprov; the failure count restarts with each
-    ``request()`` call, as the policy's own ``attempt`` does:
-    - ``ra+jitter``: a wait that is exactly the Retry-After value (the jittered wait lost to it)
-      becomes Retry-After + the policy's full-jitter draw, instead of max(Retry-After, draw);
-    - ``ra+small``: the same, but Retry-After + a random fraction of ``backoff_initial`` (0.5 s);
+    ``watch`` wraps the client so that the Sleeper knows, for each wait, the ``Retry-After`` of
+    the answer it follows (parsed by azprov's own ``_retry_after``; None if there was none) and
+    the failure count, which restarts with each ``request()`` call as the policy's own
+    ``attempt`` does; ``rng`` records the policy's jitter draw.  The what-if configurations change
+    a wait here, to measure another policy without touching azprov:
+    - ``max``: the previous policy (before 69b6cc7): a wait that followed a Retry-After is
+      max(Retry-After, the policy's full-jitter draw) instead of Retry-After + the draw;
+    - ``ra+small``: Retry-After + a random fraction of ``backoff_initial`` (0.5 s) instead;
     - ``equal``: "equal jitter": ceiling/2 + a random fraction of ceiling/2 instead of a random
-      fraction of the whole ceiling (a wait set by Retry-After is left alone).
+      fraction of the whole ceiling (a wait that followed a Retry-After is left alone).
+    The last wait before the deadline (shortened by ``HttpClient``) is never changed.  ``waits``
+    holds (the wait actually slept, the Retry-After it followed or None).
     """
 
-    def __init__(self, retry_after, what_if, policy) -> None:
-        self.retry_after = retry_after
+    def __init__(self, what_if, policy) -> None:
         self.what_if = what_if
         self.policy = policy
         self.failures = 0
+        self.draw = None  # the last jitter draw, in [0, 1)
+        self.retry_after = None  # of the last answer
         self.waits = []
 
+    def rng(self) -> float:
+        self.draw = random.random()
+        return self.draw
+
     def watch(self, http) -> None:
-        """Restart the failure count with every ``request()`` of ``http``."""
-        original = http.request
+        """Restart the failure count with every ``request()`` of ``http``; note each attempt's
+        Retry-After."""
+        from azprov.http import _retry_after
+
+        original_request = http.request
+        original_attempt = http._attempt  # run_once checked that it is there
 
         def request(*args, **kwargs):
             self.failures = 0
-            return original(*args, **kwargs)
+            return original_request(*args, **kwargs)
+
+        def attempt(*args, **kwargs):
+            self.retry_after = None
+            try:
+                response = original_attempt(*args, **kwargs)
+            except Exception as failure:  # noqa: BLE001 - a failed attempt may carry one too
+                self.retry_after = getattr(failure, "retry_after", None)
+                raise
+            self.retry_after = _retry_after(response.headers.get("Retry-After"))
+            return response
 
         http.request = request
+        http._attempt = attempt
 
     def __call__(self, seconds: float) -> None:
         self.failures += 1
-        self.waits.append(seconds)  # what the shipped policy chose
-        at_retry_after = self.retry_after is not None and seconds == self.retry_after
-        if self.what_if == "ra+jitter" and at_retry_after:
-            seconds = self.retry_after + self.policy.backoff(self.failures, random.random)
-        elif self.what_if == "ra+small" and at_retry_after:
-            seconds = self.retry_after + self.policy.backoff_initial * random.random()
-        elif self.what_if == "equal" and not at_retry_after:
-            ceiling = self.policy.backoff(self.failures, lambda: 1.0)
-            if seconds <= ceiling:  # not the last-attempt-before-the-deadline wait
+        ra = self.retry_after
+        if self.policy.jitter and self.draw is not None:
+            draw = self.policy.backoff(self.failures, lambda: self.draw)
+        else:
+            draw = self.policy.backoff(self.failures, lambda: 1.0)
+        shipped = ra + (draw if self.policy.jitter else 0.0) if ra is not None else draw
+        if seconds == shipped:  # not the wait shortened for a last attempt before the deadline
+            if self.what_if == "max" and ra is not None:
+                seconds = max(ra, draw)
+            elif self.what_if == "ra+small" and ra is not None:
+                seconds = ra + self.policy.backoff_initial * random.random()
+            elif self.what_if == "equal" and ra is None:
+                ceiling = self.policy.backoff(self.failures, lambda: 1.0)
                 seconds = ceiling / 2 + ceiling / 2 * random.random()
+        self.waits.append((seconds, ra))
+        self.draw = None
         time.sleep(seconds)
 
 
@@ -346,20 +382,21 @@ def main() -> int:
                   + (f"  INVALID: {'; '.join(result['problems'])}" if result["problems"] else ""),
                   flush=True)
 
-    keys = ("all_ready", "p50", "p95", "requests", "throttled", "peak_concurrency", "peak_bin", "waits_at_ra",
-            "failed")
+    keys = ("all_ready", "p50", "p95", "requests", "throttled", "peak_concurrency", "peak_bin",
+            "waits_ra_floor", "waits_at_ra", "failed")
     med = {name: {key: statistics.median(r[key] for r in runs[name]) for key in keys} for name in names}
     print()
     print(f"medians of {args.repeat} runs, {args.agents} agents, {args.rate:g} req/s "
           f"(the floor: {2 * args.agents} requests, {max(0, 2 * args.agents - args.burst) / args.rate:.1f} s)")
-    header = (f"{'configuration':<37} {'all Ready s':>11} {'p50 s':>6} {'p95 s':>6} {'requests':>8} "
-              f"{'429s':>6} {'peak conc':>9} {'peak/100ms':>10} {'wait=RA':>7} {'failed':>6}")
+    header = (f"{'configuration':<38} {'all Ready s':>11} {'p50 s':>6} {'p95 s':>6} {'requests':>8} "
+              f"{'429s':>6} {'peak conc':>9} {'peak/100ms':>10} {'RA floor':>8} {'=RA':>5} {'failed':>6}")
     print(header)
     for name in names:
         m = med[name]
-        print(f"{LABEL[name]:<37} {m['all_ready']:>11.2f} {m['p50']:>6.2f} {m['p95']:>6.2f} "
+        print(f"{LABEL[name]:<38} {m['all_ready']:>11.2f} {m['p50']:>6.2f} {m['p95']:>6.2f} "
               f"{m['requests']:>8.0f} {m['throttled']:>6.0f} {m['peak_concurrency']:>9.0f} "
-              f"{m['peak_bin']:>10.0f} {m['waits_at_ra']:>6.0f}% {m['failed']:>6.0f}")
+              f"{m['peak_bin']:>10.0f} {m['waits_ra_floor']:>7.0f}% {m['waits_at_ra']:>4.0f}% "
+              f"{m['failed']:>6.0f}")
     for ra in ("ra", "none"):
         on, off = f"on/{ra}", f"off/{ra}"
         if on in med and off in med:
@@ -367,15 +404,22 @@ def main() -> int:
                   f"requests {med[off]['requests'] / med[on]['requests']:.2f}x, "
                   f"time to all Ready {med[off]['all_ready'] / med[on]['all_ready']:.2f}x, "
                   f"p95 {med[off]['p95'] / med[on]['p95']:.2f}x")
-    for shipped, what_if in (("on/ra", "prop/ra"), ("on/ra", "small/ra"), ("on/none", "eq/none")):
+    if "on/ra" in med and "old/ra" in med:
+        new, old = med["on/ra"], med["old/ra"]
+        print(f"ratio shipped (RA + jitter)/previous (max(RA, jitter)), Retry-After: "
+              f"requests {new['requests'] / old['requests']:.2f}x, "
+              f"time to all Ready {new['all_ready'] / old['all_ready']:.2f}x, p95 {new['p95'] / old['p95']:.2f}x, "
+              f"peak/100ms {new['peak_bin'] / old['peak_bin']:.2f}x")
+    for shipped, what_if in (("on/ra", "small/ra"), ("on/none", "eq/none")):
         if shipped in med and what_if in med:
             print(f"ratio {LABEL[what_if].split(',')[0]}/shipped: requests "
                   f"{med[what_if]['requests'] / med[shipped]['requests']:.2f}x, "
                   f"time to all Ready {med[what_if]['all_ready'] / med[shipped]['all_ready']:.2f}x, "
                   f"p95 {med[what_if]['p95'] / med[shipped]['p95']:.2f}x")
     print("columns: peak conc = most requests in flight at the emulator; peak/100ms = most requests arriving "
-          "in one 100 ms window after the first second; wait=RA = share of the policy's waits that were "
-          "exactly the Retry-After value (jitter overridden)")
+          "in one 100 ms window after the first second; RA floor = share of the waits that followed an answer "
+          "with a usable Retry-After (the wait was at least that); =RA = share of the waits that were exactly "
+          "the Retry-After value (no jitter on top: the agents come back together)")
     if args.timeline:
         for name in names:
             line = runs[name][0]["timeline"]
