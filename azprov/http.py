@@ -248,7 +248,8 @@ class HttpClient:
             log.info(
                 "%s: attempt %d failed: %s; retrying in %.2f s%s (deadline in %.1f s)",
                 what, attempt, last_failure, wait,
-                f" (Retry-After {retry_after:g} s + jitter)" if retry_after is not None else "",
+                (f" (Retry-After {retry_after:g} s{' + jitter' if policy.jitter else ''})"
+                 if retry_after is not None else ""),
                 remaining,
             )
             self.sleep(wait)

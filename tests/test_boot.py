@@ -388,3 +388,5 @@ def test_hostile_computer_name_reports_provisioning_failed(computer_name: str, w
     assert (tree / "etc/hostname").read_text().strip() == images.IMAGE_HOSTNAME
     failures = booted.entries(_SYSTEMD_UNIT=UNIT, AZPROV_OUTCOME="failed")
     assert failures, booted.explain()
+    # journalctl -u azprov AZPROV_STEP=hostname finds the failure: the step field names the step
+    assert {entry.get("AZPROV_STEP") for entry in failures} == {"hostname"}, failures
