@@ -68,8 +68,8 @@ class HttpStatusError(AzprovError):
     reason = "http_error"
     exit_code = ExitCode.PROTOCOL
 
-    def __init__(self, message: str, status: int, **details: object) -> None:
-        super().__init__(message, status=status, **details)
+    def __init__(self, message: str, status: int, /, **details: object) -> None:
+        super().__init__(message, **{**details, "status": status})
         self.status = status
 
 

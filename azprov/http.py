@@ -227,7 +227,7 @@ class HttpClient:
                     log.warning("%s: attempt %d: HTTP %d, not retried", what, attempt, response.status)
                     raise HttpStatusError(
                         f"{what}: {method} {url} answered HTTP {response.status}",
-                        status=response.status,
+                        response.status,
                     )
                 last_failure = f"HTTP {response.status}"
                 retry_after = _retry_after(response.headers.get("Retry-After"))
