@@ -53,9 +53,11 @@ def report_failure(args, config) -> int:
     from azprov.health import HealthStatus
     from azprov.identity import read_dmi_vm_id
 
-    error = AzprovError(args.reason)
-    error.reason = "reported_by_hand"
-    description = encode_description(error, agent=USER_AGENT, vm_id=read_dmi_vm_id())
+    class ReportedByHand(AzprovError):
+        reason = "reported_by_hand"
+
+    description = encode_description(ReportedByHand(args.reason), agent=USER_AGENT,
+                                     vm_id=read_dmi_vm_id())
     return _report(args, config, HealthStatus.failed(description))
 
 
@@ -68,15 +70,18 @@ def goalstate(args, config) -> int:
 def metadata(args, config) -> int:
     data = _fabric(args, config).imds.metadata()
     profile = data.os_profile
+    if args.json:
+        keys = [{"key_data": key.key_data, "path": key.path} for key in data.public_keys]
+    else:
+        keys = [f"{_key_summary(key.key_data)} -> {key.path or '(default path)'}"
+                for key in data.public_keys]
     _emit(args, {
         "vm_id": data.vm_id,
         "name": data.name,
         "computer_name": profile.computer_name if profile else None,
         "admin_username": profile.admin_username if profile else None,
         "disable_password_authentication": profile.disable_password_authentication if profile else None,
-        "public_keys": [f"{_key_summary(key.key_data)} -> {key.path or '(default path)'}"
-                        for key in data.public_keys] if not args.json else
-                       [{"key_data": key.key_data, "path": key.path} for key in data.public_keys],
+        "public_keys": keys,
         "pps_type": data.pps_type,
         "api_version": data.api_version,
     })

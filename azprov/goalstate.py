@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from azprov.errors import ProtocolError
+from azprov.xmlparse import parse_untrusted_xml
 
 GOAL_STATE_MAX_BYTES = 512 * 1024
 ID_MAX_CHARS = 256
@@ -49,22 +50,7 @@ def _validated_id(value: str, name: str) -> str:
 
 def parse_goal_state(body: bytes) -> GoalState:
     """Parse a goal state document, or raise :class:`ProtocolError` saying what is wrong."""
-    import defusedxml.ElementTree as DefusedET
-    from defusedxml import DefusedXmlException
-    from xml.etree.ElementTree import ParseError
-
-    if len(body) > GOAL_STATE_MAX_BYTES:
-        raise ProtocolError(
-            f"goal state is {len(body)} bytes, over the {GOAL_STATE_MAX_BYTES}-byte limit"
-        )
-    try:
-        root = DefusedET.fromstring(body, forbid_dtd=True)
-    except DefusedXmlException as exc:
-        raise ProtocolError(f"goal state refused: hostile XML ({type(exc).__name__})") from None
-    except (ParseError, ValueError, LookupError) as exc:  # LookupError: unknown encoding declared
-        raise ProtocolError(f"goal state is not well-formed XML: {exc}") from None
-    if root.tag != "GoalState":
-        raise ProtocolError(f"goal state root element is <{root.tag[:64]}>, expected <GoalState>")
+    root = parse_untrusted_xml(body, "goal state", GOAL_STATE_MAX_BYTES, "GoalState")
 
     incarnation_text = _required_text(root, "Incarnation")
     if not incarnation_text.isascii() or not incarnation_text.isdigit() or len(incarnation_text) > 18:

@@ -13,6 +13,7 @@ from typing import Optional
 
 from azprov.errors import DESCRIPTION_LIMIT, ProtocolError
 from azprov.goalstate import GoalState
+from azprov.xmlparse import parse_untrusted_xml
 
 XSI = "http://www.w3.org/2001/XMLSchema-instance"
 XSD = "http://www.w3.org/2001/XMLSchema"
@@ -112,18 +113,7 @@ def _children(element, expected: list, where: str) -> list:
 
 def parse_health_report(body: bytes) -> ParsedHealthReport:
     """Read a health report strictly (element order included), or raise ProtocolError."""
-    import defusedxml.ElementTree as DefusedET
-    from defusedxml import DefusedXmlException
-    from xml.etree.ElementTree import ParseError
-
-    if len(body) > HEALTH_MAX_BYTES:
-        raise ProtocolError(f"health report is {len(body)} bytes, over {HEALTH_MAX_BYTES}")
-    try:
-        root = DefusedET.fromstring(body, forbid_dtd=True)
-    except (DefusedXmlException, ParseError, ValueError, LookupError) as exc:
-        raise ProtocolError(f"health report is not acceptable XML: {exc}") from None
-    if root.tag != "Health":
-        raise ProtocolError(f"health report root is <{root.tag[:64]}>, expected <Health>")
+    root = parse_untrusted_xml(body, "health report", HEALTH_MAX_BYTES, "Health")
     incarnation, container = _children(root, _ORDER["Health"], "Health")
     container_id, role_list = _children(container, _ORDER["Container"], "Container")
     (role,) = _children(role_list, _ORDER["RoleInstanceList"], "RoleInstanceList")
