@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[2]
-CACHE = REPO / ".cache" / "boot"
+# AZPROV_BOOT_CACHE lets several checkouts (git worktrees) share one cache.
+CACHE = Path(os.environ.get("AZPROV_BOOT_CACHE") or REPO / ".cache" / "boot")
 UNITS = Path(__file__).resolve().parent / "units"
 SUITE = "bookworm"
 # What the image needs to boot and what azprov needs at run time (python3-* are its Depends;
@@ -146,11 +147,12 @@ def base_tree() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (CACHE / f"base-{key}.complete").exists() and tree.is_dir():
             return tree
-        for stale in CACHE.glob("base-*"):  # other keys, and a half-built tree of this one
-            if stale.is_dir():
-                remove_tree(stale)
-            else:
-                stale.unlink()
+        # A half-built tree of this key is stale; trees of other keys may be in use by another
+        # checkout sharing the cache, so they stay.
+        if tree.is_dir():
+            remove_tree(tree)
+        for stale in CACHE.glob("building-*"):
+            remove_tree(stale)
         building = Path(tempfile.mkdtemp(prefix="building-", dir=CACHE))
         try:
             target = building / "root"
