@@ -1,0 +1,244 @@
+"""The one seam to the machine: a ``Host`` rooted at a directory (``--root``, default ``/``).
+
+- Paths name files as the system sees them (``/etc/hostname``), mapped under the root.  Writes
+  walk every component from the root with ``O_NOFOLLOW`` (:mod:`azprov.host.walk`): a symlink
+  anywhere on the path is refused, whoever planted it and whenever.  Configuration reads resolve
+  symlinks *inside* the root, as a chroot would, so an image's absolute links never reach the
+  build host.
+- Safe writes (:mod:`azprov.host.atomic`): temp file in the same directory, owner and mode set on
+  the descriptor, fsync, an optional check of the complete temp file (``visudo -cf``), rename,
+  fsync of the directory; no write at all when content, owner and mode are already right.
+- The root's user database (:mod:`azprov.host.accounts`; ``pwd`` would read the build host's),
+  commands (:mod:`azprov.host.runner`: argv lists only, a clean environment, timeouts, output
+  logged on failure; injectable runner), and what is running (systemd, SELinux, processes: only
+  when the root is ``/``).
+
+Callers import everything from ``azprov.host``; the submodules are its parts, not separate seams.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import stat
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from azprov.errors import StepFailed
+from azprov.host import accounts
+from azprov.host import runner as _runner
+from azprov.host.accounts import GroupEntry, PasswdEntry
+from azprov.host.runner import COMMAND_PATH, CommandFailed, CommandResult, Runner, run_subprocess
+from azprov.host.walk import READ_LIMIT, Dir, UnsafePath, owner, split_path
+
+__all__ = [
+    "COMMAND_PATH", "READ_LIMIT", "CommandFailed", "CommandResult", "Dir", "GroupEntry", "Host",
+    "PasswdEntry", "Runner", "UnsafePath", "owner", "run_subprocess", "split_path",
+]
+
+
+class Host:
+    """The machine (root ``/``) or an image tree (any other root) that provisioning changes."""
+
+    def __init__(self, root: str = "/", *, runner: Optional[Runner] = None) -> None:
+        self.root = os.path.realpath(root)
+        if not os.path.isdir(self.root):
+            raise StepFailed(f"root {root} is not a directory", root=root)
+        self.runner = runner or run_subprocess
+
+    @property
+    def live(self) -> bool:
+        """True when the root is this running system (commands may touch running services)."""
+        return self.root == "/"
+
+    def path(self, path: str) -> str:
+        """The path on this machine of the in-root absolute ``path`` (no symlink resolution)."""
+        return os.path.join(self.root, *split_path(path))
+
+    # ---------------------------------------------------------------- strict (no symlinks) access
+
+    def open_dir(self, path: str, *, create_mode: Optional[int] = None,
+                 uid: int = 0, gid: int = 0) -> Dir:
+        """Open ``path`` walking from the root without following any symlink.
+
+        With ``create_mode``, missing components are created (owned by uid:gid); otherwise a
+        missing one raises FileNotFoundError.
+        """
+        current = Dir(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), "/", self.root)
+        try:
+            for part in split_path(path):
+                child = current.subdir(part, create_mode=create_mode, uid=uid, gid=gid)
+                current.close()
+                current = child
+        except BaseException:
+            current.close()
+            raise
+        return current
+
+    def read_file(self, path: str, limit: int = READ_LIMIT) -> Optional[bytes]:
+        """The regular file at ``path``, reached without symlinks; None if it or a parent is absent."""
+        parent, name = os.path.split(path)
+        try:
+            with self.open_dir(parent) as directory:
+                return directory.read(name, limit)
+        except FileNotFoundError:
+            return None
+
+    def write_file(self, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0,
+                   parents: Optional[int] = None, check: Optional[Callable[[str], None]] = None) -> bool:
+        """Atomic, symlink-refusing write (see :meth:`Dir.write`); ``parents``: create mode of
+        missing parent directories (root-owned), else they must exist."""
+        parent, name = os.path.split(path)
+        try:
+            directory = self.open_dir(parent, create_mode=parents)
+        except FileNotFoundError:
+            raise StepFailed(f"{parent} does not exist: cannot write {path}", path=path) from None
+        with directory:
+            return directory.write(name, data, mode=mode, uid=uid, gid=gid, check=check)
+
+    def remove(self, path: str) -> bool:
+        parent, name = os.path.split(path)
+        try:
+            with self.open_dir(parent) as directory:
+                return directory.remove(name)
+        except FileNotFoundError:
+            return False
+
+    def lexists(self, path: str) -> bool:
+        return os.path.lexists(self.path(path))
+
+    # ------------------------------------------------------- reads resolving symlinks in the root
+
+    def resolve(self, path: str) -> str:
+        """``path`` with symlinks resolved as if the root were ``/`` (absolute links stay inside)."""
+        pending = [part for part in path.split("/") if part not in ("", ".")]
+        done: List[str] = []
+        hops = 0
+        while pending:
+            part = pending.pop(0)
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            here = os.path.join(self.root, *done, part)
+            try:
+                info = os.lstat(here)
+            except OSError:
+                return "/" + "/".join(done + [part] + pending)
+            if not stat.S_ISLNK(info.st_mode):
+                done.append(part)
+                continue
+            hops += 1
+            if hops > 40:
+                raise StepFailed(f"{path}: too many levels of symbolic links", path=path)
+            target = os.readlink(here)
+            if target.startswith("/"):
+                done = []
+            pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+        return "/" + "/".join(done)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(self.path(self.resolve(path)))
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(self.path(self.resolve(path)))
+
+    def read_text(self, path: str, limit: int = READ_LIMIT) -> Optional[str]:
+        """A configuration file as text (symlinks resolved inside the root); None if absent."""
+        real = self.path(self.resolve(path))
+        try:
+            with open(real, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    return None
+                data = handle.read(limit + 1)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        if len(data) > limit:
+            raise StepFailed(f"{path} is larger than {limit} bytes", path=path)
+        return data.decode("utf-8", errors="replace")
+
+    def glob(self, pattern: str) -> List[str]:
+        """In-root paths matching ``pattern`` (wildcards allowed in any component), sorted."""
+        matches = ["/"]
+        for part in [p for p in pattern.split("/") if p]:
+            found = []
+            for base in matches:
+                if any(ch in part for ch in "*?["):
+                    try:
+                        names = os.listdir(self.path(self.resolve(base)))
+                    except OSError:
+                        continue
+                    found.extend(os.path.join(base, n) for n in sorted(fnmatch.filter(names, part))
+                                 if not n.startswith(".") or part.startswith("."))
+                else:
+                    candidate = os.path.join(base, part)
+                    if os.path.lexists(self.path(self.resolve(candidate))):
+                        found.append(candidate)
+            matches = found
+        return sorted(matches)
+
+    # ----------------------------------------------------------------------- the user database
+
+    def users(self) -> List[PasswdEntry]:
+        return accounts.parse_passwd(self.read_text("/etc/passwd"))
+
+    def user(self, name: str) -> Optional[PasswdEntry]:
+        return next((entry for entry in self.users() if entry.name == name), None)
+
+    def groups(self) -> List[GroupEntry]:
+        return accounts.parse_group(self.read_text("/etc/group"))
+
+    def group(self, name: str) -> Optional[GroupEntry]:
+        return next((entry for entry in self.groups() if entry.name == name), None)
+
+    def password_field(self, name: str) -> Optional[str]:
+        """The user's hash field in ``/etc/shadow`` (``!...`` when locked), None if no entry."""
+        return accounts.shadow_field(self.read_text("/etc/shadow"), name)
+
+    def login_defs(self) -> Dict[str, str]:
+        return accounts.parse_login_defs(self.read_text("/etc/login.defs"))
+
+    def uid_min(self) -> int:
+        return accounts.uid_min(self.login_defs())
+
+    # ------------------------------------------------------------------------------- commands
+
+    def which(self, name: str) -> Optional[str]:
+        """A tool of *this* machine (tools act on the root through flags like ``--root``)."""
+        return shutil.which(name, path=COMMAND_PATH)
+
+    def root_option(self, flag: str = "--root") -> List[str]:
+        """``[flag, root]`` for tools that can work on an image tree; nothing when live."""
+        return [] if self.live else [flag, self.root]
+
+    def run(self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True,
+            input: Optional[str] = None) -> CommandResult:
+        """Run ``argv`` (never through a shell); raise CommandFailed unless it succeeds or not ``check``."""
+        return _runner.run(self.runner, argv, timeout=timeout, check=check, input=input)
+
+    # ---------------------------------------------------------------- the running system (live)
+
+    def systemd_running(self) -> bool:
+        return self.live and os.path.isdir("/run/systemd/system")
+
+    def selinux_enabled(self) -> bool:
+        return self.live and os.path.exists("/sys/fs/selinux/enforce")
+
+    def running_processes(self, name: str) -> List[Tuple[int, List[str]]]:
+        """``(pid, argv)`` of the live processes whose command name is ``name``."""
+        if not self.live:
+            return []
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/comm") as handle:
+                    if handle.read().strip() != name:
+                        continue
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    argv = [a.decode(errors="replace") for a in handle.read().split(b"\0") if a]
+            except OSError:
+                continue
+            found.append((int(entry), argv))
+        return found
