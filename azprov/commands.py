@@ -49,12 +49,9 @@ def report_ready(args, config) -> int:
 
 
 def report_failure(args, config) -> int:
-    from azprov.errors import AzprovError, encode_description
+    from azprov.errors import ReportedByHand, encode_description
     from azprov.health import HealthStatus
     from azprov.identity import read_dmi_vm_id
-
-    class ReportedByHand(AzprovError):
-        reason = "reported_by_hand"
 
     description = encode_description(ReportedByHand(args.reason), agent=USER_AGENT,
                                      vm_id=read_dmi_vm_id())

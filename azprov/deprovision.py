@@ -23,7 +23,7 @@ from typing import Callable, List, Optional
 
 from azprov import state as state_file
 from azprov import unit
-from azprov.errors import AzprovError, ExitCode, StepFailed
+from azprov.errors import ConfirmationRequired, ExitCode, StepFailed
 from azprov.host import Host
 from azprov.steps import user as user_step
 
@@ -41,11 +41,6 @@ LEASES = (
 MACHINE_ID = "/etc/machine-id"
 DBUS_MACHINE_ID = "/var/lib/dbus/machine-id"
 LOCK_WAIT = 5.0
-
-
-class ConfirmationRequired(AzprovError):
-    reason = "confirmation_required"
-    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

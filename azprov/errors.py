@@ -3,6 +3,19 @@
 Every module raises these and nothing else for expected failures; the CLI turns them into one
 line on stderr and a documented exit code, and the provisioning flow encodes them into the
 ``NotReady/ProvisioningFailed`` health report.  This module imports nothing of azprov.
+
+This module is also the catalogue of failure reasons: every error class of azprov is defined
+here, and :func:`reasons` lists their ``reason`` tokens.  To add a reason:
+
+1. add a class here, under the family it belongs to, for example::
+
+       class InvalidPassword(InvalidMetadata):
+           reason = "invalid_admin_password"
+
+2. add its row to the FAILURE REASONS table of ``docs/azprov.8``.
+
+``tests/test_errors.py`` fails while a reason is used twice, is missing from the man page, or an
+error class of azprov is defined outside this module.
 """
 
 from __future__ import annotations
@@ -10,7 +23,7 @@ from __future__ import annotations
 import datetime
 import enum
 import re
-from typing import Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 DESCRIPTION_LIMIT = 512
 DOCUMENTATION_URL = "https://aka.ms/linuxprovisioningerror"
@@ -104,6 +117,88 @@ class Refused(AzprovError):
 class Busy(AzprovError):
     reason = "already_running"
     exit_code = ExitCode.BUSY
+
+
+# -- the reasons, by family ----------------------------------------------------------------
+
+class InternalError(AzprovError):
+    """An unexpected exception (a bug) during provisioning, reported instead of a traceback."""
+
+    reason = "internal_error"
+
+
+class ReportedByHand(AzprovError):
+    """``azprov report-failure``: the image's own script reported the failure."""
+
+    reason = "reported_by_hand"
+
+
+class ConfirmationRequired(AzprovError):
+    """``azprov deprovision`` without ``--force`` and not on a terminal."""
+
+    reason = "confirmation_required"
+    exit_code = ExitCode.USAGE
+
+
+class ScenarioError(ConfigError):
+    """A fabric emulator scenario that cannot be played as written."""
+
+    reason = "invalid_scenario"
+
+
+class MissingRoleInstance(ProtocolError):
+    """The goal state has no RoleInstance yet: transient at boot, fetch again."""
+
+    reason = "goal_state_without_role_instance"
+
+
+class InvalidHostname(InvalidMetadata):
+    reason = "invalid_computer_name"
+
+
+class InvalidUsername(InvalidMetadata):
+    reason = "invalid_admin_username"
+
+
+class InvalidKey(InvalidMetadata):
+    reason = "invalid_ssh_key"
+
+
+class UnsafePath(StepFailed):
+    """A path azprov must write through is a symlink, not a directory, or wrongly owned."""
+
+    reason = "unsafe_path"
+
+
+class CommandFailed(StepFailed):
+    reason = "command_failed"
+
+
+class OtherProvisioner(Refused):
+    reason = "other_provisioner_active"
+
+
+class PoolVm(Refused):
+    reason = "pre_provisioned_pool_vm"
+
+
+class NoOsProfile(Refused):
+    reason = "no_os_profile"
+
+
+# Bases that are only raised through a subclass: their reason is never sent by itself.
+FAMILY_REASONS = frozenset({AzprovError.reason, InvalidMetadata.reason, Refused.reason})
+
+
+def reasons() -> Dict[str, type]:
+    """Every failure reason azprov can send or print, mapped to its error class."""
+    found: Dict[str, type] = {}
+    pending = [AzprovError]
+    while pending:
+        cls = pending.pop(0)
+        found.setdefault(cls.reason, cls)
+        pending.extend(cls.__subclasses__())
+    return found
 
 
 # control characters (C0, DEL, C1), Unicode line/paragraph separators, lone surrogates, and "|"

@@ -10,18 +10,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from azprov.errors import ProtocolError
+from azprov.errors import MissingRoleInstance, ProtocolError
 from azprov.xmlparse import parse_untrusted_xml
 
 GOAL_STATE_MAX_BYTES = 512 * 1024
 ID_MAX_CHARS = 256
 _ID_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
-
-
-class MissingRoleInstance(ProtocolError):
-    """The goal state has no RoleInstance yet: transient at boot, fetch again."""
-
-    reason = "goal_state_without_role_instance"
 
 
 @dataclass(frozen=True)

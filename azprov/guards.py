@@ -14,7 +14,7 @@ import logging
 import re
 from typing import List, Optional
 
-from azprov.errors import Refused
+from azprov.errors import NoOsProfile, OtherProvisioner, PoolVm
 from azprov.host import Host
 
 log = logging.getLogger(__name__)
@@ -26,18 +26,6 @@ CLOUD_INIT_BINARIES = ("/usr/bin/cloud-init", "/usr/local/bin/cloud-init")
 CLOUD_INIT_DISABLED = "/etc/cloud/cloud-init.disabled"
 CLOUD_CFG = "/etc/cloud/cloud.cfg"
 CLOUD_CFG_DIR = "/etc/cloud/cloud.cfg.d"
-
-
-class OtherProvisioner(Refused):
-    reason = "other_provisioner_active"
-
-
-class PoolVm(Refused):
-    reason = "pre_provisioned_pool_vm"
-
-
-class NoOsProfile(Refused):
-    reason = "no_os_profile"
 
 
 def check_metadata(metadata) -> None:

@@ -25,7 +25,7 @@ from azprov import USER_AGENT
 from azprov import log as azlog
 from azprov import state as state_file
 from azprov import unit
-from azprov.errors import AzprovError, FabricUnreachable, encode_description
+from azprov.errors import AzprovError, FabricUnreachable, InternalError, encode_description
 from azprov.guards import check_metadata, check_other_provisioners
 from azprov.health import HealthStatus
 from azprov.host import Host
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 
 # Failing in these steps means the WireServer did not take our word: no point reporting to it.
 _NO_REPORT_STEPS = ("goal_state", "report")
-
-
-class InternalError(AzprovError):
-    reason = "internal_error"
 
 
 @dataclass

@@ -11,8 +11,8 @@ import logging
 from typing import Optional
 
 from azprov import AGENT_NAME
-from azprov.errors import FabricUnreachable, HttpStatusError
-from azprov.goalstate import GOAL_STATE_MAX_BYTES, GoalState, MissingRoleInstance, parse_goal_state
+from azprov.errors import FabricUnreachable, HttpStatusError, MissingRoleInstance
+from azprov.goalstate import GOAL_STATE_MAX_BYTES, GoalState, parse_goal_state
 from azprov.health import HealthStatus, build_health_report
 from azprov.http import Deadline, HttpClient, RetryPolicy
 

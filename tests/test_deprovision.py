@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from azprov import deprovision, state, unit
+from azprov import deprovision, errors, state, unit
 from azprov.host import Host
 from azprov.steps import user as user_step
 from support import cli
@@ -53,7 +53,7 @@ def test_the_plan_lists_everything_and_changes_nothing(scratch_root):
 def test_a_tampered_state_cannot_remove_a_system_account(scratch_root):
     host = Host(scratch_root, runner=FakeRunner())
     fake_state(host, admin_username="root")
-    with pytest.raises(user_step.InvalidUsername):
+    with pytest.raises(errors.InvalidUsername):
         deprovision.plan(host, state.load(host), remove_user=True)
     assert host.runner.calls == []
 

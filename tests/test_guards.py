@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from azprov import guards
+from azprov import errors, guards
 from azprov.host import Host
 from support.fakes import metadata
 from support.scratch_root import make_scratch_root
@@ -25,7 +25,7 @@ def test_a_clean_image_has_no_other_provisioner(tmp_path, config):
 
 def test_walinuxagent_enabled_and_provisioning_is_refused(tmp_path, config):
     host = root_with(tmp_path, waagent=True)
-    with pytest.raises(guards.OtherProvisioner) as caught:
+    with pytest.raises(errors.OtherProvisioner) as caught:
         guards.check_other_provisioners(host, config.provisioning)
     assert caught.value.reason == "other_provisioner_active" and caught.value.exit_code == 7
     assert "WALinuxAgent" in str(caught.value) and "refuse_other_provisioners" in str(caught.value)
@@ -47,7 +47,7 @@ def test_walinuxagent_installed_but_not_enabled_is_allowed(tmp_path):
 
 def test_cloud_init_with_azure_is_refused(tmp_path, config):
     host = root_with(tmp_path, cloud_init=True)
-    with pytest.raises(guards.OtherProvisioner, match="cloud-init"):
+    with pytest.raises(errors.OtherProvisioner, match="cloud-init"):
         guards.check_other_provisioners(host, config.provisioning)
 
 
@@ -86,9 +86,9 @@ def test_the_refusal_can_be_turned_into_a_warning(tmp_path, config, caplog):
 
 
 def test_pool_vms_and_missing_os_profiles_are_refused():
-    with pytest.raises(guards.PoolVm) as caught:
+    with pytest.raises(errors.PoolVm) as caught:
         guards.check_metadata(metadata(pps_type="Running"))
     assert caught.value.exit_code == 7 and caught.value.reason == "pre_provisioned_pool_vm"
-    with pytest.raises(guards.NoOsProfile):
+    with pytest.raises(errors.NoOsProfile):
         guards.check_metadata(metadata(os_profile=False))
     guards.check_metadata(metadata(pps_type="None"))

@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from azprov.errors import StepFailed
-from azprov.host import CommandFailed, CommandResult, Host, UnsafePath, split_path
+from azprov.errors import CommandFailed, UnsafePath
+from azprov.host import CommandResult, Host, split_path
 from support.cli import requires_root
 from support.fakes import FakeRunner
 

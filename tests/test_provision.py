@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from azprov import state, unit
+from azprov import errors, state, unit
 from azprov.errors import Busy, FabricUnreachable, Refused
 from azprov.host import Host
 from azprov.provision import provision
@@ -111,7 +111,7 @@ def test_dmi_is_the_identity_when_present(host, light):
 
 def test_an_invalid_value_is_reported_and_changes_nothing(host, light):
     fabric = FakeFabric(metadata(computer_name="../x"))
-    with pytest.raises(hostname.InvalidHostname):
+    with pytest.raises(errors.InvalidHostname):
         provision(host, light, connect=fabric.connect)
     (report,) = fabric.reports
     assert report.substatus.value == "ProvisioningFailed"

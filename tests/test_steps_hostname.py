@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from azprov import errors
 from azprov.host import Host
 from azprov.steps import dhcp, hostname
 from support.fakes import FakeRunner, metadata
@@ -28,7 +29,7 @@ def read(host, path):
 ])
 def test_valid_names(name, expected):
     if expected is None:
-        with pytest.raises(hostname.InvalidHostname):
+        with pytest.raises(errors.InvalidHostname):
             hostname.validate(name)
     else:
         assert hostname.validate(name) == expected
@@ -39,14 +40,14 @@ def test_valid_names(name, expected):
     "", "tab\tname", "new\nline", "ümlaut", "semi;colon", "a/b",
 ])
 def test_invalid_names_are_refused_with_the_reason(name):
-    with pytest.raises(hostname.InvalidHostname) as caught:
+    with pytest.raises(errors.InvalidHostname) as caught:
         hostname.validate(name)
     assert caught.value.reason == "invalid_computer_name"
     assert caught.value.exit_code == 6
 
 
 def test_a_300_character_name_is_described_briefly():
-    with pytest.raises(hostname.InvalidHostname) as caught:
+    with pytest.raises(errors.InvalidHostname) as caught:
         hostname.validate("x" * 300)
     assert "300 characters" in str(caught.value) and len(str(caught.value)) < 120
 
@@ -78,7 +79,7 @@ def test_an_fqdn_maps_both_names():
 
 
 def test_an_invalid_name_changes_nothing(host, config):
-    with pytest.raises(hostname.InvalidHostname):
+    with pytest.raises(errors.InvalidHostname):
         hostname.apply(host, metadata(computer_name="../x"), config.provisioning)
     assert read(host, "/etc/hostname") == "debian\n"
 

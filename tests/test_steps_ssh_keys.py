@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from azprov.host import Host, UnsafePath
+from azprov import errors
+from azprov.host import Host
 from azprov.imds import PublicKey
 from azprov.steps import ssh_keys
 from support.cli import requires_root
@@ -57,13 +58,13 @@ def test_trailing_cr_lf_is_stripped_and_the_comment_kept():
     ("ssh-ed25519 AAAA\x00", "control characters"),
 ])
 def test_hostile_keys_are_refused(data, message):
-    with pytest.raises(ssh_keys.InvalidKey, match=message) as caught:
+    with pytest.raises(errors.InvalidKey, match=message) as caught:
         ssh_keys.parse_key(data)
     assert caught.value.reason == "invalid_ssh_key"
 
 
 def test_too_many_keys_are_refused():
-    with pytest.raises(ssh_keys.InvalidKey, match="1001 SSH keys"):
+    with pytest.raises(errors.InvalidKey, match="1001 SSH keys"):
         ssh_keys.validate([PublicKey(ED25519)] * 1001)
 
 
@@ -101,12 +102,12 @@ def test_an_imds_path_is_honoured_only_inside_the_home(root, caplog):
 def test_authorized_keys_file_none_fails(root):
     host = Host(root)
     open(os.path.join(root, "etc/ssh/sshd_config.d/01.conf"), "w").write("AuthorizedKeysFile none\n")
-    with pytest.raises(ssh_keys.StepFailed, match="none"):
+    with pytest.raises(errors.StepFailed, match="none"):
         ssh_keys.target_files(host, host.user("azureuser"), [PublicKey(ED25519)])
 
 
 def test_keys_for_a_system_account_are_refused(root, config):
-    with pytest.raises(ssh_keys.InvalidMetadata):
+    with pytest.raises(errors.InvalidMetadata):
         ssh_keys.check(Host(root), metadata(admin_username="root"), config.provisioning)
 
 
@@ -146,7 +147,7 @@ def test_a_symlinked_ssh_directory_fails_and_its_target_is_untouched(root, confi
     os.mkdir(target, 0o700)
     open(os.path.join(target, "authorized_keys"), "w").write("root's key\n")
     os.symlink("/root/.ssh", os.path.join(root, "home/azureuser/.ssh"))
-    with pytest.raises(UnsafePath, match="symbolic link"):
+    with pytest.raises(errors.UnsafePath, match="symbolic link"):
         ssh_keys.apply(Host(root), metadata(), config.provisioning)
     assert os.listdir(target) == ["authorized_keys"]
     assert open(os.path.join(target, "authorized_keys")).read() == "root's key\n"
@@ -159,7 +160,7 @@ def test_a_symlinked_authorized_keys_file_fails(root, config):
     os.chown(ssh_dir, UID, UID)
     os.symlink("/etc/shadow", os.path.join(ssh_dir, "authorized_keys"))
     shadow = open(os.path.join(root, "etc/shadow")).read()
-    with pytest.raises(UnsafePath):
+    with pytest.raises(errors.UnsafePath):
         ssh_keys.apply(Host(root), metadata(), config.provisioning)
     assert open(os.path.join(root, "etc/shadow")).read() == shadow
 
@@ -167,27 +168,27 @@ def test_a_symlinked_authorized_keys_file_fails(root, config):
 @requires_root
 def test_a_home_owned_by_someone_else_fails(root, config):
     os.chown(os.path.join(root, "home/azureuser"), 4242, 4242)
-    with pytest.raises(UnsafePath, match="owned by uid 4242"):
+    with pytest.raises(errors.UnsafePath, match="owned by uid 4242"):
         ssh_keys.apply(Host(root), metadata(), config.provisioning)
 
 
 @requires_root
 def test_a_world_writable_home_fails_as_sshd_would(root, config):
     os.chmod(os.path.join(root, "home/azureuser"), 0o777)
-    with pytest.raises(UnsafePath, match="writable"):
+    with pytest.raises(errors.UnsafePath, match="writable"):
         ssh_keys.apply(Host(root), metadata(), config.provisioning)
 
 
 def test_a_missing_user_fails(tmp_path, config):
     root = make_scratch_root(str(tmp_path / "r"))
-    with pytest.raises(ssh_keys.StepFailed, match="does not exist"):
+    with pytest.raises(errors.StepFailed, match="does not exist"):
         ssh_keys.apply(Host(root), metadata(admin_username="ghost"), config.provisioning)
 
 
 @requires_root
 def test_check_refuses_a_symlinked_ssh_directory_before_anything_changes(root, config):
     os.symlink("/root/.ssh", os.path.join(root, "home/azureuser/.ssh"))
-    with pytest.raises(UnsafePath, match="symbolic link"):
+    with pytest.raises(errors.UnsafePath, match="symbolic link"):
         ssh_keys.check(Host(root), metadata(), config.provisioning)
 
 
@@ -196,7 +197,7 @@ def test_check_refuses_a_symlinked_key_file(root, config):
     ssh_dir = os.path.join(root, "home/azureuser/.ssh")
     os.mkdir(ssh_dir, 0o700)
     os.symlink("/etc/shadow", os.path.join(ssh_dir, "authorized_keys"))
-    with pytest.raises(UnsafePath, match="not a regular file"):
+    with pytest.raises(errors.UnsafePath, match="not a regular file"):
         ssh_keys.check(Host(root), metadata(), config.provisioning)
 
 

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from azprov import errors
 from azprov.host import CommandResult, Host
 from azprov.steps import user
 from support.cli import requires_root
@@ -29,7 +30,7 @@ def test_portable_names_are_accepted(scratch_root, name):
     "nobody", "daemon", "www-data", "admin", "../etc", "al\nice", "sudo",
 ])
 def test_bad_and_reserved_names_are_refused(scratch_root, name):
-    with pytest.raises(user.InvalidUsername) as caught:
+    with pytest.raises(errors.InvalidUsername) as caught:
         user.validate(Host(scratch_root), name)
     assert caught.value.reason == "invalid_admin_username"
 
@@ -37,11 +38,11 @@ def test_bad_and_reserved_names_are_refused(scratch_root, name):
 def test_existing_system_accounts_and_groups_are_refused(tmp_path):
     root = make_scratch_root(str(tmp_path / "r"), users=[("svc", 500), ("bob", 1500), ("huge", 65000)])
     host = Host(root)
-    with pytest.raises(user.InvalidUsername, match="uid 500"):
+    with pytest.raises(errors.InvalidUsername, match="uid 500"):
         user.validate(host, "svc")
-    with pytest.raises(user.InvalidUsername, match="uid 65000"):
+    with pytest.raises(errors.InvalidUsername, match="uid 65000"):
         user.validate(host, "huge")
-    with pytest.raises(user.InvalidUsername, match="system group"):
+    with pytest.raises(errors.InvalidUsername, match="system group"):
         user.validate(host, "plugdev")
     assert user.validate(host, "bob") == "bob"
 
@@ -83,7 +84,7 @@ def test_a_sudoers_drop_in_visudo_rejects_is_never_installed(tmp_path, config):
         return None
 
     host = Host(root, runner=FakeRunner(visudo_says_no))
-    with pytest.raises(user.StepFailed):
+    with pytest.raises(errors.StepFailed):
         user.ensure_sudoers(host, "azureuser")
     assert not host.lexists(user.SUDOERS_DROPIN)
     assert temp_files(root) == []

@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Optional
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
-from azprov.fabric.scenario import Scenario, ScenarioError
+from azprov.errors import ScenarioError
+from azprov.fabric.scenario import Scenario
 from azprov.goalstate import GoalState
 
 PROTOCOL_VERSION = "2012-11-30"

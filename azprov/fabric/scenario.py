@@ -14,13 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from azprov.errors import ConfigError
-
-
-class ScenarioError(ConfigError):
-    """A scenario that cannot be played as written."""
-
-    reason = "invalid_scenario"
+from azprov.errors import ScenarioError
 
 
 # Endpoints a scenario can script, and the keys their steps accept.

@@ -9,15 +9,11 @@ import subprocess
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Tuple
 
-from azprov.errors import StepFailed
+from azprov.errors import CommandFailed
 
 log = logging.getLogger(__name__)
 
 COMMAND_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class CommandFailed(StepFailed):
-    reason = "command_failed"
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,13 @@ import os
 import stat
 from typing import Callable, List, Optional
 
-from azprov.errors import StepFailed
+from azprov.errors import UnsafePath, StepFailed
 from azprov.host import atomic
 
 log = logging.getLogger(__name__)
 
 READ_LIMIT = 4 * 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class UnsafePath(StepFailed):
-    """A path azprov must write through is a symlink, not a directory, or wrongly owned."""
-
-    reason = "unsafe_path"
 
 
 def owner(uid: int, gid: int) -> Tuple[int, int]:

@@ -14,7 +14,8 @@ import logging
 import os
 from typing import List, Optional
 
-from azprov.host import CommandFailed, Host
+from azprov.errors import CommandFailed
+from azprov.host import Host
 
 log = logging.getLogger(__name__)
 

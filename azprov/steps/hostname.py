@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import re
 
-from azprov.errors import InvalidMetadata
-from azprov.host import Host, UnsafePath
+from azprov.errors import InvalidHostname, UnsafePath
+from azprov.host import Host
 from azprov.steps import dhcp
 
 log = logging.getLogger(__name__)
@@ -24,10 +24,6 @@ log = logging.getLogger(__name__)
 NAME = "hostname"
 MAX_LENGTH = 64  # Azure's limit for a Linux computerName (RFC 1123 alone allows 253)
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-class InvalidHostname(InvalidMetadata):
-    reason = "invalid_computer_name"
 
 
 def validate(computer_name: str) -> str:

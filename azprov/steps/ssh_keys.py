@@ -25,8 +25,8 @@ import struct
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
-from azprov.errors import InvalidMetadata, StepFailed
-from azprov.host import Dir, Host, PasswdEntry, UnsafePath, split_path
+from azprov.errors import InvalidKey, StepFailed, UnsafePath
+from azprov.host import Dir, Host, PasswdEntry, split_path
 from azprov.steps import sshd_config
 from azprov.steps import user as user_step
 
@@ -46,10 +46,6 @@ KEY_TYPES = frozenset({
     "sk-ssh-ed25519-cert-v01@openssh.com", "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com",
 })
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-class InvalidKey(InvalidMetadata):
-    reason = "invalid_ssh_key"
 
 
 def _has_line_breaking(text: str) -> bool:

@@ -19,7 +19,7 @@ import logging
 import re
 from typing import List, Optional
 
-from azprov.errors import InvalidMetadata, StepFailed
+from azprov.errors import InvalidUsername, StepFailed
 from azprov.host import Host, PasswdEntry
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,6 @@ RESERVED = frozenset("""
 SUDOERS_HEADER = "# Admin users provisioned by azprov (https://aka.ms/linuxprovisioningerror).\n"
 _SUDOERS_LINE = re.compile(r"^([a-z_][a-z0-9_-]{0,31}) ALL=\(ALL\) NOPASSWD:ALL$")
 _INCLUDEDIR = re.compile(r"^[#@]includedir\s+/etc/sudoers\.d/?\s*$", re.MULTILINE)
-
-
-class InvalidUsername(InvalidMetadata):
-    reason = "invalid_admin_username"
 
 
 def validate(host: Host, username: str) -> str:
