@@ -174,6 +174,12 @@ class CommandFailed(StepFailed):
     reason = "command_failed"
 
 
+class DiscUnreadable(StepFailed):
+    """A provisioning disc is there but neither the readers nor a mount could read it."""
+
+    reason = "provisioning_media_unreadable"
+
+
 class OtherProvisioner(Refused):
     reason = "other_provisioner_active"
 

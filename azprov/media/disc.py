@@ -15,19 +15,13 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from azprov.errors import AzprovError, StepFailed
+from azprov.errors import AzprovError, DiscUnreadable
 from azprov.host import Host
 from azprov.media import discover, iso9660, udf
 from azprov.media.image import DiscFormatError, Image
 from azprov.media.mount import read_by_mounting, read_file_in
 
 log = logging.getLogger(__name__)
-
-
-class DiscUnreadable(StepFailed):
-    """A provisioning disc is there but neither the readers nor a mount could read it."""
-
-    reason = "provisioning_media_unreadable"
 
 
 @dataclass(frozen=True)
