@@ -31,8 +31,8 @@ from typing import Dict, List, Tuple
 import pytest
 
 from tests.boot import image as images
-from tests.boot import nspawn
-from tests.boot.fabric import Emulator, NetNs
+from tests.boot import nspawn, timing
+from tests.boot.fabric import boot_with_fabric
 
 pytestmark = pytest.mark.boot
 
@@ -122,11 +122,7 @@ def boot_vm(tree: Path, scenario: dict, label: str, workdir: Path,
         (recorder / "login-key").write_bytes(login_key.read_bytes())
         os.chmod(recorder / "login-key", 0o600)
         (recorder / "login-user").write_text(scenario["admin_username"] + "\n")
-    with NetNs() as ns:
-        with Emulator(ns, scenario, workdir, label) as fabric:
-            booted = nspawn.boot(tree, ns.name, workdir=workdir, label=label)
-            fabric.stop()  # every request is in the log once it has stopped
-            return booted, fabric.records()
+    return boot_with_fabric(tree, scenario, workdir, label)
 
 
 def reports(records: List[dict]) -> List[dict]:
@@ -285,6 +281,28 @@ def test_sshd_starts_only_after_azprov_is_ready(first_boot, vm1_tree: Path):
     assert ssh["NRestarts"] == "0", "sshd failed at least once (missing host keys?)"
     host_keys = {p.name for p in (vm1_tree / "etc/ssh").glob("ssh_host_*_key")}
     assert {"ssh_host_ed25519_key", "ssh_host_rsa_key", "ssh_host_ecdsa_key"} <= host_keys
+
+
+def test_first_boot_timing_breakdown(first_boot, workdir: Path, capsys):
+    """Prints where the first boot's time goes (figures, not a timed assertion; see
+    tests/boot/timing.py and benchmarks/first_boot.py) and checks only the order of events,
+    which is correctness: the first request after the unit started, READY=1 after the steps,
+    Ready posted after READY=1, sshd started after READY=1."""
+    booted, records = first_boot
+    timeline = timing.breakdown(booted.record, booted.journal, records)
+    text = timeline.format()
+    (workdir / "vm1-boot1.timing.txt").write_text(text + "\n")
+    with capsys.disabled():
+        print(f"\n{text}")
+    marks = timeline.milestones
+    # unit_exit may be absent: the recorder runs once azprov is active (READY=1), maybe before it exits
+    missing = [key for key, _ in timing.MILESTONES if key not in marks and key != "unit_exit"]
+    assert not missing, f"no {missing} in this boot's record, journal or request log\n{text}"
+    assert marks["unit_start"] <= marks["first_log"] <= marks["first_request"] <= marks["ready_notify"]
+    assert marks["ready_notify"] <= marks["ready_received"], text
+    assert marks["ready_notify"] <= marks["sshd_start"] <= marks["sshd_ready"], text
+    steps = [name for name, _, end in timeline.steps if end is not None]
+    assert {"goal_state", "metadata", "hostname", "user", "ssh_keys", "host_keys", "report"} <= set(steps), text
 
 
 def test_unit_is_disabled_after_provisioning(first_boot, vm1: dict, vm1_tree: Path):

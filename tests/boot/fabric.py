@@ -138,3 +138,15 @@ class Emulator:
     def reports(self) -> List[dict]:
         """The health reports it accepted or refused (records with a parsed report)."""
         return [r for r in self.records() if r.get("endpoint") == "health" and "report" in r]
+
+
+def boot_with_fabric(tree: Path, scenario: dict, workdir: Path, label: str):
+    """Boot ``tree`` once (:func:`tests.boot.nspawn.boot`) in a fresh namespace with the emulator
+    serving ``scenario``; returns the boot and every request the emulator saw during it."""
+    from tests.boot import nspawn
+
+    with NetNs() as ns:
+        with Emulator(ns, scenario, workdir, label) as fabric:
+            booted = nspawn.boot(tree, ns.name, workdir=workdir, label=label)
+            fabric.stop()  # every request is in the log once it has stopped
+            return booted, fabric.records()

@@ -98,10 +98,11 @@ def install_tools() -> Optional[str]:
 
 # --- the package ---------------------------------------------------------------------------
 
-def build_deb(outdir: Path) -> Path:
-    """``make deb`` into ``outdir``; the package must contain the provisioning flow."""
+def build_deb(outdir: Path, source: Path = REPO) -> Path:
+    """``make deb`` in ``source`` (this checkout, or an exported tree of another revision) into
+    ``outdir``; the package must contain the provisioning flow."""
     outdir.mkdir(parents=True, exist_ok=True)
-    result = run(["make", "--no-print-directory", "deb"], cwd=REPO,
+    result = run(["make", "--no-print-directory", "deb"], cwd=source,
                  env=dict(CLEAN_ENV, AZPROV_DIST=str(outdir)), check=False, timeout=900)
     debs = sorted(outdir.glob("azprov_*_all.deb"))
     if result.returncode != 0 or len(debs) != 1:
