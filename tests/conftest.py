@@ -7,13 +7,20 @@ import sys
 
 import pytest
 
-# tests/ on the module path whatever pytest's import mode or package layout: ``support`` and
-# ``fakes`` are imported by name.
+# tests/ on the module path whatever pytest's import mode or package layout: ``support`` is
+# imported by name.
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 from support.scratch_root import make_scratch_root  # noqa: E402
+
+
+def pytest_collection_modifyitems(items):
+    """``-m property`` selects the hypothesis property tests, which live with their modules."""
+    for item in items:
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.property)
 
 
 @pytest.fixture

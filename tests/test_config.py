@@ -1,7 +1,15 @@
+import dataclasses
+import datetime
+import json
+import math
+import os
 import re
+import tempfile
 from pathlib import Path
+from typing import Dict, List, Optional
 
 import pytest
+from hypothesis import assume, example, given, note, strategies as st
 
 try:
     import tomllib
@@ -11,15 +19,17 @@ except ModuleNotFoundError:
 from azprov.config import (
     CONFIG_FILE,
     CONFIG_SIZE_LIMIT,
-    DROPIN_DIR,
     Config,
+    DROPIN_DIR,
     HttpConfig,
+    ImdsConfig,
     ProvisioningConfig,
     WireServerConfig,
     load_config,
     render_toml,
 )
 from azprov.errors import ConfigError, ExitCode
+from support.strategies import ANY_TEXT, characters, fuzz, mutated, utf8
 
 SHIPPED = Path(__file__).parent.parent / "packaging" / "azprov.toml"
 
@@ -292,3 +302,347 @@ def test_shipped_file_documents_every_key_with_its_default(tmp_path):
     assert {section: set(keys) for section, keys in raw.items()} == {
         section: set(keys) for section, keys in Config().to_dict().items()
     }
+
+
+# --------------------------------------------------------------------------------------------
+# properties (hypothesis): strategies and conventions in support/strategies.py
+
+
+SECTIONS = {
+    "wireserver": WireServerConfig,
+    "imds": ImdsConfig,
+    "http": HttpConfig,
+    "provisioning": ProvisioningConfig,
+}
+
+
+def toml_string(value: str, draw) -> str:
+    """A TOML string for ``value``: basic with escapes, or literal when it can be."""
+    if (draw(st.booleans()) and "'" not in value
+            and all(c == "\t" or (ord(c) >= 0x20 and ord(c) != 0x7F) for c in value)):
+        return f"'{value}'"
+    out = []
+    ascii_only = draw(st.booleans())
+    for char in value:
+        point = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif point < 0x20 or point == 0x7F or (ascii_only and point > 0x7E):
+            out.append(f"\\u{point:04x}" if point <= 0xFFFF else f"\\U{point:08x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def toml_value(value, draw) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return draw(st.sampled_from(["{}", "+{}"])).format(value) if value >= 0 else str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return toml_string(value, draw)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item, draw) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v, draw)}" for k, v in value.items()) + "}"
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    raise TypeError(type(value))
+
+
+def toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
+
+
+def order_for_toml(draw, sections: Dict[str, Dict[str, object]]) -> str:
+    """TOML document with the non-table styles first, so every section stays at the top level."""
+    tables, top = {}, {}
+    for name, values in sections.items():
+        (top if draw(st.booleans()) and values else tables)[name] = values
+    text = ""
+    for name, values in top.items():
+        if draw(st.booleans()):
+            text += "".join(f"{toml_key(name)}.{toml_key(k)} = {toml_value(v, draw)}\n"
+                            for k, v in values.items())
+        else:
+            text += f"{toml_key(name)} = {toml_value(dict(values), draw)}\n"
+    for name, values in tables.items():
+        text += f"\n[{toml_key(name)}]\n"
+        text += "".join(f"{toml_key(k)} = {toml_value(v, draw)}\n" for k, v in values.items())
+        if draw(st.booleans()):
+            text += draw(st.sampled_from(["# comment\n", "   # indented \t\n", "\n"]))
+    return text
+
+
+HOST_PORT_HOSTS = st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,30}[A-Za-z0-9])?", fullmatch=True),
+    st.ip_addresses(v=6).map(lambda a: f"[{a}]"),
+    st.sampled_from(["localhost", "168.63.129.16", "169.254.169.254", "[::1]", "wireserver.local"]),
+)
+
+
+@st.composite
+def addresses(draw) -> str:
+    host = draw(HOST_PORT_HOSTS)
+    port = draw(st.one_of(st.none(), st.integers(1, 65535)))
+    text = host if port is None else f"{host}:{str(port).zfill(draw(st.integers(0, 5)))}"
+    if draw(st.booleans()):
+        text = draw(st.sampled_from(["http://", "HTTP://", "Http://"])) + text
+        if draw(st.booleans()):
+            text += "/"
+    return text
+
+
+POSITIVE_NUMBERS = st.one_of(
+    st.floats(min_value=0.0, exclude_min=True, allow_nan=False, allow_infinity=False),
+    st.integers(1, 2**63 - 1),
+    st.sampled_from([5e-324, 1e308, 0.1, 1, 30]),
+)
+
+GROUP_NAMES = st.text(
+    alphabet=characters(exclude_categories=("Cs",)).filter(lambda c: not c.isspace() and c not in ":,"),
+    min_size=1, max_size=12,
+)
+
+
+def valid_values(section: str, key: str):
+    """Valid raw TOML values for one key."""
+    hint = {f.name: f for f in dataclasses.fields(SECTIONS[section])}[key]
+    if key == "address":
+        return st.one_of(addresses(), st.just("")) if section == "wireserver" else addresses()
+    if key == "admin_groups":
+        return st.lists(GROUP_NAMES, max_size=4)
+    if hint.type in ("bool", bool):
+        return st.booleans()
+    return POSITIVE_NUMBERS
+
+
+KNOWN_KEYS = [(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def converted(section: str, key: str, value):
+    """What the loader must make of a valid raw value."""
+    if key == "address":
+        return value or None
+    if key == "admin_groups":
+        return tuple(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    return value
+
+
+def write_raw(root: str, relative: str, data) -> None:
+    path = os.path.join(root, relative)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(data if isinstance(data, bytes) else utf8(data))
+
+
+def check_config(root: str, **kwargs) -> Optional[Config]:
+    try:
+        config = load_config(root, **kwargs)
+    except ConfigError:
+        return None
+    assert isinstance(config, Config)
+    for name, cls in SECTIONS.items():
+        assert isinstance(getattr(config, name), cls)
+    return config
+
+
+# Raw TOML values of every type, awkward ones included.
+TOML_SCALARS = st.one_of(
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(),
+    ANY_TEXT.filter(lambda s: not any(0xD800 <= ord(c) <= 0xDFFF for c in s)),
+    st.datetimes(timezones=st.none() | st.just(datetime.timezone.utc)),
+    st.dates(),
+    st.times(),
+    st.sampled_from(["", "http://", "ftp://x", "https://168.63.129.16", "[::1]:0", "a:99999",
+                     "168.63.129.16:80", "x" * 300, "-x", "host/"]),
+)
+
+TOML_VALUES = st.recursive(
+    TOML_SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(st.from_regex(r"[a-z_]{1,8}", fullmatch=True), children, max_size=3),
+    ),
+    max_leaves=10,
+)
+
+TOML_KEYS = st.one_of(
+    st.sampled_from(sorted({key for _, key in KNOWN_KEYS}) + ["adress", "jiter", "Address"]),
+    st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True),
+    st.text(max_size=8),
+)
+
+TOML_SECTIONS = st.one_of(
+    st.sampled_from(list(SECTIONS) + ["sources", "http2", "HTTP", "imds.extra"]),
+    st.from_regex(r"[a-z]{1,10}", fullmatch=True),
+)
+
+
+@st.composite
+def toml_documents(draw) -> str:
+    """Syntactically valid TOML, random sections/keys/values: mostly wrong for azprov."""
+    sections = draw(st.dictionaries(
+        TOML_SECTIONS,
+        st.dictionaries(TOML_KEYS, st.one_of(TOML_VALUES, st.sampled_from(
+            [True, 1, 1.5, "x", [], ["sudo"], 2**63 - 1, -1, 0, 0.0, "", "169.254.169.254"])),
+            max_size=4),
+        max_size=4,
+    ))
+    text = order_for_toml(draw, sections)
+    if draw(st.integers(0, 3)) == 0:  # a key outside every section
+        text = f"{draw(st.sampled_from(['jitter', 'address', 'x']))} = 1\n" + text
+    return text
+
+
+TOML_FRAGMENTS = [
+    b"[http]\n", b"[[http]]\n", b"=", b"\"", b"'''", b"\\", b"\n", b"\r", b"\x00", b"\xff",
+    b"1" * 5000, b"9e999", b"nan", b"inf", b"[" * 3000, b"{", b"a.b.c = 1\n", b"\xed\xa0\x80",
+]
+
+
+@fuzz(250)
+@example("[http]\njitter = 1" + "0" * 5000 + "\n")
+@example("a = " + "[" * 5000 + "]" * 5000)
+@example("[http]\nconnect_timeout = 1e400\n")
+@example("imds = 3\n")
+@example("[http]\nbackoff_initial = 10\n")
+@given(st.one_of(ANY_TEXT, toml_documents(), st.text(max_size=500)))
+def test_config_any_toml_text(text):
+    with tempfile.TemporaryDirectory() as root:
+        write_raw(root, CONFIG_FILE, text)
+        check_config(root)
+
+
+@fuzz(150)
+@given(st.one_of(
+    st.binary(max_size=400),
+    toml_documents().map(utf8).flatmap(lambda body: mutated(body, TOML_FRAGMENTS)),
+), st.lists(st.tuples(
+    st.text(alphabet=characters(exclude_categories=("Cs",)).filter(lambda c: c not in "/\x00"),
+            min_size=1, max_size=10),
+    st.binary(max_size=100),
+), max_size=3))
+def test_config_any_bytes_and_dropins(body, dropins):
+    with tempfile.TemporaryDirectory() as root:
+        write_raw(root, CONFIG_FILE, body)
+        os.makedirs(os.path.join(root, DROPIN_DIR), exist_ok=True)
+        for name, data in dropins:
+            if name in (".", ".."):
+                continue
+            write_raw(root, os.path.join(DROPIN_DIR, name + ".toml"), data)
+        check_config(root)
+
+
+@st.composite
+def layered_configs(draw):
+    """Valid settings spread over the main file, drop-ins and command-line overrides."""
+    layer_count = draw(st.integers(1, 4))  # 0 = main file, 1..n-1 = drop-ins
+    layers: List[Dict[str, Dict[str, object]]] = [{} for _ in range(layer_count)]
+    overrides: Dict[str, Dict[str, object]] = {}
+    expected: Dict[str, Dict[str, object]] = {name: {} for name in SECTIONS}
+    chosen = draw(st.lists(st.sampled_from(KNOWN_KEYS), max_size=12))
+    for section, key in chosen:
+        value = draw(valid_values(section, key))
+        where = draw(st.integers(0, layer_count))  # layer_count = overrides
+        if where == layer_count:
+            overrides.setdefault(section, {})[key] = value
+        else:
+            layers[where].setdefault(section, {})[key] = value
+    # later wins, key by key: main < drop-ins in lexical order < overrides
+    for layer in layers + [overrides]:
+        for section, values in layer.items():
+            for key, value in values.items():
+                expected[section][key] = converted(section, key, value)
+    texts = [order_for_toml(draw, layer) for layer in layers]
+    skipped = {name: [None] for name in draw(st.lists(st.sampled_from(list(SECTIONS)), max_size=2))}
+    for section, keys in skipped.items():  # None overrides mean "not given"
+        key = draw(st.sampled_from([f.name for f in dataclasses.fields(SECTIONS[section])]))
+        if key not in overrides.get(section, {}):
+            overrides.setdefault(section, {})[key] = None
+    return texts, overrides, expected
+
+
+def expected_config(expected: Dict[str, Dict[str, object]], sources) -> Config:
+    return Config(**{name: cls(**expected[name]) for name, cls in SECTIONS.items()},
+                  sources=tuple(sources))
+
+
+@fuzz(200)
+@given(layered_configs(), st.booleans())
+def test_config_valid_layers_load_back(layers, use_dropin_dir_noise):
+    texts, overrides, expected = layers
+    with tempfile.TemporaryDirectory() as root:
+        write_raw(root, CONFIG_FILE, texts[0])
+        sources = [os.path.join(root, CONFIG_FILE)]
+        for index, text in enumerate(texts[1:]):
+            name = os.path.join(DROPIN_DIR, f"{index:02d}-layer.toml")
+            write_raw(root, name, text)
+            sources.append(os.path.join(root, name))
+        if use_dropin_dir_noise:  # not *.toml: ignored
+            write_raw(root, os.path.join(DROPIN_DIR, "README"), "not toml {")
+            write_raw(root, os.path.join(DROPIN_DIR, "99-x.toml.dpkg-old"), "[nope]\n")
+        note("\n----\n".join(texts))
+        wanted = expected_config(expected, sources)
+        if wanted.http.backoff_initial > wanted.http.backoff_max:
+            with pytest.raises(ConfigError):
+                load_config(root, overrides=overrides)
+        else:
+            assert load_config(root, overrides=overrides) == wanted
+
+
+@st.composite
+def valid_configs(draw, sources=st.just(())) -> Config:
+    sections = {}
+    for name, cls in SECTIONS.items():
+        values = {}
+        for f in dataclasses.fields(cls):
+            if draw(st.booleans()):
+                values[f.name] = converted(name, f.name, draw(valid_values(name, f.name)))
+        sections[name] = cls(**values)
+    config = Config(**sections, sources=draw(sources))
+    assume(config.http.backoff_initial <= config.http.backoff_max)
+    return config
+
+
+def check_render_round_trip(config: Config) -> None:
+    text = render_toml(config)
+    with tempfile.TemporaryDirectory() as root:
+        write_raw(root, CONFIG_FILE, text)
+        loaded = load_config(root)
+    assert dataclasses.replace(loaded, sources=()) == dataclasses.replace(config, sources=())
+
+
+PRINTABLE_PATHS = st.lists(
+    st.text(alphabet=characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")), max_size=40),
+    max_size=3,
+).map(tuple)
+
+
+@fuzz(150)
+@example(Config())
+@example(Config(provisioning=ProvisioningConfig(admin_groups=('"\\\x00\x7f\U0001f600',))))
+@given(valid_configs(sources=PRINTABLE_PATHS))
+def test_config_render_toml_reloads_equal(config):
+    check_render_round_trip(config)
+
+
+@fuzz(50)
+@example(Config(sources=("/etc/azprov/azprov.toml.d/x\n[http]\njitter = false # .toml",)))
+@given(valid_configs(sources=st.lists(ANY_TEXT.filter(
+    lambda s: not any(0xD800 <= ord(c) <= 0xDFFF for c in s)), max_size=3).map(tuple)))
+def test_config_render_toml_reloads_equal_with_any_source_path(config):
+    check_render_round_trip(config)

@@ -1,12 +1,13 @@
 import datetime
+import ipaddress
 import logging
 import os
 import struct
 from pathlib import Path
+from typing import List, Optional, Tuple
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, note, settings, strategies as st
 
 from azprov.endpoint import (
     DEFAULT_WIRESERVER,
@@ -19,6 +20,8 @@ from azprov.endpoint import (
     parse_dhcpcd_lease,
     parse_networkd_lease,
 )
+from azprov.errors import AzprovError
+from support.strategies import ANY_TEXT, XML_SPACE, fuzz
 
 DATA = Path(__file__).parent / "data" / "leases"
 NOW = datetime.datetime(2024, 5, 6, 12, 0, 0, tzinfo=datetime.timezone.utc)
@@ -349,3 +352,268 @@ def test_root_with_glob_characters(tmp_path):
     root = tmp_path / "image[1]*"
     write(root, "run/systemd/netif/leases/2", "OPTION_245=0a000001\n")
     assert discover_wireserver(root=str(root)).address == "10.0.0.1"
+
+
+# --------------------------------------------------------------------------------------------
+# properties (hypothesis): strategies and conventions in support/strategies.py
+
+
+def check_address(address: Optional[str]) -> None:
+    if address is not None:
+        assert isinstance(address, str)
+        assert str(ipaddress.IPv4Address(address)) == address
+
+
+def guarded(function, *args):
+    """Run a lease parser: a result, or AzprovError; any other exception fails the property."""
+    try:
+        return function(*args)
+    except AzprovError:
+        return None
+
+
+NOWS = st.one_of(
+    st.datetimes(min_value=datetime.datetime(1970, 1, 2), max_value=datetime.datetime(9999, 12, 30)),
+    st.datetimes(
+        min_value=datetime.datetime(1970, 1, 2), max_value=datetime.datetime(9999, 12, 30),
+        timezones=st.just(datetime.timezone.utc),
+    ),
+    st.datetimes(
+        min_value=datetime.datetime(1970, 1, 2), max_value=datetime.datetime(9999, 12, 30),
+        timezones=st.builds(datetime.timezone, st.timedeltas(
+            min_value=datetime.timedelta(hours=-23), max_value=datetime.timedelta(hours=23))),
+    ),
+)
+
+LEASE_FRAGMENTS = [
+    "OPTION_245=", "OPTION_245=a83f8110", " OPTION_245 = 'A83F8110' ", "OPTION_245=\"00000000\"",
+    "lease {", "lease{", "}", "{", ";", "option unknown-245 ", "a8:3f:81:10", "1:2:3:4", "a:b:c:d:e",
+    '"\\250?\\201\\020"', '"abcd"', '"\\', "expire ", "never", "epoch 1714979289",
+    "4 2024/05/06 07:08:09", "0 2160/12/21 03:27:36", "9 9999/12/31 23:59:59", "# comment\n",
+    "\n", "\r\n", " ", "\x00", "\u0663", "\u00b2\u00b2", "lease6 {", "ia-na", "epoch 9" * 3,
+    "epoch \u00b2", "\x85", "\u2028",
+]
+
+LEASE_TEXT = st.lists(st.one_of(st.sampled_from(LEASE_FRAGMENTS), ANY_TEXT), max_size=40).map("".join)
+
+
+@fuzz(400)
+@example("OPTION_245=ffffffff\nOPTION_245=00000000")
+@given(st.one_of(ANY_TEXT, LEASE_TEXT, st.text(max_size=2000)))
+def test_networkd_any_text(text):
+    check_address(guarded(parse_networkd_lease, text))
+
+
+@st.composite
+def networkd_leases(draw) -> Tuple[str, Optional[str]]:
+    lines, expected = [], None
+    for _ in range(draw(st.integers(0, 8))):
+        if draw(st.booleans()):
+            raw = draw(st.binary(min_size=4, max_size=4))
+            hex_text = "".join(
+                draw(st.sampled_from(["%02x", "%02X"])) % byte for byte in raw
+            )
+            quote = draw(st.sampled_from(["", '"', "'"]))
+            lines.append(f"{draw(XML_SPACE.map(lambda s: s.replace(chr(13), '').replace(chr(10), '')))}"
+                         f"OPTION_245={quote}{hex_text}{quote}")
+            expected = str(ipaddress.IPv4Address(raw))
+        else:
+            lines.append(draw(st.sampled_from(["ADDRESS=10.0.0.4", "# This is private data.",
+                                               "OPTION_24=a83f8110", "OPTION_2450=a83f8110",
+                                               "OPTION_245=a83f811", "OPTION_245=a83f81100", ""])))
+    return "\n".join(lines) + draw(st.sampled_from(["", "\n"])), expected
+
+
+@fuzz(200)
+@given(networkd_leases())
+def test_networkd_generated_leases_take_the_last_option(pair):
+    text, expected = pair
+    assert parse_networkd_lease(text) == expected
+
+
+@fuzz(400)
+@example('lease {\n  option unknown-245 a8:3f:81:10;\n  expire epoch \u00b2;\n}\n',
+         datetime.datetime(2024, 1, 1))
+@example('lease {\n  expire 4 2024/02/30 07:08:09;\n}\n', datetime.datetime(2024, 1, 1))
+@given(st.one_of(ANY_TEXT, LEASE_TEXT, st.text(max_size=2000)), NOWS)
+def test_dhclient_any_text(text, now):
+    check_address(guarded(parse_dhclient_leases, text, now))
+
+
+def dhclient_hex(draw, raw: bytes) -> str:
+    parts = []
+    for byte in raw:
+        form = draw(st.sampled_from(["%x", "%02x", "%X", "%02X"]))
+        parts.append(form % byte)
+    return ":".join(parts)
+
+
+def dhclient_quoted(draw, raw: bytes) -> str:
+    out = []
+    for byte in raw:
+        char = chr(byte)
+        if 0x20 <= byte < 0x7F and char not in '"\\' and draw(st.booleans()):
+            out.append(char)
+        elif char in '"\\' and draw(st.booleans()):
+            out.append("\\" + char)
+        else:
+            out.append("\\%03o" % byte)
+    return '"' + "".join(out) + '"'
+
+
+DHCLIENT_NOISE = [
+    'interface "eth0";', "fixed-address 10.0.0.4;", 'server-name "RD0003FF6F4A7C";',
+    "option subnet-mask 255.255.255.0;", "option routers 10.0.0.1;",
+    "option dhcp-server-identifier 168.63.129.16;", "option unknown-246 a8:3f:81:10;",
+    "option unknown-2450 a8:3f:81:10;", 'option domain-name "x; y { } # z";',
+    "option rfc3442-classless-static-routes 0,10,0,0,1,32,168,63,129,16,10,0,0,1;",
+    "renew 0 2160/12/21 03:27:36;", "rebind 0 2160/12/21 03:27:36;", "# a comment { ;\n",
+    "option unknown-245 a8:3f:81;", "option unknown-245 a8:3f:81:10:01;", "option unknown-245 zz;",
+]
+
+
+@st.composite
+def dhclient_databases(draw) -> Tuple[str, datetime.datetime, Optional[str]]:
+    """A lease database with several blocks; the expected address is computed independently."""
+    now = draw(st.datetimes(min_value=datetime.datetime(1971, 1, 1),
+                            max_value=datetime.datetime(2200, 1, 1)))
+    now_utc = now.replace(tzinfo=datetime.timezone.utc)
+    if draw(st.booleans()):
+        now = now_utc
+    chunks = []
+    if draw(st.booleans()):
+        chunks.append('default-duid "\\000\\004\\221&|R\\237\\002L\\376";\n')
+    expected = None
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["lease", "lease", "lease", "other"]))
+        statements, value, usable = [], None, True
+        for _ in range(draw(st.integers(0, 6))):
+            choice = draw(st.sampled_from(["245", "245", "expire", "noise"]))
+            if choice == "245":
+                raw = draw(st.binary(min_size=4, max_size=4))
+                encoded = dhclient_quoted(draw, raw) if draw(st.booleans()) else dhclient_hex(draw, raw)
+                statements.append(f"option unknown-245 {encoded};")
+                value = str(ipaddress.IPv4Address(raw))
+            elif choice == "expire":
+                form = draw(st.sampled_from(["date", "date", "never", "epoch", "bad"]))
+                if form == "never":
+                    statements.append("expire never;")
+                elif form == "bad":
+                    statements.append(draw(st.sampled_from([
+                        "expire soon;", "expire 4 2024/02/30 07:08:09;", "expire;",
+                        "expire epoch;", "expire 2024/05/06 07:08:09;", "expire x 2024/05/06 07:08:09;",
+                    ])))
+                    usable = False
+                else:
+                    delta = draw(st.one_of(
+                        st.timedeltas(min_value=datetime.timedelta(days=-3000),
+                                      max_value=datetime.timedelta(days=3000)),
+                        st.sampled_from([datetime.timedelta(0), datetime.timedelta(seconds=1),
+                                         datetime.timedelta(seconds=-1)]),
+                    ))
+                    expiry = (now_utc + delta).replace(microsecond=0)
+                    if expiry.year < 1971:  # no negative epoch values
+                        expiry = datetime.datetime(1971, 1, 1, tzinfo=datetime.timezone.utc)
+                    if form == "epoch":  # a comment runs to the end of its line
+                        statements.append(f"expire epoch {int(expiry.timestamp())}; # {expiry}\n")
+                    else:
+                        weekday = draw(st.integers(0, 6))
+                        statements.append(f"expire {weekday} {expiry:%Y/%m/%d %H:%M:%S};")
+                    if expiry <= now_utc:
+                        usable = False
+            else:
+                statements.append(draw(st.sampled_from(DHCLIENT_NOISE)))
+        separator = draw(st.sampled_from(["\n  ", " ", "\n\t"]))
+        body = separator.join(statements)
+        if kind == "lease":
+            chunks.append(f"lease {{{separator}{body}\n}}\n")
+            if usable and value is not None:
+                expected = value
+        else:
+            head = draw(st.sampled_from(["alias", "lease6", "lease4", "failover peer \"x\""]))
+            inner = draw(st.sampled_from(["", "ia-na 01:02 { iaaddr 10.0.0.9 { } }"]))
+            chunks.append(f"{head} {{ {inner}\n{body}\n}}\n")
+    return "".join(chunks), now, expected
+
+
+@fuzz(400)
+@given(dhclient_databases())
+def test_dhclient_generated_databases_pick_the_last_unexpired_block(triple):
+    text, now, expected = triple
+    note(text)
+    assert parse_dhclient_leases(text, now) == expected
+
+
+@fuzz(400)
+@example(b"")
+@example(b"\x00" * 236 + b"\x63\x82\x53\x63" + b"\xf5")
+@given(st.one_of(
+    st.binary(max_size=600),
+    st.binary(min_size=236, max_size=236).flatmap(
+        lambda header: st.binary(max_size=300).map(lambda rest: header + b"\x63\x82\x53\x63" + rest)
+    ),
+))
+def test_dhcpcd_any_bytes(data):
+    check_address(guarded(parse_dhcpcd_lease, data))
+
+
+DHCP_OTHER_OPTION = st.tuples(
+    st.integers(1, 254).filter(lambda code: code != 245),
+    st.one_of(st.binary(max_size=16), st.binary(max_size=255)),
+).map(lambda pair: bytes([pair[0], len(pair[1])]) + pair[1])
+
+
+@st.composite
+def dhcpcd_packets(draw, wrong_lengths: bool = True) -> Tuple[bytes, Optional[str]]:
+    """A raw DHCP packet whose option 245 may be split over several instances (RFC 3396)."""
+    header = draw(st.binary(min_size=236, max_size=236))
+    options: List[bytes] = []
+    for _ in range(draw(st.integers(0, 8))):
+        options.append(draw(DHCP_OTHER_OPTION))
+    options += [b"\x00"] * draw(st.integers(0, 3))
+    expected = None
+    if draw(st.integers(0, 4)):
+        value = draw(st.one_of(st.binary(min_size=4, max_size=4), st.binary(max_size=8))
+                     if wrong_lengths else st.binary(min_size=4, max_size=4))
+        cuts = sorted(draw(st.lists(st.integers(0, len(value)), max_size=3)))
+        pieces = [value[a:b] for a, b in zip([0] + cuts, cuts + [len(value)])]
+        # the pieces keep their order (concatenation order matters), other options in between
+        slots = sorted(draw(st.lists(st.integers(0, len(options)), min_size=len(pieces),
+                                     max_size=len(pieces))), reverse=True)
+        for slot, piece in zip(slots, reversed(pieces)):
+            options.insert(slot, bytes([245, len(piece)]) + piece)
+        if len(value) == 4:
+            expected = str(ipaddress.IPv4Address(value))
+    options = draw(st.permutations(options)) if draw(st.booleans()) and expected is None else options
+    # the end option (a lease without it is a cut-short file: None); after it, garbage, even a
+    # fake option 245, must be ignored
+    tail = b"\xff" + draw(st.sampled_from([b"", b"\xf5\x04\x01\x02\x03\x04", b"\x00\x01"]))
+    return header + b"\x63\x82\x53\x63" + b"".join(options) + tail, expected
+
+
+@fuzz(250)
+@given(dhcpcd_packets())
+def test_dhcpcd_generated_packets_round_trip(pair):
+    data, expected = pair
+    assert parse_dhcpcd_lease(data) == expected
+
+
+def check_truncations(packet: bytes, expected: Optional[str], cut: int) -> None:
+    result = parse_dhcpcd_lease(packet[:cut])
+    check_address(result)
+    assert result in (None, expected), (cut, result, expected)
+
+
+@fuzz(100)
+@given(dhcpcd_packets(wrong_lengths=False), st.data())
+def test_dhcpcd_truncated_packets_never_guess(pair, data):
+    packet, expected = pair
+    check_truncations(packet, expected, data.draw(st.integers(0, len(packet))))
+
+
+@fuzz(30)
+@example((b"\x00" * 236 + b"\x63\x82\x53\x63" + b"\xf5\x04\x01\x02\x03\x04"
+          + b"\xf5\x04\x05\x06\x07\x08" + b"\xff", None), 246)
+@given(dhcpcd_packets(), st.integers(0, 2000))
+def test_dhcpcd_truncated_packets_never_guess_whatever_the_option_length(pair, cut):
+    check_truncations(*pair, cut)

@@ -2,11 +2,31 @@ import datetime
 import importlib
 import pkgutil
 import re
+import string
+import unicodedata
 from pathlib import Path
+from typing import List
+
+from hypothesis import example, given, note, strategies as st
 
 import azprov
 from azprov import errors
-from azprov.errors import DESCRIPTION_LIMIT, ExitCode, InvalidMetadata, Refused, encode_description
+from azprov.errors import (
+    DESCRIPTION_LIMIT,
+    AzprovError,
+    Busy,
+    ConfigError,
+    ExitCode,
+    FabricUnreachable,
+    HttpStatusError,
+    InvalidMetadata,
+    MissingRoleInstance,
+    ProtocolError,
+    Refused,
+    StepFailed,
+    encode_description,
+)
+from support.strategies import ANY_CHAR, ANY_TEXT, NASTY_CHAR, fuzz
 
 WHEN = datetime.datetime(2026, 11, 24, 12, 0, 0, 123, tzinfo=datetime.timezone.utc)
 
@@ -43,6 +63,7 @@ def test_exit_codes_are_distinct():
 
 
 # -- the reason catalogue -------------------------------------------------------------------
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,3 +139,143 @@ def test_the_troubleshooting_table_gives_each_reason_its_exit_code():
     for reasons_cell, code in rows:
         for reason in re.findall(r"`([a-z0-9_]+)`", reasons_cell):
             assert int(errors.reasons()[reason].exit_code) == int(code), reason
+
+
+# --------------------------------------------------------------------------------------------
+# properties (hypothesis): strategies and conventions in support/strategies.py
+
+
+ERROR_CLASSES = [AzprovError, ConfigError, FabricUnreachable, ProtocolError, InvalidMetadata,
+                 StepFailed, Refused, Busy, MissingRoleInstance]
+
+FIXED_KEYS = ("result", "reason", "agent", "step", "message", "vm_id", "timestamp",
+              "documentation_url")
+
+
+def _field_name(key: str) -> str:
+    """The field name a detail key becomes (controls and '|' are spaces, then stripped)."""
+    return re.sub(r"[\x00-\x1f\x7f|]", " ", key).strip().split("=", 1)[0]
+
+
+# Detail keys that do not collide with a fixed field (collisions: see the xfail test below).
+DETAIL_KEYS = st.one_of(
+    st.from_regex(r"[a-z][a-z_]{0,15}", fullmatch=True),
+    ANY_TEXT,
+).filter(lambda key: _field_name(key) not in FIXED_KEYS)
+
+DETAIL_VALUES = st.one_of(st.none(), ANY_TEXT, st.integers(), st.floats(), st.booleans(),
+                          st.text(min_size=20, max_size=60).map(lambda s: s * 15))
+
+TIMESTAMPS = st.one_of(
+    st.none(),
+    st.datetimes(timezones=st.just(datetime.timezone.utc)),
+    st.datetimes(timezones=st.none() | st.builds(datetime.timezone, st.timedeltas(
+        min_value=datetime.timedelta(hours=-23), max_value=datetime.timedelta(hours=23)))),
+)
+
+REALISTIC_VM_IDS = st.one_of(st.none(), st.uuids().map(str), st.just(""))
+REALISTIC_STEPS = st.sampled_from([None, "hostname", "user", "ssh_keys", "sshd", "host_keys"])
+
+REALISTIC_AGENTS = st.from_regex(r"azprov/[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(\+[a-z0-9.]{1,20})?",
+                                 fullmatch=True)
+
+LONG_TEXT = st.tuples(st.text(alphabet=st.one_of(ANY_CHAR, NASTY_CHAR), min_size=1, max_size=80),
+                      st.integers(1, 40)).map(lambda pair: pair[0] * pair[1])
+
+
+@st.composite
+def azprov_errors(draw, message=st.one_of(ANY_TEXT, LONG_TEXT), detail_keys=DETAIL_KEYS):
+    cls = draw(st.sampled_from(ERROR_CLASSES + [HttpStatusError]))
+    details = draw(st.dictionaries(detail_keys, DETAIL_VALUES, max_size=6))
+    text = draw(message)
+    if cls is HttpStatusError:
+        return HttpStatusError(text, draw(st.integers(100, 599)), **details)
+    return cls(text, **details)
+
+
+def fields_of(description: str) -> List[str]:
+    return description.split("|")
+
+
+def check_description_shape(error, text, vm_id, timestamp):
+    assert isinstance(text, str)
+    assert len(text) <= DESCRIPTION_LIMIT
+    assert not re.search(r"[\x00-\x1f\x7f]", text)
+    assert text.startswith(f"result=error|reason={error.reason}|")
+    fields = fields_of(text)
+    assert [f for f in fields if f.startswith("reason=")] == [f"reason={error.reason}"]
+    assert fields[1] == f"reason={error.reason}"
+    vm_fields = [f for f in fields if f.startswith("vm_id=")]
+    assert vm_fields == [f"vm_id={(vm_id or 'unknown').strip()}"]
+    stamps = [f for f in fields if f.startswith("timestamp=")]
+    assert len(stamps) == 1
+    if timestamp is not None:
+        assert stamps[0] == f"timestamp={timestamp.replace(microsecond=0).isoformat()}"
+    else:
+        assert datetime.datetime.fromisoformat(stamps[0][len("timestamp="):]).tzinfo is not None
+
+
+@fuzz(150)
+@example(Refused("x" * 5000, detail="y" * 600), "azprov/0.1.0", "hostname", "vm-1", None, {})
+@given(azprov_errors(), REALISTIC_AGENTS, REALISTIC_STEPS, REALISTIC_VM_IDS, TIMESTAMPS,
+       st.dictionaries(DETAIL_KEYS, DETAIL_VALUES, max_size=3))
+def test_description_shape(error, agent, step, vm_id, timestamp, extra):
+    text = encode_description(error, agent=agent, step=step, vm_id=vm_id, timestamp=timestamp,
+                              extra=extra)
+    note(text)
+    check_description_shape(error, text, vm_id, timestamp)
+
+
+@fuzz(150)
+@given(azprov_errors(), ANY_TEXT,
+       st.one_of(st.none(), ANY_TEXT), st.one_of(st.none(), ANY_TEXT), TIMESTAMPS,
+       st.text(alphabet=st.one_of(ANY_CHAR, NASTY_CHAR), min_size=1, max_size=60).map(lambda s: s * 10))
+def test_description_length_with_any_fixed_fields(error, agent, step, vm_id, timestamp, huge):
+    for fields in ({"agent": agent + huge}, {"step": (step or "") + huge}, {"vm_id": huge}, {}):
+        arguments = {"agent": agent, "step": step, "vm_id": vm_id, "timestamp": timestamp, **fields}
+        text = encode_description(error, **arguments)
+        assert len(text) <= DESCRIPTION_LIMIT
+        assert not re.search(r"[\x00-\x1f\x7f]", text)
+        assert text.startswith("result=error|reason=")
+
+
+@fuzz(50)
+@example(Refused("m", reason="forged"), "azprov/0.1.0", None, "vm-1", None, {})
+@given(azprov_errors(detail_keys=st.one_of(DETAIL_KEYS, st.sampled_from(FIXED_KEYS))),
+       REALISTIC_AGENTS, REALISTIC_STEPS, REALISTIC_VM_IDS, TIMESTAMPS,
+       st.dictionaries(st.sampled_from(FIXED_KEYS), DETAIL_VALUES, max_size=2))
+def test_description_fixed_fields_cannot_be_duplicated_by_details(error, agent, step, vm_id,
+                                                                   timestamp, extra):
+    text = encode_description(error, agent=agent, step=step, vm_id=vm_id, timestamp=timestamp,
+                              extra=extra)
+    fields = fields_of(text)
+    for key in ("result", "reason", "agent", "vm_id", "timestamp", "documentation_url"):
+        assert len([f for f in fields if f.startswith(key + "=")]) == 1, (key, text)
+
+
+@fuzz(50)
+@example(Refused("first\x85second\u2028third\x9b[31m"), "azprov/0.1.0", None, "vm-1", None)
+@given(azprov_errors(), REALISTIC_AGENTS, REALISTIC_STEPS, REALISTIC_VM_IDS, TIMESTAMPS)
+def test_description_has_no_unicode_control_or_line_break(error, agent, step, vm_id, timestamp):
+    text = encode_description(error, agent=agent, step=step, vm_id=vm_id, timestamp=timestamp)
+    assert len(text.splitlines()) == 1
+    assert not [c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+
+
+@fuzz(50)
+@example(Refused("m"), "azprov/0.1.0", None, "v" * 600, None)
+@given(azprov_errors(), REALISTIC_AGENTS, REALISTIC_STEPS,
+       st.text(alphabet=string.hexdigits + "-", min_size=0, max_size=700), TIMESTAMPS)
+def test_description_keeps_vm_id_and_timestamp_whatever_the_vm_id(error, agent, step, vm_id,
+                                                                  timestamp):
+    text = encode_description(error, agent=agent, step=step, vm_id=vm_id, timestamp=timestamp)
+    fields = fields_of(text)
+    assert any(f.startswith("vm_id=") for f in fields)
+    assert any(f.startswith("timestamp=") for f in fields)
+
+
+@fuzz(50)
+@example(StepFailed("cannot write /home/\udcff/.ssh"), "azprov/0.1.0")
+@given(azprov_errors(), REALISTIC_AGENTS)
+def test_description_is_utf8_encodable(error, agent):
+    encode_description(error, agent=agent).encode("utf-8")

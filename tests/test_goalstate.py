@@ -1,9 +1,22 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, note, strategies as st
 
 from azprov.errors import ProtocolError
 from azprov.goalstate import GOAL_STATE_MAX_BYTES, GoalState, MissingRoleInstance, parse_goal_state
+from support.strategies import (
+    XML_FRAGMENTS,
+    check_goal_state,
+    fuzz,
+    mutated,
+    near_goal_states,
+    utf8,
+    valid_goal_states,
+    without_declaration,
+    xml_documents,
+    xml_trees,
+)
 
 DATA = Path(__file__).parent / "data" / "goalstates"
 
@@ -61,3 +74,64 @@ def test_oversized_body_is_refused_before_parsing():
     body = gs() + b" " * GOAL_STATE_MAX_BYTES
     with pytest.raises(ProtocolError, match="over the"):
         parse_goal_state(body)
+
+
+# --------------------------------------------------------------------------------------------
+# properties (hypothesis): strategies and conventions in support/strategies.py
+
+
+@fuzz(400)
+@example(b"")
+@example(b"\x00" * 10)
+@example(b"<GoalState/>")
+@example(b"\xef\xbb\xbf<GoalState/>")
+@example(b"\xff\xfe<\x00G\x00/\x00>\x00")
+@given(st.binary(max_size=2048))
+def test_goal_state_any_bytes_parse_or_protocol_error(body):
+    check_goal_state(body)
+
+
+@fuzz(80)
+@example(b"<" * (GOAL_STATE_MAX_BYTES + 1))
+@example(b"<GoalState>" + b"<a>" * 150_000)  # deep nesting, under the size cap
+@given(st.integers(0, 5).flatmap(lambda n: st.binary(min_size=n, max_size=n)))
+def test_goal_state_huge_or_deep_documents(body):
+    check_goal_state(body)
+
+
+@fuzz(150)
+@example(utf8((Path(__file__).parent / "data" / "goalstates" / "goalstate.xml").read_text()))
+@given(st.one_of(
+    xml_documents(xml_trees(["GoalState"])),
+    xml_documents(near_goal_states()),
+))
+def test_goal_state_random_xml_trees_parse_or_protocol_error(body):
+    note(repr(body))
+    check_goal_state(body)
+
+
+@fuzz(150)
+@given(valid_goal_states().flatmap(
+    lambda pair: mutated(without_declaration(pair[1]), [f.encode() for f in XML_FRAGMENTS])
+))
+def test_goal_state_mutated_valid_documents_parse_or_protocol_error(body):
+    check_goal_state(body)
+
+
+@fuzz(150)
+@given(valid_goal_states())
+def test_goal_state_valid_documents_round_trip(pair):
+    expected, body = pair
+    note(body.decode())
+    assert parse_goal_state(body) == expected
+
+
+@fuzz(50)
+@given(valid_goal_states())
+def test_goal_state_without_role_instance_is_the_transient_error(pair):
+    _, body = pair
+    text = body.decode()
+    start = text.index("<RoleInstance>")
+    end = text.index("</RoleInstance>") + len("</RoleInstance>")
+    with pytest.raises(MissingRoleInstance):
+        parse_goal_state((text[:start] + text[end:]).encode())

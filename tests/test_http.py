@@ -5,15 +5,8 @@ import requests
 import responses
 
 from azprov.errors import ConfigError, FabricUnreachable, HttpStatusError, ProtocolError
-from azprov.http import (
-    RETRY_AFTER_MAX,
-    Outcome,
-    RetryPolicy,
-    _retry_after,
-    classify,
-    normalize_base_url,
-)
-from fakes import fake_http
+from azprov.http import RETRY_AFTER_MAX, Outcome, RetryPolicy, _retry_after, classify, normalize_base_url
+from support.fakes import fake_http
 
 URL = "http://wire.test/machine/?comp=goalstate"
 POLICY = RetryPolicy(deadline=60, backoff_initial=0.5, backoff_max=3.0)

@@ -11,7 +11,7 @@ import pytest
 from azprov import state
 from azprov.errors import Busy
 from azprov.host import Host
-from fakes import FakeClock
+from support.fakes import FakeClock
 
 
 def sample(**changes) -> state.State:

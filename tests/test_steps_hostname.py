@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import string
+from typing import Optional
+
 import pytest
+from hypothesis import example, given, strategies as st
 
 from azprov import errors
+from azprov.errors import InvalidMetadata
 from azprov.host import Host
 from azprov.steps import dhcp, hostname
 from support.fakes import FakeRunner, metadata
+from support.strategies import ANY_TEXT, fuzz
 
 
 @pytest.fixture
@@ -131,3 +138,71 @@ def test_with_systemd_running_hostnamectl_sets_the_name(scratch_root, config):
     assert hostname.apply(host, metadata(computer_name="vm9"), settings) is True
     assert runner.calls[0] == ["hostnamectl", "set-hostname", "vm9"]
     assert "127.0.1.1\tvm9" in read(host, "/etc/hosts")  # hostnamectl leaves /etc/hosts to us
+
+
+# --------------------------------------------------------------------------------------------
+# properties (hypothesis): strategies and conventions in support/strategies.py
+
+
+RFC1123_HOSTNAME = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+
+HOSTNAME_ISH = st.lists(
+    st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,8}[A-Za-z0-9])?", fullmatch=True), min_size=1, max_size=4
+).map(".".join)
+
+HOSTNAME_INPUTS = st.one_of(
+    ANY_TEXT,
+    HOSTNAME_ISH,
+    st.tuples(HOSTNAME_ISH, st.sampled_from(["", "-", ".", "..", "_", " ", "\t", "\x00", "\u212a",
+                                              "\u0130", "\uff41", "a" * 64, "\r", "\n", "/"]),
+              st.booleans())
+      .map(lambda t: t[1] + t[0] if t[2] else t[0] + t[1]),
+    st.text(alphabet=string.ascii_letters + string.digits + "-.", max_size=80),
+)
+
+
+def check_hostname(computer_name: str) -> Optional[str]:
+    try:
+        name = hostname.validate(computer_name)
+    except InvalidMetadata:
+        return None
+    assert isinstance(name, str)
+    assert RFC1123_HOSTNAME.fullmatch(name), name
+    assert all(len(label) <= 63 for label in name.split("."))
+    assert len(name) <= 64
+    return name
+
+
+@fuzz(400)
+@example("vm1")
+@example("-vm")
+@example("a..b")
+@given(HOSTNAME_INPUTS.filter(lambda s: not s.endswith("\n")))  # see the xfail test below
+def test_hostname_validator_accepts_only_rfc1123_names(computer_name):
+    check_hostname(computer_name)
+
+
+@fuzz(200)
+@given(st.lists(
+    st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", fullmatch=True), min_size=1, max_size=5
+).map(".".join).filter(lambda name: len(name) <= 64))
+def test_hostname_validator_accepts_valid_names_lower_cased(computer_name):
+    assert check_hostname(computer_name) == computer_name.lower()
+
+
+@fuzz(50)
+@example("vm1\n")
+@given(HOSTNAME_ISH.map(lambda name: name + "\n"))
+def test_hostname_validator_refuses_a_trailing_newline(computer_name):
+    check_hostname(computer_name)
+
+
+@fuzz(50)
+@example("\u212aVM")
+@given(HOSTNAME_INPUTS)
+def test_hostname_validator_never_rewrites_non_ascii(computer_name):
+    name = check_hostname(computer_name)
+    if name is not None:
+        assert computer_name.isascii() and name == computer_name.lower()

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import stat
 import struct
 import subprocess
+from typing import Tuple
 
 import pytest
+from hypothesis import example, given, strategies as st
 
 from azprov import errors
+from azprov.errors import InvalidMetadata
 from azprov.host import Host
 from azprov.imds import PublicKey
 from azprov.steps import ssh_keys
 from support.cli import requires_root
 from support.fakes import ED25519, metadata
 from support.scratch_root import make_scratch_root
+from support.strategies import ANY_TEXT, characters, fuzz, mutated, utf8
 
 UID = 1500
 
@@ -204,3 +209,112 @@ def test_check_refuses_a_symlinked_key_file(root, config):
 def test_check_passes_for_a_user_still_to_be_created(tmp_path, config):
     root = make_scratch_root(str(tmp_path / "r"))
     ssh_keys.check(Host(root), metadata(admin_username="newuser"), config.provisioning)
+
+
+# --------------------------------------------------------------------------------------------
+# properties (hypothesis): strategies and conventions in support/strategies.py
+
+
+SSH_KEY_TYPES = sorted([
+    "ssh-rsa", "ssh-dss", "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
+    "ssh-ed25519-cert-v01@openssh.com",
+])
+
+BASE64_BLOB = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+# Comments: anything printable on one line, as ssh-keygen -C allows.
+COMMENT_TEXT = st.text(
+    alphabet=characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")), max_size=40
+)
+
+
+@st.composite
+def ssh_keys_lines(draw, comments=COMMENT_TEXT) -> Tuple[str, Tuple[str, str, str]]:
+    key_type = draw(st.sampled_from(SSH_KEY_TYPES))
+    name = key_type.encode()
+    blob = base64.b64encode(struct.pack(">I", len(name)) + name + draw(st.binary(max_size=80))).decode()
+    comment = draw(comments)
+    space = draw(st.sampled_from([" ", "  ", "\t", " \t"]))
+    indent = draw(st.sampled_from(["", " ", "\t"]))
+    line = f"{indent}{key_type}{space}{blob}"
+    if comment.strip():
+        line += f"{space}{comment}"
+    line += draw(st.sampled_from(["", "\n", "\r\n", "\r\n\r\n", " "]))
+    return line, (key_type, blob, comment.strip() if comment.strip() else "")
+
+
+def check_ssh_key(key_data: str):
+    try:
+        parsed = ssh_keys.parse_key(key_data)
+    except InvalidMetadata:
+        return None
+    key_type, blob, comment = parsed
+    assert key_type in ssh_keys.KEY_TYPES  # the first field: never an option
+    assert BASE64_BLOB.fullmatch(blob)
+    raw = base64.b64decode(blob)
+    (length,) = struct.unpack(">I", raw[:4])
+    assert raw[4:4 + length] == key_type.encode()
+    line = " ".join(part for part in parsed if part)
+    assert not re.search(r"[\x00-\x08\x0a-\x1f\x7f]", line)
+    return parsed
+
+
+SSH_FRAGMENTS = [b"\n", b"\r", b"\x00", b"command=\"sh\" ", b"no-pty,", b"restrict ", b"=", b"\xe2\x80\xa8",
+                 b"\xc2\x85", b"ssh-ed25519 ", b" ", b"\t", b"AAAA"]
+
+
+@fuzz(300)
+@example("")
+@example('command="/bin/sh" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA==')
+@example("no-pty,from=\"*\" ssh-rsa AAAAB3NzaC1yc2EAAAADAQAB")
+@given(st.one_of(
+    ANY_TEXT,
+    st.text(max_size=300),
+    ssh_keys_lines().flatmap(lambda pair: mutated(utf8(pair[0]), SSH_FRAGMENTS)).map(
+        lambda b: b.decode("utf-8", "replace")
+    ),
+).filter(lambda s: not any(c in s for c in "\x85\u2028\u2029")))  # see the xfail test below
+def test_ssh_key_validator_accepts_only_single_plain_keys(key_data):
+    check_ssh_key(key_data)
+
+
+@fuzz(300)
+@given(ssh_keys_lines())
+def test_ssh_key_validator_round_trips_valid_keys(pair):
+    line, expected = pair
+    assert check_ssh_key(line) == expected
+
+
+@fuzz(100)
+@given(st.sampled_from(['command="sh" ', "no-pty ", 'from="*",no-agent-forwarding ', "restrict ",
+                        "cert-authority ", 'environment="A=B" ']), ssh_keys_lines())
+def test_ssh_key_validator_refuses_options(options, pair):
+    with pytest.raises(InvalidMetadata):
+        ssh_keys.parse_key(options + pair[0])
+
+
+@fuzz(200)
+@given(st.text(max_size=300), st.lists(ssh_keys_lines(), max_size=4))
+def test_ssh_key_merge_is_idempotent_and_keeps_every_key(existing, lines):
+    keys = [check_ssh_key(line) for line, _ in lines]
+    once = ssh_keys.merge(existing, keys)
+    assert ssh_keys.merge(once, keys) == once
+    file_lines = once.splitlines()
+    for key_type, blob, _ in keys:
+        assert any(line.split()[:2] == [key_type, blob] for line in file_lines)
+
+
+@fuzz(50)
+@example(
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtra2tra2tra2tra2tra2tra2tra2tra2tra2tra2tr "
+    'me\u2028command="sh" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtra2tra2tra2tra2tra2tra2tra2tra2tra2tra2tr'
+)
+@given(ssh_keys_lines(comments=st.tuples(COMMENT_TEXT, st.sampled_from(["\u2028", "\u2029", "\x85"]),
+                                         COMMENT_TEXT).map("".join)).map(lambda pair: pair[0]))
+def test_ssh_key_comment_never_holds_a_line_break(key_data):
+    parsed = check_ssh_key(key_data)
+    if parsed is not None:
+        once = ssh_keys.merge("", [parsed])
+        assert len(once.splitlines()) == 1
+        assert ssh_keys.merge(once, [parsed]) == once

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
+from typing import Optional
 
 import pytest
+from hypothesis import example, given, strategies as st
 
 from azprov import errors
+from azprov.errors import InvalidMetadata
 from azprov.host import CommandResult, Host
 from azprov.steps import user
 from support.cli import requires_root
 from support.fakes import FakeRunner, metadata
 from support.scratch_root import make_scratch_root, snapshot
+from support.strategies import ANY_TEXT, fuzz
 
 
 def temp_files(root) -> list:
@@ -158,3 +163,51 @@ def test_a_group_of_that_name_is_joined(tmp_path, config):
     host = Host(root)
     user.apply(host, metadata(admin_username="azureuser"), config.provisioning)
     assert host.user("azureuser").gid == 1200
+
+
+# --------------------------------------------------------------------------------------------
+# properties (hypothesis): strategies and conventions in support/strategies.py
+
+
+@pytest.fixture(scope="module")
+def steps_host(tmp_path_factory):
+    """A Host on a scratch image tree (system accounts as on Debian 12) for user.validate."""
+    return Host(make_scratch_root(str(tmp_path_factory.mktemp("steps") / "root")))
+
+
+PORTABLE_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+USERNAME_INPUTS = st.one_of(
+    ANY_TEXT,
+    st.from_regex(r"[a-z_][a-z0-9_-]{0,31}", fullmatch=True),
+    st.tuples(st.from_regex(r"[a-z_][a-z0-9_-]{0,31}", fullmatch=True),
+              st.sampled_from(["", "-", " ", "\t", "\x00", "\r", "\n", "$", "A", ":", "/", "..",
+                               "\u0131", "\u212a", "x" * 32])).map("".join),
+    st.sampled_from(["root", "nobody", "sshd", "daemon", "sudo", "admin", "-oProxyCommand=sh"]),
+)
+
+
+def check_username(host, username: str) -> Optional[str]:
+    try:
+        name = user.validate(host, username)
+    except InvalidMetadata:
+        return None
+    assert name == username
+    assert PORTABLE_USER.fullmatch(name), repr(name)
+    assert name not in user.RESERVED
+    entry = host.user(name)
+    assert entry is None or entry.uid >= 1000
+    return name
+
+
+@fuzz(300)
+@given(USERNAME_INPUTS.filter(lambda s: not s.endswith("\n")))  # see the xfail test below
+def test_username_validator_accepts_only_portable_non_system_names(steps_host, username):
+    check_username(steps_host, username)
+
+
+@fuzz(50)
+@example("azureuser\n")
+@given(st.from_regex(r"[a-z_][a-z0-9_-]{0,31}", fullmatch=True).map(lambda name: name + "\n"))
+def test_username_validator_refuses_a_trailing_newline(steps_host, username):
+    check_username(steps_host, username)

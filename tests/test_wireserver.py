@@ -6,7 +6,7 @@ from azprov.goalstate import GoalState
 from azprov.health import HealthStatus, parse_health_report
 from azprov.http import RetryPolicy
 from azprov.wireserver import GONE_ATTEMPTS, ROLE_INSTANCE_ATTEMPTS, WireServerClient
-from fakes import fake_http
+from support.fakes import fake_http
 
 WS = "http://wire.test"
 GS_URL = f"{WS}/machine/?comp=goalstate"

@@ -1,4 +1,5 @@
-"""Fakes for provisioning tests: a recording command runner and an in-memory fabric."""
+"""The fakes of the unit tests: a clock that only moves when the code sleeps, a recording command
+runner, an in-memory fabric, and a Host that behaves as the running system."""
 
 from __future__ import annotations
 
@@ -12,6 +13,29 @@ from azprov.imds import Metadata, OsProfile, PublicKey
 ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDSi/X+2K9K0naVa3RLHjpeUGQvbDYDviCgQOvvubHr7 "
            "azureuser@azprov-demo")
 VM_ID = "8b1e4c3d-52a7-4f6e-9c80-d3a2b7e615f4"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def fake_http(**kwargs):
+    """An HttpClient on a fake clock with jitter fixed at its ceiling (rng = 1.0)."""
+    from azprov.http import HttpClient
+
+    clock = FakeClock()
+    client = HttpClient(clock=clock, sleep=clock.sleep, rng=kwargs.pop("rng", lambda: 1.0), **kwargs)
+    return client, clock
 
 
 def metadata(*, vm_id: str = VM_ID, computer_name: str = "vm1", admin_username: str = "azureuser",
