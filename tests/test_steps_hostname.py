@@ -129,14 +129,29 @@ def test_publishing_is_skipped_for_an_image_tree(host):
     assert host.runner.calls == []
 
 
-def test_with_systemd_running_hostnamectl_sets_the_name(scratch_root, config):
+def test_with_systemd_running_and_no_hostnamed_the_name_is_set_without_d_bus(scratch_root, config):
+    """Early in the first boot hostnamed is not running: /etc/hostname and the kernel's name are
+    set directly (what hostnamectl would have made hostnamed do), with no D-Bus activation."""
     from support.fakes import live_host
 
     runner = FakeRunner()
     host = live_host(scratch_root, runner)
+    assert hostname.apply(host, metadata(computer_name="vm9"), config.provisioning) is True
+    assert runner.calls[0] == ["sethostname", "vm9"]
+    assert "hostnamectl" not in runner.commands()
+    assert read(host, "/etc/hostname") == "vm9\n"
+    assert "127.0.1.1\tvm9" in read(host, "/etc/hosts")
+
+
+def test_with_hostnamed_running_hostnamectl_sets_the_name(scratch_root, config):
+    from support.fakes import live_host
+
+    runner = FakeRunner()
+    host = live_host(scratch_root, runner, processes={"systemd-hostnam": [(42, ["/lib/systemd/systemd-hostnamed"])]})
     settings = config.provisioning
     assert hostname.apply(host, metadata(computer_name="vm9"), settings) is True
     assert runner.calls[0] == ["hostnamectl", "set-hostname", "vm9"]
+    assert "sethostname" not in runner.commands()
     assert "127.0.1.1\tvm9" in read(host, "/etc/hosts")  # hostnamectl leaves /etc/hosts to us
 
 
@@ -206,3 +221,48 @@ def test_hostname_validator_never_rewrites_non_ascii(computer_name):
     name = check_hostname(computer_name)
     if name is not None:
         assert computer_name.isascii() and name == computer_name.lower()
+
+
+def test_a_pretty_hostname_is_left_to_hostnamectl(scratch_root, config):
+    """hostnamectl set-hostname also replaces a pretty host name: then only it is equivalent."""
+    from support.fakes import live_host
+
+    runner = FakeRunner()
+    host = live_host(scratch_root, runner)
+    host.write_file("/etc/machine-info", b'PRETTY_HOSTNAME="Build VM"\n')
+    assert hostname.apply(host, metadata(computer_name="vm9"), config.provisioning) is True
+    assert runner.calls[0] == ["hostnamectl", "set-hostname", "vm9"]
+
+
+def test_without_systemd_a_live_host_gets_the_file_and_the_kernel_name(scratch_root, config):
+    from support.fakes import live_host
+
+    runner = FakeRunner()
+    host = live_host(scratch_root, runner, systemd=False)
+    assert hostname.apply(host, metadata(computer_name="vm9"), config.provisioning) is True
+    assert runner.calls[0] == ["sethostname", "vm9"] and "hostnamectl" not in runner.commands()
+    assert read(host, "/etc/hostname") == "vm9\n"
+
+
+def test_set_kernel_hostname_is_a_no_op_for_an_image_tree(host):
+    assert host.set_kernel_hostname("never-set") is False
+
+
+def test_set_kernel_hostname_sets_the_kernel_name_in_a_private_uts_namespace(tmp_path):
+    """The real syscall, in a UTS namespace of its own (root only), so this machine keeps its name."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a private UTS namespace")
+    script = ("import socket; from azprov.host import Host; h = Host('/'); "
+              "print(h.set_kernel_hostname('azprov-uts-test'), h.set_kernel_hostname('azprov-uts-test'), "
+              "socket.gethostname())")
+    before = subprocess.run(["hostname"], capture_output=True, text=True).stdout
+    result = subprocess.run(["unshare", "--uts", sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False", "azprov-uts-test"]
+    assert subprocess.run(["hostname"], capture_output=True, text=True).stdout == before

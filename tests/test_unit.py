@@ -71,7 +71,7 @@ def test_with_systemd_running_systemctl_does_it(scratch_root):
     host = live_host(scratch_root, runner)
     assert unit.disable(host) is True
     assert runner.calls == [["systemctl", "is-enabled", "azprov.service"],
-                            ["systemctl", "disable", "azprov.service"]]
+                            ["systemctl", "disable", "--no-reload", "azprov.service"]]
     answers["is-enabled"] = "disabled\n"
     runner.calls.clear()
     assert unit.enable(host) is True

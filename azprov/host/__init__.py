@@ -221,6 +221,22 @@ class Host:
     def systemd_running(self) -> bool:
         return self.live and os.path.isdir("/run/systemd/system")
 
+    def set_kernel_hostname(self, name: str) -> bool:
+        """Set the running kernel's host name (``sethostname(2)``, what ``hostname NAME`` does;
+        no D-Bus); False if it already was ``name`` or the root is an image tree."""
+        if not self.live:
+            return False
+        import socket
+
+        if socket.gethostname() == name:
+            return False
+        try:
+            socket.sethostname(name)
+        except OSError as exc:
+            raise StepFailed(f"could not set the kernel host name to {name}: {exc.strerror or exc}",
+                             name=name) from None
+        return True
+
     def selinux_enabled(self) -> bool:
         return self.live and os.path.exists("/sys/fs/selinux/enforce")
 

@@ -4,8 +4,14 @@ The name is validated as an RFC 1123 host name (labels of 1-63 characters ``[a-z
 leading or trailing hyphen, at most 64 characters in all, the Azure limit for Linux) and
 lower-cased; anything else is refused with a ProvisioningFailed report, never "cleaned up".
 
-Set with ``hostnamectl`` when systemd runs this root; otherwise ``/etc/hostname`` is written (and
-the kernel's name set with ``hostname`` on a live host).  Debian's ``127.0.1.1 oldname`` line in
+Set without a D-Bus round trip where that is equivalent: ``/etc/hostname`` is written (atomically)
+and, on a live host, the kernel's name set with ``sethostname(2)``, which is all ``hostnamectl
+set-hostname`` changes for a valid name.  systemd-hostnamed is bus-activated and, early in the first
+boot, not running yet: activating it only to relay the name cost 60-200 ms of the critical path
+(benchmarks/README.md).  When it is running it is told (``hostnamectl``), so that its cached
+properties and change signals stay right; likewise when ``/etc/machine-info`` sets a pretty host
+name, which ``hostnamectl set-hostname`` would update too, and where SELinux is enabled (hostnamed
+writes the file with its own label).  Debian's ``127.0.1.1 oldname`` line in
 ``/etc/hosts`` follows the new name; no such line is invented where the image has none.  Azure DNS
 learns the name from the DHCP client, so a live host's client is made to renew (see ``dhcp``).
 """
@@ -73,30 +79,40 @@ def current_hostname(host: Host) -> str:
 
 
 def set_hostname(host: Host, name: str) -> bool:
-    """Make ``name`` the static host name; False if it already was."""
+    """Make ``name`` the static (and, on a live host, the kernel's) host name; False if it
+    already was the static one."""
     if current_hostname(host) == name:
-        if host.live and not host.systemd_running():
-            _set_kernel_hostname(host, name)
+        if host.live and not host.systemd_running():  # systemd set the kernel's name from the file
+            host.set_kernel_hostname(name)
         return False
-    if host.systemd_running():
+    if host.systemd_running() and _hostnamed_must_be_told(host):
         host.run(["hostnamectl", "set-hostname", name], timeout=30)
         log.info("hostname set to %s with hostnamectl", name)
         return True
     host.write_file("/etc/hostname", (name + "\n").encode(), mode=0o644)
     if host.live:
-        _set_kernel_hostname(host, name)
-    log.info("hostname set to %s in /etc/hostname", name)
+        host.set_kernel_hostname(name)
+        log.info("hostname set to %s in /etc/hostname and the kernel", name)
+    else:
+        log.info("hostname set to %s in /etc/hostname", name)
     return True
 
 
-def _set_kernel_hostname(host: Host, name: str) -> None:
-    try:
-        with open("/proc/sys/kernel/hostname") as handle:
-            if handle.read().strip() == name:
-                return
-    except OSError:
-        pass
-    host.run(["hostname", name], timeout=10)
+def _hostnamed_must_be_told(host: Host) -> bool:
+    """True when writing the name ourselves would not be what ``hostnamectl`` does: hostnamed
+    is running (it would keep serving and signalling its old idea of the name until it reads
+    the file again), a pretty host name is set (``hostnamectl set-hostname`` replaces it), or
+    SELinux is enforcing labels (hostnamed writes ``/etc/hostname`` with its own file type)."""
+    if host.running_processes("systemd-hostnam"):  # /proc/PID/comm: 15 characters
+        return True
+    if host.selinux_enabled():
+        return True
+    machine_info = host.read_text("/etc/machine-info") or ""
+    for line in machine_info.splitlines():
+        key, _, value = line.strip().partition("=")
+        if key == "PRETTY_HOSTNAME" and value.strip().strip("\"'"):
+            return True
+    return False
 
 
 def hosts_with_name(text: str, name: str) -> str:

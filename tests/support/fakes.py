@@ -114,9 +114,12 @@ class FakeFabric:
         return self
 
 
-def live_host(root: str, runner: "FakeRunner", *, systemd: bool = True):
+def live_host(root: str, runner: "FakeRunner", *, systemd: bool = True, processes=None):
     """A Host that behaves as the running system with systemd as PID 1 (``/``), while its files
-    stay under ``root`` and every command goes to ``runner``: for checking live-host commands."""
+    stay under ``root`` and every command goes to ``runner``: for checking live-host commands.
+    ``processes`` maps a command name to its ``running_processes`` answer (default: none run).
+    Setting the kernel's host name is recorded in ``runner.calls`` as ``["sethostname", NAME]``
+    instead of being done."""
     from azprov.host import Host
 
     class LiveHost(Host):
@@ -129,7 +132,11 @@ def live_host(root: str, runner: "FakeRunner", *, systemd: bool = True):
             return False
 
         def running_processes(self, name):
-            return []
+            return (processes or {}).get(name, [])
+
+        def set_kernel_hostname(self, name: str) -> bool:
+            runner.calls.append(["sethostname", name])
+            return True
 
         def root_option(self, flag: str = "--root"):
             return []
