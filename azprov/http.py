@@ -19,6 +19,7 @@ import email.utils
 import enum
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
@@ -167,12 +168,14 @@ class HttpClient:
         self.sleep = sleep
         self.rng = rng
         self._session = session
+        self._session_lock = threading.Lock()
 
     @property
     def session(self):
-        if self._session is None:
-            self._session = _new_session()
-        return self._session
+        with self._session_lock:  # the goal state and IMDS may be fetched from two threads
+            if self._session is None:
+                self._session = _new_session()
+            return self._session
 
     def deadline(self, policy: RetryPolicy) -> Deadline:
         return Deadline.after(policy.deadline, self.clock)

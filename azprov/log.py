@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from typing import Optional
 
 # journal MESSAGE_IDs of the events an operator searches for (journalctl MESSAGE_ID=...)
@@ -17,6 +18,7 @@ MESSAGE_READY = "6f3b0c1e5d8a4b2f9e7c1a3d5b7f9e21"
 MESSAGE_FAILED = "a1c3e5f7092b4d6f8a0c2e4f6b8d0f13"
 
 _context: dict = {}
+_thread = threading.local()  # a worker thread's own AZPROV_STEP (set_thread_step)
 
 
 def set_context(*, step: Optional[str] = None, vm_id: Optional[str] = None) -> None:
@@ -25,6 +27,11 @@ def set_context(*, step: Optional[str] = None, vm_id: Optional[str] = None) -> N
         _context["AZPROV_STEP"] = step
     if vm_id is not None:
         _context["AZPROV_VM_ID"] = vm_id
+
+
+def set_thread_step(step: str) -> None:
+    """``AZPROV_STEP`` for the records of the calling (worker) thread, whatever the main thread's."""
+    _thread.step = step
 
 
 def outcome(value: str, message_id: Optional[str] = None) -> dict:
@@ -37,7 +44,11 @@ def outcome(value: str, message_id: Optional[str] = None) -> dict:
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in _context.items():
+        fields = dict(_context)  # a copy: the main thread may set the context meanwhile
+        step = getattr(_thread, "step", None)
+        if step is not None:
+            fields["AZPROV_STEP"] = step
+        for key, value in fields.items():
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True

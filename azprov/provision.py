@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional
@@ -91,11 +92,16 @@ class Provisioning:
             raise
 
     def provision(self, dmi_id: Optional[str], metadata) -> Outcome:
+        # IMDS is asked while the goal state is fetched (two servers, read-only requests): its
+        # answer is only used, and its error only raised, in the metadata phase, as before.
+        # The IMDS client is built in the thread too, so that any error surfaces in that step.
+        prefetched = None if metadata is not None else _Prefetch(lambda: self.fabric.imds.metadata(),
+                                                                 step="metadata")
         with self.phase("goal_state"):
             self.fabric.wireserver.goal_state()
             self.wireserver_answered = True
         with self.phase("metadata"):
-            metadata = metadata or self.fabric.imds.metadata()
+            metadata = metadata or prefetched.result()
             self.vm_id = dmi_id or normalize_vm_id(metadata.vm_id)
             azlog.set_context(vm_id=self.vm_id)
             if dmi_id and not same_vm_id(dmi_id, metadata.vm_id):
@@ -187,6 +193,31 @@ class Provisioning:
             log.error("could not report the failure to Azure: %s", exc)
             return
         log.info("reported ProvisioningFailed to Azure: %s", description)
+
+
+class _Prefetch:
+    """``fetch()`` running in a thread from now on; ``result()`` waits for it, then returns its
+    value or raises its exception in the caller's thread.  A daemon thread: when the run stops
+    early (the goal state failed), nobody waits for it."""
+
+    def __init__(self, fetch: Callable, *, step: str) -> None:
+        self._value = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(fetch, step), name=f"azprov-{step}", daemon=True)
+        self._thread.start()
+
+    def _run(self, fetch: Callable, step: str) -> None:
+        azlog.set_thread_step(step)  # its log lines carry AZPROV_STEP=metadata, not the main thread's
+        try:
+            self._value = fetch()
+        except BaseException as error:  # noqa: B902 - handed to the caller as it is
+            self._error = error
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def provision(host: Host, config, *, connect: Callable, notifier: Optional[Notifier] = None,
