@@ -48,7 +48,8 @@ exit codes:
 EPILOG = f"""\
 examples:
   azprov provision                    what azprov.service runs on first boot
-  azprov status                       what was provisioned, and whether an image captured now would provision
+  azprov status                       what was provisioned, the last attempt, and whether an image captured now would provision
+  azprov status --wait                wait for the first-boot run; exit 0 if provisioned, 1 if not
   azprov goalstate --json             the WireServer goal state, as JSON
   azprov report-ready -v              post Ready by hand, showing every HTTP attempt
   azprov report-failure --reason "disk setup failed"
@@ -93,6 +94,13 @@ def _add_fabric_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print data as JSON")
+
+
+def _add_report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", choices=("xml", "json"),
+                        help="health report protocol (default: [health] protocol, else xml)")
+    parser.add_argument("--root", metavar="DIR", default="/",
+                        help="read DHCP leases and write the KVP pool under DIR")
 
 
 def _add_root(parser: argparse.ArgumentParser) -> None:
@@ -148,15 +156,18 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     _add_fabric_options(p), _add_root(p), _add_json(p)
 
     p = command("report-ready", "post Ready for the current goal state",
-                "Fetch a fresh goal state and post a Ready health report echoing it.")
-    _add_fabric_options(p), _add_json(p)
+                "Write the KVP PROVISIONING_REPORT (result=success), then fetch a fresh goal "
+                "state and post a Ready health report echoing it (--protocol json: post "
+                "{\"state\": \"Ready\"} to /provisioning/health instead).")
+    _add_fabric_options(p), _add_json(p), _add_report_options(p)
 
     p = command("report-failure", "post NotReady/ProvisioningFailed with a reason",
                 "Fetch a fresh goal state and post NotReady with sub-status ProvisioningFailed; "
                 "the Description carries REASON (encoded, at most 512 characters). Azure then "
-                "fails the deployment promptly with that text instead of timing out.")
+                "fails the deployment promptly with that text instead of timing out. The same "
+                "report goes to the KVP PROVISIONING_REPORT first.")
     p.add_argument("--reason", required=True, metavar="TEXT", help="why provisioning failed")
-    _add_fabric_options(p), _add_json(p)
+    _add_fabric_options(p), _add_json(p), _add_report_options(p)
 
     p = command("goalstate", "fetch and print the WireServer goal state",
                 "Print the goal state's incarnation, container id and instance id.")
@@ -179,9 +190,13 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     _add_fabric_options(p), _add_json(p)
 
     p = command("status", "show what azprov provisioned on this VM",
-                "Show the recorded provisioning state and whether azprov.service is enabled; "
-                "warn when an image captured now would not provision.")
+                "Show the recorded provisioning state, the last attempt and whether "
+                "azprov.service is enabled; warn when an image captured now would not provision. "
+                "With --wait: wait while azprov.service runs, then exit 0 when this VM is "
+                "provisioned, 1 when it is not (the last attempt failed or was refused).")
     _add_root(p), _add_json(p)
+    p.add_argument("--wait", action="store_true",
+                   help="wait for azprov.service to finish; exit 0 if provisioned, else 1")
 
     p = command("deprovision", "prepare this VM for capture as a generalized image",
                 "Re-enable azprov.service and remove azprov's state, the SSH host keys, DHCP "
@@ -216,6 +231,8 @@ def _load_config(args: argparse.Namespace):
         overrides["wireserver"] = {"address": args.wireserver}
     if getattr(args, "imds", None):
         overrides["imds"] = {"address": args.imds}
+    if getattr(args, "protocol", None):
+        overrides["health"] = {"protocol": args.protocol}
     config = load_config(root=getattr(args, "root", "/"), config_file=args.config, overrides=overrides)
     timeout = getattr(args, "timeout", None)
     if timeout:
@@ -237,12 +254,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser(only=_selected_command(words)).parse_args(words)
     from azprov.log import setup_logging
 
-    setup_logging(args.verbose)
+    destination = setup_logging(args.verbose, console=args.command == "provision")
     try:
         config = _load_config(args)
         return int(_handler(args.handler)(args, config))
     except AzprovError as error:
-        print(f"azprov: {error}", file=sys.stderr)
+        if not (destination == "journal" and getattr(error, "logged", False)):  # said once in the journal
+            print(f"azprov: {error}", file=sys.stderr)
         return int(error.exit_code)
     except KeyboardInterrupt:
         print("azprov: interrupted", file=sys.stderr)

@@ -49,7 +49,8 @@ def connect(config, *, root: str = "/", http: Optional[HttpClient] = None) -> Fa
         endpoint = discover_wireserver(None, root=root)
         address, source = endpoint.address, endpoint.source
     wireserver = WireServerClient(
-        normalize_base_url(address), http, policy(config, config.wireserver.deadline)
+        normalize_base_url(address), http, policy(config, config.wireserver.deadline),
+        protocol=config.health.protocol,
     )
 
     def imds():

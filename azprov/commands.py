@@ -34,28 +34,39 @@ def _fabric(args, config):
     return connect(config, root=getattr(args, "root", "/"))
 
 
-def _report(args, config, status) -> int:
+def _report(args, config, status, kvp_report: str) -> int:
+    """The KVP record first (the host reads it with the health report), then the report."""
+    from azprov import kvp
+    from azprov.host import Host
+
+    kvp.report(Host(args.root), kvp_report)
     fabric = _fabric(args, config)
     goal_state = fabric.wireserver.report(status)
     _emit(args, {"state": status.state, "substatus": status.substatus.value if status.substatus else None,
-                 "accepted": True, **asdict(goal_state)})
+                 "accepted": True, "protocol": config.health.protocol,
+                 **(asdict(goal_state) if goal_state else {})})
     return 0
 
 
 def report_ready(args, config) -> int:
-    from azprov.health import HealthStatus
-
-    return _report(args, config, HealthStatus.ready_status())
-
-
-def report_failure(args, config) -> int:
-    from azprov.errors import ReportedByHand, encode_description
+    from azprov.errors import encode_success
     from azprov.health import HealthStatus
     from azprov.identity import read_dmi_vm_id
 
-    description = encode_description(ReportedByHand(args.reason), agent=USER_AGENT,
-                                     vm_id=read_dmi_vm_id())
-    return _report(args, config, HealthStatus.failed(description))
+    success = encode_success(agent=USER_AGENT, vm_id=read_dmi_vm_id(args.root))
+    return _report(args, config, HealthStatus.ready_status(), success)
+
+
+def report_failure(args, config) -> int:
+    from azprov.errors import ReportedByHand, encode_description, utf8_size
+    from azprov.health import HealthStatus
+    from azprov.identity import read_dmi_vm_id
+    from azprov.kvp import VALUE_LIMIT
+
+    error, vm_id = ReportedByHand(args.reason), read_dmi_vm_id(args.root)
+    description = encode_description(error, agent=USER_AGENT, vm_id=vm_id)
+    kvp_report = encode_description(error, agent=USER_AGENT, vm_id=vm_id, limit=VALUE_LIMIT, size=utf8_size)
+    return _report(args, config, HealthStatus.failed(description), kvp_report)
 
 
 def goalstate(args, config) -> int:

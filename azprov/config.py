@@ -86,6 +86,21 @@ class HttpConfig:
     jitter: bool = True
 
 
+def _check_protocol(value: str) -> Optional[str]:
+    if value not in HEALTH_PROTOCOLS:
+        return f"expected one of {', '.join(json.dumps(p) for p in HEALTH_PROTOCOLS)}, got {_describe(value)}"
+    return None
+
+
+HEALTH_PROTOCOLS = ("xml", "json")
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    # "xml": goal state + POST /machine?comp=health; "json": POST /provisioning/health
+    protocol: str = field(default="xml", metadata={"check": _check_protocol})
+
+
 @dataclass(frozen=True)
 class ProvisioningConfig:
     set_hostname: bool = True
@@ -105,6 +120,7 @@ class Config:
     wireserver: WireServerConfig = field(default_factory=WireServerConfig)
     imds: ImdsConfig = field(default_factory=ImdsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
     provisioning: ProvisioningConfig = field(default_factory=ProvisioningConfig)
     sources: Tuple[str, ...] = ()  # files that were read, in order
 

@@ -1,7 +1,7 @@
 """``azprov deprovision``: prepare this VM (or an image tree) for capture as a generalized image.
 
-It re-enables azprov.service, removes azprov's state, the SSH host keys, the DHCP leases and the
-machine id, and with ``--user`` the admin user azprov provisioned (its home and sudoers line).
+It re-enables azprov.service, removes azprov's state and provisioning history, its KVP
+``PROVISIONING_REPORT`` record, the SSH host keys, the DHCP leases and the machine id, and with ``--user`` the admin user azprov provisioned (its home and sudoers line).
 It lists what it will do and asks first (y/N on a terminal) unless ``--force``; without a
 terminal and without ``--force`` it refuses.
 
@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
+from azprov import attempts, kvp
 from azprov import state as state_file
 from azprov import unit
 from azprov.errors import ConfirmationRequired, ExitCode, StepFailed
@@ -114,6 +115,12 @@ def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) ->
         which = f" (VM {recorded.vm_id})" if recorded else ""
         actions.append(Action(f"remove azprov's state {state_file.STATE_FILE}{which}",
                               lambda: state_file.clear(host)))
+    if host.lexists(attempts.HISTORY_FILE):
+        actions.append(Action(f"remove the provisioning history {attempts.HISTORY_FILE}",
+                              lambda: attempts.clear(host)))
+    if _kvp_report(host):
+        actions.append(Action(f"remove the KVP {kvp.PROVISIONING_REPORT} record from {kvp.POOL_FILE}",
+                              lambda: kvp.remove(host, kvp.PROVISIONING_REPORT)))
     keys = _present(host, [HOST_KEYS])
     if keys:
         actions.append(Action(f"remove the SSH host keys ({len(keys)} files in /etc/ssh)",
@@ -124,6 +131,14 @@ def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) ->
     actions.append(Action(f"empty {MACHINE_ID} (systemd makes a new machine id at the next boot)",
                           lambda: _empty_machine_id(host)))
     return actions
+
+
+def _kvp_report(host: Host) -> bool:
+    try:
+        return any(key == kvp.PROVISIONING_REPORT for key, _ in kvp.read_pool(host))
+    except (StepFailed, OSError) as exc:
+        log.warning("cannot read %s: %s", kvp.POOL_FILE, exc)
+        return False
 
 
 def _confirm(force: bool) -> bool:

@@ -20,10 +20,12 @@ error class of azprov is defined outside this module.
 
 from __future__ import annotations
 
+import csv
 import datetime
 import enum
+import io
 import re
-from typing import Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 DESCRIPTION_LIMIT = 512
 DOCUMENTATION_URL = "https://aka.ms/linuxprovisioningerror"
@@ -227,6 +229,45 @@ def _detail_key(key: object) -> str:
     return f"detail_{name}" if name in _FIXED_KEYS else name
 
 
+def encode_fields(fields: Sequence[Tuple[str, object]]) -> str:
+    """``key=value`` fields as one ``|``-separated CSV row, quoted as cloud-init quotes them:
+    a field holding ``|``, a double quote or a line break is put in double quotes (its quotes
+    doubled), so a CSV reader with ``delimiter="|"`` reads the fields back exactly."""
+    with io.StringIO() as buffer:
+        csv.writer(buffer, delimiter="|", quotechar='"', quoting=csv.QUOTE_MINIMAL,
+                   lineterminator="\r\n").writerow([f"{key}={value}" for key, value in fields])
+        text = buffer.getvalue()
+    return text[:-2] if text.endswith("\r\n") else text
+
+
+def _now(timestamp: Optional[datetime.datetime]) -> str:
+    when = timestamp or datetime.datetime.now(datetime.timezone.utc)
+    return when.replace(microsecond=0).isoformat()
+
+
+def encode_success(*, agent: str, vm_id: Optional[str],
+                   timestamp: Optional[datetime.datetime] = None) -> str:
+    """The success report (KVP ``PROVISIONING_REPORT``), as cloud-init writes it:
+    ``result=success|agent=..|timestamp=..|vm_id=..``."""
+    return encode_fields([("result", "success"), ("agent", _clean(agent, _FIELD_LIMIT)),
+                          ("timestamp", _now(timestamp)),
+                          ("vm_id", _clean(vm_id or "unknown", _FIELD_LIMIT))])
+
+
+def utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "replace"))
+
+
+def _cut(text: str, limit: int, size: Callable[[str], int]) -> str:
+    """``text`` shortened (with "...") until ``size`` says it fits ``limit``."""
+    if size(text) <= limit:
+        return text
+    keep = min(len(text), limit)
+    while keep > 0 and size(text[:keep] + "...") > limit:
+        keep -= max(1, (size(text[:keep] + "...") - limit) // 4)
+    return text[:max(keep, 0)] + "..."
+
+
 def encode_description(
     error: AzprovError,
     *,
@@ -235,37 +276,40 @@ def encode_description(
     vm_id: Optional[str] = None,
     timestamp: Optional[datetime.datetime] = None,
     extra: Optional[Mapping[str, object]] = None,
+    limit: int = DESCRIPTION_LIMIT,
+    size: Callable[[str], int] = len,
 ) -> str:
-    """The health report Description for ``error``: ``|``-separated ``key=value`` pairs.
+    """The failure report for ``error``: ``|``-separated ``key=value`` fields (see
+    :func:`encode_fields`).
 
     ``result=error|reason=..|agent=..|step=..|<details>|message=..|vm_id=..|timestamp=..|
-    documentation_url=..``, at most :data:`DESCRIPTION_LIMIT` characters.  When too long, the
-    free-text fields (message, then details) are shortened so the identifying fields survive.
+    documentation_url=..``, at most ``limit`` as measured by ``size`` (512 characters for the
+    health Description; the KVP record passes 1022 UTF-8 bytes).  When too long, the free-text
+    fields (message, then details) are shortened so the identifying fields survive.
     """
-    when = (timestamp or datetime.datetime.now(datetime.timezone.utc)).replace(microsecond=0)
     head = [("result", "error"), ("reason", error.reason), ("agent", agent)]
     if step:
         head.append(("step", step))
     details = list(error.details.items()) + list((extra or {}).items())
-    tail = [("vm_id", vm_id or "unknown"), ("timestamp", when.isoformat())]
+    tail = [("vm_id", vm_id or "unknown"), ("timestamp", _now(timestamp))]
     tail.append(("documentation_url", DOCUMENTATION_URL))
-    fields_head = [f"{k}={_clean(v, _FIELD_LIMIT)}" for k, v in head]
-    fields_tail = [f"{k}={_clean(v, _FIELD_LIMIT)}" for k, v in tail]
-    detail_fields = [f"{_detail_key(k)}={_clean(v)}" for k, v in details]
-    message = f"message={_clean(error.message)}"
+    fields_head = [(k, _clean(v, _FIELD_LIMIT)) for k, v in head]
+    fields_tail = [(k, _clean(v, _FIELD_LIMIT)) for k, v in tail]
+    detail_fields = [(_detail_key(k), _clean(v)) for k, v in details]
+    message = _clean(error.message)
 
     def joined(message: str, detail_fields: list) -> str:
-        return "|".join(fields_head + detail_fields + [message] + fields_tail)
+        return encode_fields(fields_head + detail_fields + [("message", message)] + fields_tail)
 
     text = joined(message, detail_fields)
-    if len(text) > DESCRIPTION_LIMIT:
-        over = len(text) - DESCRIPTION_LIMIT
-        keep = max(len("message=") + 20, len(message) - over - 3)
+    if size(text) > limit:
+        over = size(text) - limit
+        keep = max(20, len(message) - over - 3)
         message = message[:keep] + "..."
         text = joined(message, detail_fields)
-    while len(text) > DESCRIPTION_LIMIT and detail_fields:
+    while size(text) > limit and detail_fields:
         detail_fields = detail_fields[:-1]
         text = joined(message, detail_fields)
-    if len(text) > DESCRIPTION_LIMIT:  # only if the fixed fields themselves are huge
-        text = text[: DESCRIPTION_LIMIT - 3] + "..."
+    if size(text) > limit:  # only if the fixed fields themselves are huge
+        text = _cut(text, limit, size)
     return text

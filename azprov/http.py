@@ -193,12 +193,14 @@ class HttpClient:
         deadline: Optional[Deadline] = None,
         request_id: bool = False,
         fail_fast: frozenset = frozenset(),
+        error_body: bool = False,
     ) -> Response:
         """Send until success, a final failure, or the deadline.
 
         Returns the 2xx response.  Raises :class:`HttpStatusError` for a status the table does
         not retry (or one listed in ``fail_fast``, which the caller handles itself, like 410 on
-        a health report), :class:`ProtocolError` for a body over ``max_bytes``, and
+        a health report; with ``error_body`` its message carries the start of the answer's body,
+        the server's reason), :class:`ProtocolError` for a body over ``max_bytes``, and
         :class:`FabricUnreachable` when the deadline passes first.
         """
         deadline = deadline or self.deadline(policy)
@@ -227,9 +229,12 @@ class HttpClient:
                     log.info("%s: attempt %d: HTTP %d in %.0f ms", what, attempt, response.status, elapsed_ms)
                     return response
                 if outcome is Outcome.FAIL or response.status in fail_fast:
-                    log.warning("%s: attempt %d: HTTP %d, not retried", what, attempt, response.status)
+                    why = _reason(response.body) if error_body else ""
+                    log.warning("%s: attempt %d: HTTP %d%s, not retried", what, attempt, response.status,
+                                f" ({why})" if why else "")
                     raise HttpStatusError(
-                        f"{what}: {method} {url} answered HTTP {response.status}",
+                        f"{what}: {method} {url} answered HTTP {response.status}"
+                        + (f": {why}" if why else ""),
                         response.status,
                     )
                 last_failure = f"HTTP {response.status}"
@@ -321,6 +326,14 @@ class HttpClient:
         if expected.isdigit() and int(expected) != size:
             raise _RetryableFailure(f"response cut short: {size} of {expected} bytes")
         return b"".join(chunks)
+
+
+def _reason(body: bytes, limit: int = 200) -> str:
+    """The start of an error answer, as one printable line (it is untrusted: no controls)."""
+    text = body[: limit * 4].decode("utf-8", "replace")
+    text = "".join(c if c.isprintable() else " " for c in text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _root_cause(exc: BaseException) -> str:

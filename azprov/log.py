@@ -1,5 +1,10 @@
 """Logging: to the journal with structured fields when systemd runs us, else to stderr.
 
+``azprov provision`` run by systemd also writes its lines (steps, warnings, errors, each HTTP
+retry) to ``/dev/console``: the serial console Azure boot diagnostics shows, the one place to
+look when nobody can log in.  They go there directly, not through stdout/stderr (which the unit
+sends to journal+console), so the journal gets each message once, with its fields.
+
 Every record carries the current context as journal fields: ``AZPROV_STEP`` (the provisioning
 step), ``AZPROV_VM_ID``, and ``AZPROV_OUTCOME`` where a message states one, so
 ``journalctl -u azprov AZPROV_STEP=ssh_keys`` finds a step's story.  Secrets are never logged.
@@ -17,8 +22,11 @@ from typing import Optional
 MESSAGE_READY = "6f3b0c1e5d8a4b2f9e7c1a3d5b7f9e21"
 MESSAGE_FAILED = "a1c3e5f7092b4d6f8a0c2e4f6b8d0f13"
 
+CONSOLE = "/dev/console"
+
 _context: dict = {}
 _thread = threading.local()  # a worker thread's own AZPROV_STEP (set_thread_step)
+_destination = "stderr"
 
 
 def set_context(*, step: Optional[str] = None, vm_id: Optional[str] = None) -> None:
@@ -62,17 +70,57 @@ def _journal_handler() -> Optional[logging.Handler]:
     return JournalHandler(SYSLOG_IDENTIFIER="azprov")
 
 
+class ConsoleHandler(logging.Handler):
+    """One line per record on the console: ``azprov: [warning: ]message``.  Best effort: a
+    console that cannot be opened or written is left alone."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @classmethod
+    def open(cls, path: str = CONSOLE) -> Optional["ConsoleHandler"]:
+        try:
+            return cls(os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC | os.O_APPEND))
+        except OSError:
+            return None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+            text = " ".join(self.format(record).splitlines())  # one console line per record
+            os.write(self.fd, f"azprov: {level}{text}\n".encode("utf-8", "replace"))
+        except Exception:  # never let the console stop provisioning
+            pass
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        super().close()
+
+
+def destination() -> str:
+    """Where logs go since :func:`setup_logging`: "journal" or "stderr"."""
+    return _destination
+
+
 def under_systemd() -> bool:
     """True when systemd started this process as (part of) a unit."""
     return bool(os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM"))
 
 
-def setup_logging(verbosity: int = 0, *, service: Optional[bool] = None) -> str:
+def setup_logging(verbosity: int = 0, *, service: Optional[bool] = None, console: bool = False) -> str:
     """Configure the root logger; returns where logs go ("journal" or "stderr").
 
-    A service (run by systemd) logs INFO to the journal when systemd-python is present; a
-    person at a terminal sees warnings, ``-v`` adds progress, ``-vv`` adds debugging detail.
+    A service (run by systemd) logs INFO to the journal when systemd-python is present, and
+    with ``console`` (``azprov provision``) to the console as well; a person at a terminal sees
+    warnings, ``-v`` adds progress, ``-vv`` adds debugging detail.  Without systemd-python a
+    service logs to stderr, which its unit sends to the journal and the console.
     """
+    global _destination
     service = under_systemd() if service is None else service
     level = logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 or service else logging.WARNING
     root = logging.getLogger()
@@ -86,7 +134,13 @@ def setup_logging(verbosity: int = 0, *, service: Optional[bool] = None) -> str:
         target = "stderr"
     handler.addFilter(_ContextFilter())
     root.addHandler(handler)
+    if target == "journal" and console:
+        on_console = ConsoleHandler.open()
+        if on_console is not None:
+            on_console.setLevel(logging.INFO)
+            root.addHandler(on_console)
     root.setLevel(level)
+    _destination = target
     for noisy in ("urllib3", "requests"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return target

@@ -1,5 +1,5 @@
-"""The first-boot flow: identity → goal state → metadata → checks → steps → READY → Ready →
-state → disable the unit.
+"""The first-boot flow: (host keys in the background) identity → goal state → metadata → checks →
+steps → host keys → READY → KVP report → Ready → state → disable the unit.
 
 - A VM whose id is recorded in the state is already provisioned: exit 0 without a word to the
   WireServer (the id comes from DMI, or from IMDS where there is no DMI).
@@ -8,6 +8,10 @@ state → disable the unit.
 - Any failure once the WireServer has answered is reported as NotReady/ProvisioningFailed with an
   encoded Description naming the reason and the step; the exit code is the error's.  When the
   WireServer itself does not answer there is nobody to tell: the log says so.
+- The KVP ``PROVISIONING_REPORT`` (``azprov.kvp``) is written before every health report, and on
+  every failure, also when the WireServer cannot be reached.
+- Every attempt is recorded with its outcome (``azprov.attempts``) for ``azprov status``.
+- SSH host keys are generated in the background from the start and waited for on every path.
 - The state is written only after Ready was accepted, so a lost report is retried next boot.
 - One run at a time: ``/run/azprov/lock``.
 """
@@ -22,17 +26,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional
 
-from azprov import USER_AGENT
+from azprov import USER_AGENT, attempts, kvp
 from azprov import log as azlog
 from azprov import state as state_file
 from azprov import unit
-from azprov.errors import AzprovError, FabricUnreachable, InternalError, encode_description
+from azprov.errors import (AzprovError, FabricUnreachable, InternalError, encode_description,
+                           encode_success, utf8_size)
 from azprov.guards import check_metadata, check_other_provisioners
 from azprov.health import HealthStatus
 from azprov.host import Host
 from azprov.identity import normalize_vm_id, read_dmi_vm_id, same_vm_id
 from azprov.notify import Notifier
-from azprov.steps import STEPS
+from azprov.steps import STEPS, host_keys
 
 log = logging.getLogger(__name__)
 
@@ -68,28 +73,45 @@ class Provisioning:
         self.vm_id: Optional[str] = None
         self.wireserver_answered = False
         self.ready_accepted = False
+        self.keys: Optional[host_keys.Background] = None
+        self.history = attempts.Recorder(host)
 
     def run(self) -> Outcome:
+        # ssh-keygen first, in the background: it needs nothing from the fabric, and sshd needs
+        # its keys whatever happens next (break-glass logins after a failure).
+        self.keys = host_keys.start(self.host, self.settings)
+        try:
+            outcome = self.identify_and_provision()
+        except BaseException:
+            self.settle_host_keys()
+            raise
+        return outcome
+
+    def identify_and_provision(self) -> Outcome:
         dmi_id = read_dmi_vm_id(self.host.root)
         recorded = state_file.load(self.host)
         if recorded is not None and same_vm_id(recorded.vm_id, dmi_id):
             return self.already_provisioned(recorded)
-        self.fabric = self.connect()
-        metadata = None
-        if recorded is not None and dmi_id is None:  # no DMI: only IMDS can say (no WireServer yet)
-            with self.phase("identity"):
-                metadata = self.fabric.imds.metadata()
-            if same_vm_id(recorded.vm_id, metadata.vm_id):
-                return self.already_provisioned(recorded)
-        self.vm_id = dmi_id
+        self.history.begin(dmi_id)
         try:
-            return self.provision(dmi_id, metadata)
+            self.fabric = self.connect()
+            metadata = None
+            if recorded is not None and dmi_id is None:  # no DMI: only IMDS can say (no WireServer yet)
+                with self.phase("identity"):
+                    metadata = self.fabric.imds.metadata()
+                if same_vm_id(recorded.vm_id, metadata.vm_id):
+                    self.history.discard()
+                    return self.already_provisioned(recorded)
+            self.vm_id = dmi_id
+            outcome = self.provision(dmi_id, metadata)
         except AzprovError as error:
             self.report_failure(error)
             raise
         except Exception as error:
             self.report_failure(InternalError(f"{type(error).__name__}: {error}"))
             raise
+        self.history.succeeded(self.vm_id)
+        return outcome
 
     def provision(self, dmi_id: Optional[str], metadata) -> Outcome:
         # IMDS is asked while the goal state is fetched (two servers, read-only requests): its
@@ -98,7 +120,7 @@ class Provisioning:
         prefetched = None if metadata is not None else _Prefetch(lambda: self.fabric.imds.metadata(),
                                                                  step="metadata")
         with self.phase("goal_state"):
-            self.fabric.wireserver.goal_state()
+            served = self.fabric.wireserver.goal_state()
             self.wireserver_answered = True
         with self.phase("metadata"):
             metadata = metadata or prefetched.result()
@@ -114,9 +136,13 @@ class Provisioning:
                 azlog.set_context(step=step.NAME)
                 step.check(self.host, metadata, self.settings)
         changes = self.apply_steps(metadata)
+        if self.keys is not None:
+            with self.phase(host_keys.NAME, report=lambda: "changed" if changes[host_keys.NAME] else "unchanged"):
+                changes[host_keys.NAME] = self.keys.wait()
         self.notifier.ready("provisioned; reporting Ready to Azure")
+        self.tell_host(encode_success(agent=USER_AGENT, vm_id=self.vm_id))
         with self.phase("report"):
-            goal_state = self.fabric.wireserver.report(HealthStatus.ready_status())
+            goal_state = self.fabric.wireserver.report(HealthStatus.ready_status()) or served
             self.ready_accepted = True
         recorded = state_file.State(
             vm_id=self.vm_id, incarnation=goal_state.incarnation,
@@ -134,6 +160,20 @@ class Provisioning:
                  goal_state.incarnation, extra=azlog.outcome("ok", azlog.MESSAGE_READY))
         self.notifier.status(f"provisioned VM {self.vm_id}")
         return Outcome("provisioned", self.vm_id, recorded, changes)
+
+    def settle_host_keys(self) -> None:
+        """On a failure path: wait for ssh-keygen so sshd finds its keys; its own failure is
+        logged, the failure being handled stays the one reported."""
+        if self.keys is None:
+            return
+        try:
+            self.keys.wait()
+        except Exception as exc:
+            log.error("could not generate the SSH host keys: %s", exc, extra={"AZPROV_STEP": host_keys.NAME})
+
+    def tell_host(self, report: str) -> None:
+        """The Hyper-V KVP PROVISIONING_REPORT: written before every health report."""
+        kvp.report(self.host, report)
 
     def enabled_steps(self) -> List:
         enabled = []
@@ -163,6 +203,7 @@ class Provisioning:
 
     def already_provisioned(self, recorded: state_file.State) -> Outcome:
         azlog.set_context(step="identity", vm_id=recorded.vm_id)
+        self.settle_host_keys()
         log.info("VM %s is already provisioned (Ready accepted at %s): nothing to do",
                  recorded.vm_id, recorded.ready_at, extra=azlog.outcome("already_provisioned"))
         try:
@@ -175,10 +216,16 @@ class Provisioning:
     def report_failure(self, error: AzprovError) -> None:
         log.error("provisioning failed in step %s: %s", self.step, error,
                   extra=azlog.outcome("failed", azlog.MESSAGE_FAILED))
+        error.logged = True  # the CLI does not repeat it in the journal
         self.notifier.status(f"failed in step {self.step}: {error}"[:200])
+        self.history.failed(error, self.step, self.vm_id)
         if self.ready_accepted:
             log.error("Ready was already accepted; the failure is not reported to Azure")
             return
+        # KVP first, whatever the WireServer does: the host reads it even when the WireServer
+        # cannot be reached, and with the health report when it can.
+        self.tell_host(encode_description(error, agent=USER_AGENT, step=self.step, vm_id=self.vm_id,
+                                          limit=kvp.VALUE_LIMIT, size=utf8_size))
         if not self.wireserver_answered or self.step in _NO_REPORT_STEPS:
             if isinstance(error, FabricUnreachable):
                 log.error("the WireServer did not answer: nobody to tell about the failure")
@@ -238,6 +285,8 @@ def command(args, config) -> int:
     if getattr(args, "json", False):
         json.dump(outcome.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
+    elif azlog.destination() == "journal":
+        pass  # the journal (and the console) already have it, with its fields
     elif outcome.status == "already_provisioned":
         print(f"VM {outcome.vm_id} is already provisioned (Ready at {outcome.state.ready_at}); "
               "nothing to do")

@@ -15,12 +15,13 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 from azprov import __version__
 from azprov.errors import Busy, StepFailed
-from azprov.host import Host
+from azprov.host import Dir, Host
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,18 @@ def load(host: Host) -> Optional[State]:
         return None
 
 
-def save(host: Host, state: State) -> bool:
+@contextmanager
+def open_state_dir(host: Host) -> Iterator[Dir]:
+    """``/var/lib/azprov`` (0700, root), created when missing; also holds the attempt history."""
     with host.open_dir("/var/lib", create_mode=0o755) as var_lib:
         with var_lib.subdir("azprov", create_mode=0o700) as directory:
             directory.set_owner_mode(0o700, 0, 0)
-            return directory.write("state.json", state.to_json(), mode=0o600)
+            yield directory
+
+
+def save(host: Host, state: State) -> bool:
+    with open_state_dir(host) as directory:
+        return directory.write("state.json", state.to_json(), mode=0o600)
 
 
 def clear(host: Host) -> bool:
@@ -145,3 +153,18 @@ def acquire(host: Host, wait: float = LOCK_WAIT, *, clock: Callable[[], float] =
             log.info("another azprov is running; waiting up to %g s for it to finish", wait)
             announced = True
         sleep(0.2)
+
+
+def lock_held(host: Host) -> bool:
+    """True while a run holds the lock (``azprov status --wait`` waits for it)."""
+    try:
+        fd = os.open(host.path(LOCK_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: no run since boot (/run is a tmpfs)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    finally:
+        os.close(fd)
+    return False

@@ -1,4 +1,7 @@
-"""``azprov status``: what azprov provisioned here, and whether an image captured now would provision.
+"""``azprov status``: what azprov provisioned here, its last attempt, and whether an image
+captured now would provision.  ``--wait`` blocks while azprov.service runs, then exits 0 when this
+VM is provisioned and 1 when it is not (the last attempt failed or was refused), like
+``cloud-init status --wait``: for Packer steps, scale-set and Batch start tasks.
 
 An image captured with azprov.service disabled never provisions (its VMs sit in "creating" until
 Azure gives up); one captured with azprov's state still present carries this VM's host keys and
@@ -9,7 +12,10 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from typing import Callable, Optional
 
+from azprov import attempts
 from azprov import state as state_file
 from azprov import unit
 from azprov.host import Host
@@ -23,6 +29,7 @@ STATE_WARNING = ("this VM's provisioning state is still recorded (with its host 
 
 def collect(host: Host) -> dict:
     recorded = state_file.load(host)
+    last = attempts.last(host)
     enabled = unit.is_enabled(host)
     dmi_id = read_dmi_vm_id(host.root)
     warnings = []
@@ -40,19 +47,57 @@ def collect(host: Host) -> dict:
         "admin_username": recorded.admin_username if recorded else None,
         "steps": list(recorded.steps) if recorded else [],
         "version": recorded.version if recorded else None,
+        "last_attempt": _last_attempt(last),
         "unit_enabled": enabled,
         "ready_for_capture": not warnings,
         "warnings": warnings,
     }
 
 
+def _last_attempt(last: Optional[attempts.Attempt]) -> Optional[dict]:
+    if last is None:
+        return None
+    return {"outcome": last.outcome, "step": last.step, "reason": last.reason,
+            "message": last.message, "at": last.at, "finished_at": last.finished_at,
+            "vm_id": last.vm_id}
+
+
+def running(host: Host) -> bool:
+    """azprov is at work: its unit is starting or its process runs, or a run holds the lock."""
+    return unit.is_running(host) or state_file.lock_held(host)
+
+
+def wait(host: Host, *, poll: float = 0.5, sleep: Callable[[float], None] = time.sleep) -> None:
+    while running(host):
+        sleep(poll)
+
+
+def exit_code(data: dict) -> int:
+    """``--wait``: 0 when this VM (or, without a DMI id, the recorded VM) is provisioned, else 1."""
+    return 0 if data["provisioned"] and data["this_vm"] is not False else 1
+
+
+def _describe_attempt(attempt: dict) -> str:
+    outcome = attempt["outcome"]
+    text = f"{outcome} (started {attempt['at']}"
+    text += f", ended {attempt['finished_at']})" if attempt.get("finished_at") else ")"
+    if outcome in ("failed", "refused"):
+        text += f" in step {attempt['step']}: {attempt['reason']}: {attempt['message']}"
+    return text
+
+
 def command(args, config) -> int:
-    """``azprov status [--root DIR] [--json]``."""
-    data = collect(Host(args.root))
+    """``azprov status [--root DIR] [--json] [--wait]``."""
+    host = Host(args.root)
+    waiting = getattr(args, "wait", False)
+    if waiting:
+        wait(host)
+    data = collect(host)
+    code = exit_code(data) if waiting else 0
     if getattr(args, "json", False):
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return 0
+        return code
     if data["provisioned"]:
         print(f"provisioned: yes, VM {data['vm_id']}"
               + (" (this VM)" if data["this_vm"] else " (another VM)" if data["this_vm"] is False else ""))
@@ -63,8 +108,10 @@ def command(args, config) -> int:
             print(f"admin user: {data['admin_username']}")
     else:
         print("provisioned: no (no state recorded)")
+    if data["last_attempt"]:
+        print(f"last attempt: {_describe_attempt(data['last_attempt'])}")
     print(f"{unit.UNIT}: {'enabled' if data['unit_enabled'] else 'disabled'}")
     print(f"ready for capture: {'yes' if data['ready_for_capture'] else 'no'}")
     for warning in data["warnings"]:
         print(f"warning: {warning}")
-    return 0
+    return code

@@ -73,3 +73,15 @@ def enable(host: Host) -> bool:
     if changed:
         log.info("enabled %s (%s -> %s)", UNIT, WANTS_LINK, target)
     return changed
+
+
+def is_running(host: Host) -> bool:
+    """True while systemd is starting the unit or its main process still runs (a Type=notify
+    unit is "active" from READY=1 on, while azprov still reports Ready)."""
+    if not host.systemd_running():
+        return False
+    result = host.run(["systemctl", "show", "-p", "ActiveState", "-p", "MainPID", UNIT],
+                      timeout=30, check=False)
+    values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    return values.get("ActiveState") in ("activating", "deactivating", "reloading") or \
+        values.get("MainPID", "0").strip() not in ("", "0")

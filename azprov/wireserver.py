@@ -1,17 +1,23 @@
 """The WireServer client: goal state and health reports.
 
-Every report is built from a goal state fetched for it (never a cached or hard-coded one); when
+Health reports go by the XML protocol (``POST /machine?comp=health``, the default) or, with
+``[health] protocol = "json"``, to ``POST /provisioning/health`` as JSON, which needs no goal
+state: 201 is success, 429 and 503 are retried under the HTTP policy (``Retry-After``
+honoured), any other 4xx fails with the reason the WireServer gave.
+
+An XML report is built from a goal state fetched for it (never a cached or hard-coded one); when
 the WireServer answers 410 Gone the goal state has moved on, so a new one is fetched and the
 report rebuilt.  All of it runs under one deadline per operation, through the shared HTTP policy.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Optional
 
-from azprov import AGENT_NAME
-from azprov.errors import FabricUnreachable, HttpStatusError, MissingRoleInstance
+from azprov import AGENT_NAME, USER_AGENT
+from azprov.errors import DESCRIPTION_LIMIT, FabricUnreachable, HttpStatusError, MissingRoleInstance
 from azprov.goalstate import GOAL_STATE_MAX_BYTES, GoalState, parse_goal_state
 from azprov.health import HealthStatus, build_health_report
 from azprov.http import Deadline, HttpClient, RetryPolicy
@@ -21,16 +27,19 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = "2012-11-30"
 GOAL_STATE_PATH = "/machine/?comp=goalstate"
 HEALTH_PATH = "/machine?comp=health"
+JSON_HEALTH_PATH = "/provisioning/health"
 ROLE_INSTANCE_ATTEMPTS = 6  # a goal state without RoleInstance is transient at boot
 ROLE_INSTANCE_WAIT = 0.5
 GONE_ATTEMPTS = 10  # successive 410s before giving up
 
 
 class WireServerClient:
-    def __init__(self, base_url: str, http: HttpClient, policy: RetryPolicy) -> None:
+    def __init__(self, base_url: str, http: HttpClient, policy: RetryPolicy,
+                 protocol: str = "xml") -> None:
         self.base_url = base_url.rstrip("/")
         self.http = http
         self.policy = policy
+        self.protocol = protocol
         self.headers = {"x-ms-version": PROTOCOL_VERSION, "x-ms-agent-name": AGENT_NAME}
 
     def goal_state(self, deadline: Optional[Deadline] = None) -> GoalState:
@@ -64,7 +73,33 @@ class WireServerClient:
             return goal_state
         raise AssertionError("unreachable")
 
-    def report(self, status: HealthStatus, deadline: Optional[Deadline] = None) -> GoalState:
+    def report(self, status: HealthStatus, deadline: Optional[Deadline] = None) -> Optional[GoalState]:
+        """Post ``status`` by the configured protocol: XML for a freshly fetched goal state
+        (returns the goal state it echoed), or JSON (returns None: no goal state involved)."""
+        if self.protocol == "json":
+            self.report_json(status, deadline)
+            return None
+        return self.report_xml(status, deadline)
+
+    def report_json(self, status: HealthStatus, deadline: Optional[Deadline] = None) -> None:
+        """``POST /provisioning/health`` with ``{"state": ...}``; an error unless it is accepted."""
+        document: dict = {"state": status.state}
+        if not status.ready:
+            document["details"] = {"subStatus": status.substatus.value if status.substatus else "Provisioning",
+                                   "description": (status.description or "")[:DESCRIPTION_LIMIT]}
+        self.http.request(
+            "POST",
+            self.base_url + JSON_HEALTH_PATH,
+            policy=self.policy,
+            what=f"JSON health report ({status.state})",
+            headers={"x-ms-guest-agent-name": USER_AGENT, "Content-Type": "application/json"},
+            body=json.dumps(document).encode("utf-8"),
+            deadline=deadline or self.http.deadline(self.policy),
+            error_body=True,
+        )
+        log.info("JSON health report %s accepted", status.state)
+
+    def report_xml(self, status: HealthStatus, deadline: Optional[Deadline] = None) -> GoalState:
         """Post ``status`` for a freshly fetched goal state; returns the goal state it echoed."""
         deadline = deadline or self.http.deadline(self.policy)
         for _ in range(GONE_ATTEMPTS):

@@ -11,9 +11,13 @@ With ``--baseline REV`` (a git revision, built into its own .deb from ``git arch
 ``--baseline-deb FILE``, the baseline and this tree's package are booted alternately in the
 same run, so that both see the same machine load; the load average is printed before and after.
 
+With ``--host-keys-present``, this tree's package is also booted on the same image with SSH host
+keys already in place (made with ``ssh-keygen -A`` before the boot, not timed), alternately:
+first-boot time with and without host-key generation.
+
 Needs root (as the boot tests).  Usage:
   sudo AZPROV_BOOT_CACHE=/work/bootcache .venv/bin/python benchmarks/first_boot.py \\
-      [--runs 5] [--baseline REV | --baseline-deb FILE] [--deb FILE]
+      [--runs 5] [--baseline REV | --baseline-deb FILE] [--deb FILE] [--host-keys-present]
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ def main() -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--baseline", metavar="REV", help="also boot the package of this git revision")
     group.add_argument("--baseline-deb", type=Path, metavar="FILE", help="also boot this package")
+    parser.add_argument("--host-keys-present", action="store_true",
+                        help="also boot this tree's package with the host keys already generated")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("first_boot.py boots images with systemd-nspawn: run it as root")
@@ -94,6 +100,8 @@ def main() -> int:
             debs = {"baseline": args.baseline_deb, **debs}
         base = images.base_tree()
         layers = {name: images.make_image(workspace, base, deb, name=f"image-{name}") for name, deb in debs.items()}
+        if args.host_keys_present:  # the same image; host keys generated into each tree before its boot
+            debs["azprov+keys"], layers["azprov+keys"] = debs["azprov"], layers["azprov"]
         key_file = work / "bench-key"
         images.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key_file)])
         public_key = key_file.with_suffix(".pub").read_text().strip()
@@ -104,9 +112,13 @@ def main() -> int:
             for name in debs:  # alternately, so that both see the same load
                 label = f"{name}-{run}"
                 tree = workspace.overlay(layers[name], label).root
+                if name == "azprov+keys":
+                    images.run(["ssh-keygen", "-A", "-f", str(tree)])
                 booted, requests = boot_with_fabric(tree, scenario(public_key, run), work, label)
                 ready = [r for r in requests if r.get("endpoint") == "health"
                          and (r.get("report") or {}).get("state") == "Ready" and r.get("status") == 200]
+                if name == "azprov+keys" and "generated SSH host keys" in str(booted.journal):
+                    raise SystemExit(f"{label}: azprov generated host keys in a tree that had them")
                 if not ready:
                     raise SystemExit(f"{label}: no Ready accepted by the emulator; run invalid\n{booted.explain()}")
                 figures[name].append(timing.breakdown(booted.record, booted.journal, requests).figures())
@@ -133,12 +145,14 @@ def main() -> int:
             else:
                 line += f"{'-':>17} {'':>13}"
         print(line)
-    if len(names) == 2:
+    for pair in ([n for n in names if n != "azprov+keys"], ["azprov+keys", "azprov"]):
+        if len(pair) != 2 or not all(n in figures for n in pair):
+            continue
         for key in HEADLINE:
-            values = [[f[key] for f in figures[n] if key in f] for n in names]
+            values = [[f[key] for f in figures[n] if key in f] for n in pair]
             if all(values):
                 a, b = (statistics.median(v) for v in values)
-                print(f"{key}: {names[1]} {b:.0f} ms vs {names[0]} {a:.0f} ms ({b / a:.2f}x)")
+                print(f"{key}: {pair[1]} {b:.0f} ms vs {pair[0]} {a:.0f} ms ({b / a:.2f}x)")
     return 0
 
 

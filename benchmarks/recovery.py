@@ -63,7 +63,8 @@ def run_outage(outage: float, config_file: str, agents: int, limit: float) -> di
     scenario = Scenario.from_dict({"wireserver": {"unavailable_for": outage}})
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with FabricEmulator(scenario, wireserver=("127.0.0.1", 0), imds=None) as fabric:
-        argv = [sys.executable, "-m", "azprov", "--config", config_file, "report-ready",
+        scratch = tempfile.mkdtemp(prefix="azprov-bench-")  # the KVP report goes there, not to this machine
+        argv = [sys.executable, "-m", "azprov", "--config", config_file, "report-ready", "--root", scratch,
                 "--wireserver", fabric.wireserver_url, "--timeout", f"{outage + 60:g}"]
         children = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE) for _ in range(agents)]

@@ -16,6 +16,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,7 +62,9 @@ def main() -> int:
     with FabricEmulator(Scenario.from_dict({}), wireserver=("127.0.0.1", 0), imds=("127.0.0.1", 0)) as fabric:
         host, port = fabric.wireserver_url.rsplit("/", 1)[1].split(":")
         baseline = [sys.executable, str(HERE / "seed_baseline.py"), host, port]
-        azprov = azprov_command() + ["report-ready", "--wireserver", fabric.wireserver_url]
+        # --root: the KVP report azprov writes first goes to a scratch tree, not this machine
+        scratch = tempfile.mkdtemp(prefix="azprov-bench-")
+        azprov = azprov_command() + ["report-ready", "--root", scratch, "--wireserver", fabric.wireserver_url]
         results = {"baseline": [], "azprov": []}
         for argv in (baseline, azprov):  # warm the page cache and byte-code first
             timed(argv)

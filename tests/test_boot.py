@@ -129,6 +129,35 @@ def reports(records: List[dict]) -> List[dict]:
     return [r for r in records if r.get("endpoint") == "health" and "report" in r]
 
 
+def kvp_reports(tree: Path) -> List[str]:
+    """The values of the PROVISIONING_REPORT records in the tree's KVP guest pool."""
+    from azprov import kvp
+
+    pool = tree / kvp.POOL_FILE.lstrip("/")
+    assert pool.exists(), "no KVP pool written"
+    return [value for key, value in kvp.parse_pool(pool.read_bytes()) if key == kvp.PROVISIONING_REPORT]
+
+
+def console_lines(booted: nspawn.Boot) -> List[str]:
+    """azprov's lines on the console (what Azure boot diagnostics shows)."""
+    return [line.strip() for line in booted.console.replace("\r", "").splitlines()
+            if line.strip().startswith("azprov: ")]
+
+
+def check_journal_once(booted: nspawn.Boot) -> None:
+    """azprov logged natively (structured) and not also through stdout/stderr: each message is
+    in the journal once; and every console line is one of those journal messages."""
+    own = booted.entries(_SYSTEMD_UNIT=UNIT)
+    streamed = [e.get("MESSAGE") for e in own if e.get("_TRANSPORT") == "stdout"]
+    assert streamed == [], f"logged twice (also through stdout/stderr): {streamed}"
+    native = {e.get("MESSAGE") for e in own if e.get("_TRANSPORT") == "journal"}
+    for line in console_lines(booted):
+        text = line[len("azprov: "):]
+        for level in ("warning: ", "error: "):
+            text = text[len(level):] if text.startswith(level) else text
+        assert text in native, f"console line not in the journal: {line}"
+
+
 # --- the first VM: provision, reboot, deprovision and boot as another VM ----------------------
 
 @pytest.fixture(scope="module")
@@ -203,6 +232,31 @@ def test_first_boot_reports_ready_with_the_served_ids(first_boot, vm1: dict):
     assert not [r for r in reports(records) if r["report"]["state"] != "Ready"]
     assert [r for r in records if r["violations"]] == []
     assert {r["endpoint"] for r in records} >= {"goalstate", "imds", "health"}
+
+
+def test_first_boot_leaves_one_kvp_success_record(first_boot, vm1: dict, vm1_tree: Path):
+    booted, _ = first_boot
+    (value,) = kvp_reports(vm1_tree)
+    assert value.startswith("result=success|agent=azprov/"), value
+    assert value.endswith(f"|vm_id={vm1['vm_id']}") and "|timestamp=" in value
+
+
+def test_first_boot_console_shows_the_steps_and_the_journal_has_each_once(first_boot):
+    booted, _ = first_boot
+    lines = console_lines(booted)
+    for step in ("goal_state", "metadata", "checks", "hostname", "user", "ssh_keys", "sshd", "host_keys", "report"):
+        assert any(line.startswith(f"azprov: step {step}: started") for line in lines), (step, lines)
+    assert any("Ready accepted" in line for line in lines), lines
+    check_journal_once(booted)
+
+
+def test_status_wait_says_0_after_a_good_boot(first_boot, vm1: dict):
+    booted, _ = first_boot
+    waited = booted.record["status_wait"]
+    assert waited["rc"] == 0, waited
+    data = json.loads(waited["out"])
+    assert data["provisioned"] and data["vm_id"] == vm1["vm_id"]
+    assert data["last_attempt"]["outcome"] == "succeeded" and data["last_attempt"]["vm_id"] == vm1["vm_id"]
 
 
 def test_first_boot_sets_the_hostname_to_the_computer_name(first_boot, vm1: dict, vm1_tree: Path):
@@ -372,6 +426,9 @@ def test_deprovisioned_image_provisions_again_as_another_vm(deprovisioned, third
     assert json.loads((vm1_tree / STATE).read_text())["vm_id"] == vm2["vm_id"]
     own = booted.entries(_SYSTEMD_UNIT=UNIT)
     assert {e["AZPROV_VM_ID"] for e in own if "AZPROV_VM_ID" in e} == {vm2["vm_id"]}
+    # deprovision dropped vm1's record; this VM wrote its own: still one record
+    (value,) = kvp_reports(vm1_tree)
+    assert value.startswith("result=success|") and value.endswith(f"|vm_id={vm2['vm_id']}")
 
 
 # --- failure -----------------------------------------------------------------------------------
@@ -408,3 +465,49 @@ def test_hostile_computer_name_reports_provisioning_failed(computer_name: str, w
     assert failures, booted.explain()
     # journalctl -u azprov AZPROV_STEP=hostname finds the failure: the step field names the step
     assert {entry.get("AZPROV_STEP") for entry in failures} == {"hostname"}, failures
+    # The host's KVP channel has the reason: exactly one record, the error
+    (value,) = kvp_reports(tree)
+    assert value.startswith("result=error|reason=invalid_computer_name|agent=azprov/"), value
+    assert f"|vm_id={scenario['vm_id']}|" in value and "|step=hostname|" in value
+    # The serial console shows the failure and its reason
+    lines = console_lines(booted)
+    assert any(line.startswith("azprov: error: provisioning failed in step hostname") for line in lines), lines
+    assert any("reason=invalid_computer_name" in line for line in lines), lines
+    check_journal_once(booted)
+    # Break-glass: the host keys were generated anyway and sshd runs
+    ssh = booted.unit("ssh.service")
+    assert (ssh["ActiveState"], ssh["SubState"], ssh["NRestarts"]) == ("active", "running", "0"), ssh
+    host_keys = {p.name for p in (tree / "etc/ssh").glob("ssh_host_*_key")}
+    assert {"ssh_host_ed25519_key", "ssh_host_rsa_key", "ssh_host_ecdsa_key"} <= host_keys
+    # status --wait: 1, and the failed attempt survives in the history
+    waited = booted.record["status_wait"]
+    assert waited["rc"] == 1, waited
+    last = json.loads(waited["out"])["last_attempt"]
+    assert (last["outcome"], last["step"], last["reason"]) == ("failed", "hostname", "invalid_computer_name")
+
+
+# --- a WireServer outage, and the JSON health protocol ------------------------------------------
+
+def test_wireserver_outage_retries_on_the_console_then_json_health(workspace, layers, keys, workdir: Path):
+    """The WireServer answers 503 (Retry-After 1) for its first 20 s: each retry shows on the
+    serial console; then, with [health] protocol = "json", Ready goes to /provisioning/health."""
+    label = "outage-json-" + secrets.token_hex(3)
+    tree = workspace.overlay(layers, label).root
+    dropins = tree / "etc/azprov/azprov.toml.d"
+    dropins.mkdir(parents=True, exist_ok=True)
+    (dropins / "50-json-health.toml").write_text('[health]\nprotocol = "json"\n')
+    scenario = vm("azprov-boot-json", "jsonadmin", keys["vm1"][1], incarnation=2)
+    scenario["wireserver"] = {"unavailable_for": 20.0, "retry_after": "1"}
+    booted, records = boot_vm(tree, scenario, label, workdir)
+    assert booted.unit(UNIT)["ExecMainStatus"] == "0", booted.explain()
+    retries = [line for line in console_lines(booted)
+               if line.startswith("azprov: goal state: attempt ") and "HTTP 503; retrying in" in line]
+    assert len(retries) >= 2, console_lines(booted)
+    assert len([r for r in records if r["endpoint"] == "goalstate" and r["status"] == 503]) >= len(retries)
+    posted = [r for r in records if r["endpoint"] == "provisioning_health"]
+    assert [(r["status"], r["report"]["state"], r["violations"]) for r in posted] == [(201, "Ready", [])], posted
+    assert reports(records) == [], "an XML health report was posted too"
+    (value,) = kvp_reports(tree)
+    assert value.startswith("result=success|") and value.endswith(f"|vm_id={scenario['vm_id']}")
+    check_journal_once(booted)
+    assert booted.record["status_wait"]["rc"] == 0

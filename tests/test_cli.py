@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ from azprov.fabric import FabricEmulator, Scenario
 
 pytestmark = pytest.mark.emulator
 DATA = Path(__file__).parent / "data" / "goalstates"
+# report-ready/report-failure write the KVP pool under --root: never this machine's /var/lib/hyperv
+SCRATCH = tempfile.mkdtemp(prefix="azprov-test-cli-")
 
 
 def azprov(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -41,7 +44,7 @@ def ready_reports(fabric) -> list:
 
 def test_report_ready_echoes_an_incarnation_other_than_1():
     with emulator({"incarnation": 7, "container_id": "c-77", "instance_id": "i-77._vm"}) as fabric:
-        result = azprov("report-ready", "--json", *fabric_args(fabric))
+        result = azprov("report-ready", "--root", SCRATCH, "--json", *fabric_args(fabric))
         assert result.returncode == 0, result.stderr
         (report,) = ready_reports(fabric)
     assert (report["incarnation"], report["container_id"], report["instance_id"]) == (7, "c-77", "i-77._vm")
@@ -50,7 +53,7 @@ def test_report_ready_echoes_an_incarnation_other_than_1():
 
 def test_410_then_success_with_the_new_incarnation():
     with emulator({"incarnation": 3, "health": [{"status": 410, "new_incarnation": 4}]}) as fabric:
-        result = azprov("report-ready", *fabric_args(fabric))
+        result = azprov("report-ready", "--root", SCRATCH, *fabric_args(fabric))
         assert result.returncode == 0, result.stderr
         assert [r["incarnation"] for r in ready_reports(fabric)] == [4]
         health_statuses = [r["status"] for r in fabric.requests if r["endpoint"] == "health"]
@@ -59,7 +62,7 @@ def test_410_then_success_with_the_new_incarnation():
 
 def test_500_500_500_then_success():
     with emulator({"goalstate": [{"status": 500, "repeat": 3}]}) as fabric:
-        result = azprov("report-ready", "-v", *fabric_args(fabric))
+        result = azprov("report-ready", "--root", SCRATCH, "-v", *fabric_args(fabric))
         assert result.returncode == 0, result.stderr
         statuses = [r["status"] for r in fabric.requests if r["endpoint"] == "goalstate"]
     assert statuses == [500, 500, 500, 200]
@@ -68,7 +71,7 @@ def test_500_500_500_then_success():
 
 def test_429_with_retry_after_is_honoured():
     with emulator({"goalstate": [{"status": 429, "retry_after": "2"}]}) as fabric:
-        result = azprov("report-ready", "-v", *fabric_args(fabric))
+        result = azprov("report-ready", "--root", SCRATCH, "-v", *fabric_args(fabric))
         assert result.returncode == 0, result.stderr
         times = [r["t"] for r in fabric.requests if r["endpoint"] == "goalstate"]
     assert times[1] - times[0] >= 1.9
@@ -87,7 +90,7 @@ def test_connection_refused_until_the_server_appears():
     starter = threading.Timer(2.0, fabric.start)
     starter.start()
     try:
-        result = azprov("report-ready", "-v", "--wireserver", f"127.0.0.1:{port}", "--timeout", "30")
+        result = azprov("report-ready", "--root", SCRATCH, "-v", "--wireserver", f"127.0.0.1:{port}", "--timeout", "30")
         assert result.returncode == 0, result.stderr
         assert "connection refused" in result.stderr
         assert len(ready_reports(fabric)) == 1
@@ -100,7 +103,7 @@ def test_a_dead_proxy_in_the_environment_does_not_matter():
     dead = f"http://127.0.0.1:{free_port()}"
     env = {"http_proxy": dead, "HTTP_PROXY": dead, "https_proxy": dead, "ALL_PROXY": dead, "NO_PROXY": ""}
     with emulator() as fabric:
-        assert azprov("report-ready", *fabric_args(fabric), env=env).returncode == 0
+        assert azprov("report-ready", "--root", SCRATCH, *fabric_args(fabric), env=env).returncode == 0
         assert azprov("metadata", *fabric_args(fabric), env=env).returncode == 0
         assert len(ready_reports(fabric)) == 1
 
@@ -119,7 +122,7 @@ def test_hostile_goal_states_are_refused_with_a_clear_error(name):
 def test_the_deadline_is_honoured_within_a_second():
     port = free_port()  # nothing listens there: connection refused forever
     started = time.monotonic()
-    result = azprov("report-ready", "--wireserver", f"127.0.0.1:{port}", "--timeout", "3")
+    result = azprov("report-ready", "--root", SCRATCH, "--wireserver", f"127.0.0.1:{port}", "--timeout", "3")
     elapsed = time.monotonic() - started
     assert result.returncode == 4
     assert "before the deadline (3 s" in result.stderr
@@ -128,12 +131,67 @@ def test_the_deadline_is_honoured_within_a_second():
 
 def test_report_failure_carries_the_reason():
     with emulator() as fabric:
-        result = azprov("report-failure", "--reason", "disk <setup> failed|badly", *fabric_args(fabric))
+        result = azprov("report-failure", "--root", SCRATCH, "--reason", "disk <setup> failed|badly", *fabric_args(fabric))
         assert result.returncode == 0, result.stderr
         (report,) = fabric.reports
     assert report["state"] == "NotReady" and report["substatus"] == "ProvisioningFailed"
     assert "reason=reported_by_hand" in report["description"]
     assert "message=disk <setup> failed badly" in report["description"]
+    from azprov import kvp
+    from azprov.host import Host
+
+    (value,) = [v for k, v in kvp.read_pool(Host(SCRATCH)) if k == kvp.PROVISIONING_REPORT]
+    assert value == report["description"]
+
+
+def test_report_ready_json_protocol_posts_to_provisioning_health(tmp_path):
+    with emulator() as fabric:
+        result = azprov("report-ready", "--root", str(tmp_path), "--protocol", "json", "--json",
+                        *fabric_args(fabric))
+        assert result.returncode == 0, result.stderr
+        (request,) = [r for r in fabric.requests if r["endpoint"] == "provisioning_health"]
+        assert not [r for r in fabric.requests if r["endpoint"] in ("goalstate", "health")]
+    assert request["status"] == 201 and request["violations"] == []
+    assert request["report"]["state"] == "Ready"
+    assert json.loads(result.stdout)["protocol"] == "json"
+    from azprov import kvp
+    from azprov.host import Host
+
+    (value,) = [v for k, v in kvp.read_pool(Host(str(tmp_path))) if k == kvp.PROVISIONING_REPORT]
+    assert value.startswith("result=success|agent=azprov/")
+
+
+def test_report_failure_json_protocol_carries_the_description(tmp_path):
+    with emulator() as fabric:
+        result = azprov("report-failure", "--root", str(tmp_path), "--protocol", "json",
+                        "--reason", "disk setup failed", *fabric_args(fabric))
+        assert result.returncode == 0, result.stderr
+        (request,) = [r for r in fabric.requests if r["endpoint"] == "provisioning_health"]
+    assert request["report"]["state"] == "NotReady" and request["report"]["substatus"] == "ProvisioningFailed"
+    assert "reason=reported_by_hand" in request["report"]["description"]
+
+
+@pytest.mark.parametrize("status, retry_after", [(429, "1"), (503, "1")])
+def test_json_protocol_retries_429_and_503_honouring_retry_after(tmp_path, status, retry_after):
+    scenario = {"provisioning_health": [{"status": status, "retry_after": retry_after, "repeat": 2}]}
+    with emulator(scenario) as fabric:
+        result = azprov("report-ready", "-v", "--root", str(tmp_path), "--protocol", "json",
+                        *fabric_args(fabric))
+        assert result.returncode == 0, result.stderr
+        requests = [r for r in fabric.requests if r["endpoint"] == "provisioning_health"]
+    assert [r["status"] for r in requests] == [status, status, 201]
+    assert requests[1]["t"] - requests[0]["t"] >= 0.95 and requests[2]["t"] - requests[1]["t"] >= 0.95
+    assert result.stderr.count(f"HTTP {status}; retrying in") == 2
+
+
+def test_json_protocol_other_4xx_fails_with_the_servers_reason(tmp_path):
+    scenario = {"provisioning_health": [{"status": 403, "body": "agent not allowed to report",
+                                         "headers": {"Content-Type": "text/plain"}}]}
+    with emulator(scenario) as fabric:
+        result = azprov("report-ready", "--root", str(tmp_path), "--protocol", "json", *fabric_args(fabric))
+        assert len([r for r in fabric.requests if r["endpoint"] == "provisioning_health"]) == 1
+    assert result.returncode == 5
+    assert "answered HTTP 403: agent not allowed to report" in result.stderr
 
 
 def test_goalstate_and_metadata_print_what_they_read():

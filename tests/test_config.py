@@ -280,7 +280,7 @@ def test_render_toml_of_defaults_round_trips(tmp_path):
 
 def test_to_dict_shape():
     data = Config(wireserver=WireServerConfig(address="10.0.0.1")).to_dict()
-    assert list(data) == ["wireserver", "imds", "http", "provisioning"]
+    assert list(data) == ["wireserver", "imds", "http", "health", "provisioning"]
     assert data["wireserver"] == {"address": "10.0.0.1", "deadline": 1200.0}
     assert data["provisioning"]["admin_groups"] == ("sudo", "wheel")
     assert "sources" not in data
@@ -646,3 +646,11 @@ def test_config_render_toml_reloads_equal(config):
     lambda s: not any(0xD800 <= ord(c) <= 0xDFFF for c in s)), max_size=3).map(tuple)))
 def test_config_render_toml_reloads_equal_with_any_source_path(config):
     check_render_round_trip(config)
+
+def test_health_protocol_is_xml_by_default_and_json_on_request(tmp_path):
+    from azprov.config import load_config
+
+    assert load_config(str(tmp_path)).health.protocol == "xml"
+    assert load_config(str(tmp_path), overrides={"health": {"protocol": "json"}}).health.protocol == "json"
+    with pytest.raises(ConfigError, match=r'\[health\] protocol: expected one of "xml", "json"'):
+        load_config(str(tmp_path), overrides={"health": {"protocol": "soap"}})

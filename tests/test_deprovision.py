@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from azprov import deprovision, errors, state, unit
+from azprov import attempts, deprovision, errors, kvp, state, unit
 from azprov.host import Host
 from azprov.steps import user as user_step
 from support import cli
@@ -64,6 +64,11 @@ def test_deprovision_force_on_an_image_tree(scratch_root):
     unit.disable(host)
     open(host.path("/etc/ssh/ssh_host_rsa_key"), "w").write("k")
     open(host.path("/etc/ssh/ssh_host_rsa_key.pub"), "w").write("k")
+    recorder = attempts.Recorder(host)
+    recorder.begin()
+    recorder.succeeded(OTHER_VM)
+    kvp.write(host, "OTHER_AGENT", "kept")
+    kvp.write(host, kvp.PROVISIONING_REPORT, "result=success")
     result = cli.azprov("deprovision", "--force", "--root", scratch_root)
     assert result.returncode == 0, result.stderr
     assert "will, on " + host.root in result.stdout
@@ -74,6 +79,8 @@ def test_deprovision_force_on_an_image_tree(scratch_root):
     assert present(scratch_root, "etc/ssh/sshd_config")
     assert not present(scratch_root, "var/lib/dhcp/dhclient.eth0.leases")
     assert open(host.path("/etc/machine-id")).read() == ""
+    assert attempts.load(host) == [] and not present(scratch_root, "var/lib/azprov/attempts.json")
+    assert kvp.read_pool(host) == [("OTHER_AGENT", "kept")]
     again = cli.azprov("deprovision", "--force", "--root", scratch_root)  # nothing left to do: fine
     assert again.returncode == 0, again.stderr
 

@@ -295,8 +295,12 @@ def test_json_provisioning_health_endpoint():
                   json.dumps({"state": "NotReady", "details": {"subStatus": "ProvisioningFailed",
                                                                "description": "no disk"}}).encode())
         bad = call(fabric.wireserver_url, "/provisioning/health", "POST", {}, b'{"state": "Fine"}')
-    assert ok[0] == 200 and bad[0] == 400
+        no_headers = call(fabric.wireserver_url, "/provisioning/health", "POST", {}, b'{"state": "Ready"}')
+    assert ok[0] == 201 and bad[0] == 400 and no_headers[0] == 400
     assert fabric.provisioning_reports[0]["description"] == "no disk"
+    violations = [r["violations"] for r in fabric.requests][2]
+    assert "x-ms-guest-agent-name header missing or empty" in violations
+    assert any("expected application/json" in v for v in violations)
     assert fabric.reports == []
 
 

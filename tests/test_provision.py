@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from azprov import errors, state, unit
+from azprov import attempts, errors, kvp, state, unit
 from azprov.errors import Busy, FabricUnreachable, Refused
 from azprov.host import Host
 from azprov.provision import provision
@@ -324,6 +324,16 @@ def test_a_run_killed_after_a_step_converges_and_reports_ready_once(tmp_path, em
     assert cli.temp_files(root) == []
 
 
+def check_only_failure_leftovers(changed) -> None:
+    """Nothing half-written; only what a failure leaves on purpose: the lock, the attempt
+    history, the KVP report for the host, and the SSH host keys (break-glass logins)."""
+    expected = {"run/azprov", "run/azprov/lock", "var/lib/azprov", "var/lib/azprov/attempts.json",
+                "var/lib/hyperv", "var/lib/hyperv/.kvp_pool_1"}
+    assert {p for p in changed if not p.startswith("etc/ssh/ssh_host_")} <= expected, changed
+    assert {p for p in changed if p.startswith("etc/ssh/ssh_host_") and p.endswith("_key")} == {
+        "etc/ssh/ssh_host_rsa_key", "etc/ssh/ssh_host_ecdsa_key", "etc/ssh/ssh_host_ed25519_key"}
+
+
 HOSTILE = [
     ({"computer_name": "../x"}, "invalid_computer_name", "hostname"),
     ({"computer_name": "x" * 300}, "invalid_computer_name", "hostname"),
@@ -348,8 +358,11 @@ def test_hostile_metadata_fails_clearly_and_changes_nothing(scratch_root, emulat
     assert (fields["reason"], fields["step"]) == (reason, step)
     assert fields["vm_id"] == "8b1e4c3d-52a7-4f6e-9c80-d3a2b7e615f4" and len(report["description"]) <= 512
     assert result.stderr.strip().splitlines()[-1].startswith("azprov: ")
-    changed = diff(before, snapshot(scratch_root))
-    assert set(changed) <= {"run/azprov", "run/azprov/lock"}, changed  # nothing else half-written
+    check_only_failure_leftovers(diff(before, snapshot(scratch_root)))
+    (record,) = [v for k, v in kvp.read_pool(Host(scratch_root)) if k == "PROVISIONING_REPORT"]
+    assert record.startswith(f"result=error|reason={reason}|") and f"step={step}" in record
+    last = attempts.last(Host(scratch_root))
+    assert (last.outcome, last.step, last.reason) == ("failed", step, reason)
 
 
 @pytest.mark.emulator
@@ -367,7 +380,7 @@ def test_a_symlinked_ssh_directory_fails_and_root_keys_stay_untouched(tmp_path, 
     assert (fields["reason"], fields["step"]) == ("unsafe_path", "ssh_keys")
     assert os.listdir(os.path.join(root, "root/.ssh")) == ["authorized_keys"]
     assert open(os.path.join(root, "root/.ssh/authorized_keys")).read() == "root's own key\n"
-    assert set(diff(before, snapshot(root))) <= {"run/azprov", "run/azprov/lock"}
+    check_only_failure_leftovers(diff(before, snapshot(root)))
 
 
 REFUSALS = [
@@ -390,7 +403,7 @@ def test_refusals_report_failure_and_exit_7(tmp_path, emulator, scenario, image,
     (report,) = fabric.reports
     assert report["substatus"] == "ProvisioningFailed"
     assert description_fields(report)["reason"] == reason
-    assert set(diff(before, snapshot(root))) <= {"run/azprov", "run/azprov/lock"}
+    check_only_failure_leftovers(diff(before, snapshot(root)))
 
 
 @pytest.mark.emulator
@@ -431,3 +444,90 @@ def test_two_instances_at_once_provision_once(scratch_root, emulator):
     assert [first.returncode, second.returncode] == [0, 0], outputs
     assert [r["state"] for r in fabric.reports] == ["Ready"]
     assert sum("already provisioned" in out for out, _ in outputs) == 1
+
+
+# --- KVP report, attempt history, host keys on every path ------------------------------------
+
+def kvp_reports(host):
+    return [value for key, value in kvp.read_pool(host) if key == "PROVISIONING_REPORT"]
+
+
+def keygen_runner(root):
+    """ssh-keygen -A that writes the keys (the other commands succeed and do nothing)."""
+    def handler(argv):
+        if argv[0] == "ssh-keygen":
+            for kind in ("rsa", "ecdsa", "ed25519"):
+                open(os.path.join(root, f"etc/ssh/ssh_host_{kind}_key"), "w").write("k")
+    return FakeRunner(handler)
+
+
+def test_kvp_success_is_written_before_ready_and_the_attempt_recorded(host, light):
+    fabric = FakeFabric(metadata())
+    seen_at_report = []
+    report = fabric.wireserver.report
+    fabric.wireserver.report = lambda status, deadline=None: (seen_at_report.append(kvp_reports(host)),
+                                                               report(status, deadline))[1]
+    provision(host, light, connect=fabric.connect)
+    (before,) = seen_at_report
+    assert len(before) == 1 and before[0].startswith("result=success|agent=azprov/")
+    assert before[0].endswith(f"|vm_id={VM_ID}")
+    assert kvp_reports(host) == before
+    (attempt,) = attempts.load(host)
+    assert (attempt.outcome, attempt.vm_id, attempt.reason) == ("succeeded", VM_ID, None)
+    assert attempt.finished_at is not None
+
+
+def test_a_failure_replaces_the_kvp_record_and_is_recorded(host, light):
+    provision(host, light, connect=FakeFabric(metadata()).connect)  # an earlier success, then a new VM
+    state.clear(host)
+    fabric = FakeFabric(metadata(computer_name="../x"))
+    with pytest.raises(errors.InvalidHostname):
+        provision(host, light, connect=fabric.connect)
+    (value,) = kvp_reports(host)
+    assert value.startswith("result=error|reason=invalid_computer_name|") and "|step=hostname|" in value
+    assert value == fabric.reports[0].description  # short enough: the same text as the Description
+    history = attempts.load(host)
+    assert [a.outcome for a in history] == ["succeeded", "failed"]
+    assert (history[-1].step, history[-1].reason) == ("hostname", "invalid_computer_name")
+
+
+def test_an_unreachable_wireserver_still_reaches_kvp_and_the_history(host, light):
+    fabric = FakeFabric(metadata())
+    fabric.wireserver_down = True
+    with pytest.raises(FabricUnreachable):
+        provision(host, light, connect=fabric.connect)
+    (value,) = kvp_reports(host)
+    assert value.startswith("result=error|reason=fabric_unreachable|") and "|step=goal_state|" in value
+    assert attempts.last(host).outcome == "failed"
+
+
+def test_a_refusal_is_recorded_as_refused(host, light):
+    with pytest.raises(Refused):
+        provision(host, light, connect=FakeFabric(metadata(pps_type="Running")).connect)
+    last = attempts.last(host)
+    assert (last.outcome, last.step, last.reason) == ("refused", "checks", "pre_provisioned_pool_vm")
+
+
+def test_already_provisioned_records_no_attempt(host, light):
+    record(host, VM_ID.upper())
+    provision(host, light, connect=FakeFabric(metadata()).connect)  # no DMI: IMDS says it
+    assert attempts.load(host) == [] and kvp_reports(host) == []
+
+
+@pytest.mark.parametrize("path", ["success", "failure", "refusal", "unreachable"])
+def test_host_keys_are_generated_on_every_path(scratch_root, config, path):
+    host = Host(scratch_root, runner=keygen_runner(scratch_root))
+    settings = dataclasses.replace(config, provisioning=dataclasses.replace(
+        config.provisioning, create_user=False, install_ssh_keys=False))
+    fabric = FakeFabric(metadata(computer_name="../x" if path == "failure" else "vm-1",
+                                 pps_type="Running" if path == "refusal" else None))
+    fabric.wireserver_down = path == "unreachable"
+    if path == "success":
+        outcome = provision(host, settings, connect=fabric.connect)
+        assert outcome.changes["host_keys"] is True and list(outcome.changes)[-1] == "host_keys"
+    else:
+        with pytest.raises((errors.InvalidHostname, Refused, FabricUnreachable)):
+            provision(host, settings, connect=fabric.connect)
+    assert set(os.listdir(host.path("/etc/ssh"))) >= {"ssh_host_ecdsa_key", "ssh_host_ed25519_key",
+                                                      "ssh_host_rsa_key"}
+    assert [c for c in host.runner.calls if c[0] == "ssh-keygen"] == [["ssh-keygen", "-A", "-f", host.root]]

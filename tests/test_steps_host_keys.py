@@ -59,3 +59,63 @@ def test_a_live_host_runs_plain_ssh_keygen_a(scratch_root, config):
     with pytest.raises(StepFailed):  # the fake writes nothing
         host_keys.apply(live_host(scratch_root, runner), metadata(), config.provisioning)
     assert runner.calls == [["ssh-keygen", "-A"]]
+
+
+def _keygen_writing(host_root, delay=0.0, started=None):
+    """A fake runner whose ssh-keygen -A writes the three keys (after ``delay`` seconds)."""
+    import threading
+    import time
+
+    def handler(argv):
+        if argv[0] == "ssh-keygen":
+            if started is not None:
+                started.set()
+            time.sleep(delay)
+            for kind in host_keys.KEY_TYPES:
+                open(os.path.join(host_root, f"etc/ssh/ssh_host_{kind}_key"), "w").write("k")
+        return None
+
+    return FakeRunner(handler)
+
+
+def test_background_generation_runs_concurrently_and_wait_joins_it(scratch_root, config):
+    import threading
+    import time
+
+    started = threading.Event()
+    host = Host(scratch_root, runner=_keygen_writing(scratch_root, delay=0.5, started=started))
+    began = time.monotonic()
+    job = host_keys.start(host, config.provisioning)
+    assert time.monotonic() - began < 0.3, "start() must not wait for ssh-keygen"
+    assert started.wait(5)
+    assert job.wait() is True and host_keys.missing(host) == []
+    assert job.wait() is True  # waiting again is harmless
+
+
+def test_background_failure_is_raised_by_wait(scratch_root, config):
+    host = Host(scratch_root, runner=FakeRunner())  # writes nothing
+    job = host_keys.start(host, config.provisioning)
+    with pytest.raises(StepFailed, match="did not create"):
+        job.wait()
+
+
+def test_background_is_off_when_turned_off_or_keys_present(scratch_root, config):
+    import dataclasses
+
+    off = dataclasses.replace(config.provisioning, generate_host_keys=False)
+    runner = FakeRunner()
+    assert host_keys.start(Host(scratch_root, runner=runner), off) is None
+    for kind in host_keys.KEY_TYPES:
+        open(os.path.join(scratch_root, f"etc/ssh/ssh_host_{kind}_key"), "w").write("k")
+    assert host_keys.start(Host(scratch_root, runner=runner), config.provisioning).wait() is False
+    assert runner.calls == []
+
+
+def test_a_killed_ssh_keygen_leaves_temp_files_that_the_next_run_removes(scratch_root, config):
+    leftovers = ["ssh_host_rsa_key.AbCdEf0123", "ssh_host_rsa_key.pub.XyZ9876543"]
+    for name in leftovers + ["ssh_host_rsa_key.keep"]:
+        open(os.path.join(scratch_root, "etc/ssh", name), "w").write("partial")
+    host = Host(scratch_root, runner=_keygen_writing(scratch_root))
+    assert host_keys.apply(host, metadata(), config.provisioning) is True
+    left = sorted(os.listdir(os.path.join(scratch_root, "etc/ssh")))
+    assert not set(leftovers) & set(left) and "ssh_host_rsa_key.keep" in left

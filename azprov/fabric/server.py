@@ -548,7 +548,7 @@ class FabricEmulator:
         if endpoint == "health":
             return self._health(h, body, violations, record)
         if endpoint == "provisioning_health":
-            return self._provisioning_health(body, violations, record)
+            return self._provisioning_health(h, body, violations, record)
         if endpoint == "config":
             self._wireserver_headers(h, violations)
             if violations:
@@ -619,7 +619,13 @@ class FabricEmulator:
             return self._error("wireserver", 400, "; ".join(violations))
         return _Reply(200, b"", XML)
 
-    def _provisioning_health(self, body: bytes, violations: List[str], record: Dict[str, Any]) -> _Reply:
+    def _provisioning_health(self, h: _Handler, body: bytes, violations: List[str],
+                             record: Dict[str, Any]) -> _Reply:
+        if not (h.headers.get("x-ms-guest-agent-name") or "").strip():
+            violations.append("x-ms-guest-agent-name header missing or empty")
+        content_type = h.headers.get("Content-Type") or ""
+        if content_type.split(";", 1)[0].strip().lower() != "application/json":
+            violations.append(f"Content-Type is {content_type[:64]!r}, expected application/json")
         try:
             document = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -643,7 +649,7 @@ class FabricEmulator:
                                 "description": description if isinstance(description, str) else None}
         if violations:
             return self._error("wireserver", 400, "; ".join(violations))
-        return _Reply(200, b"", JSON)
+        return _Reply(201, b"", JSON)
 
     def _api_versions(self) -> Tuple[str, ...]:
         return self.scenario.imds.api_versions or documents.KNOWN_API_VERSIONS

@@ -266,13 +266,18 @@ def diff(before: Dict[str, Entry], after: Dict[str, Entry]) -> Dict[str, Tuple]:
 
 def comparable(entries: Dict[str, Entry]) -> Dict[str, Entry]:
     """A snapshot with the parts that differ between equivalent runs blanked: host key material
-    (random) and the state file (its timestamp)."""
+    (random), the state file (its timestamp), the attempt history (times, and a killed run's
+    attempt) and the KVP pool (the report's timestamp)."""
     result = {}
     for path, (kind, mode, uid, gid, content) in entries.items():
         if path.startswith("etc/ssh/ssh_host_"):
             content = "<host key>"
         elif path == "var/lib/azprov/state.json":
             content = "<state>"
+        elif path == "var/lib/azprov/attempts.json":
+            content = "<attempts>"
+        elif path == "var/lib/hyperv/.kvp_pool_1":
+            content = "<kvp pool>"
         result[path] = (kind, mode, uid, gid, content)
     return result
 

@@ -19,9 +19,11 @@ import contextlib
 import dataclasses
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -34,7 +36,12 @@ from support.scratch_root import WANTS_LINK, comparable, diff, make_scratch_root
 
 
 VM_ID = "8b1e4c3d-52a7-4f6e-9c80-d3a2b7e615f4"  # the emulator's default compute.vmId
-LOCK_ONLY = {"run/azprov", "run/azprov/lock"}  # what any run may leave: the run lock
+# What any failed run may leave: the run lock, the attempt history, the KVP report for the host,
+# and (checked apart) the SSH host keys generated for break-glass logins.
+LOCK_ONLY = {"run/azprov", "run/azprov/lock", "var/lib/azprov", "var/lib/azprov/attempts.json",
+             "var/lib/hyperv", "var/lib/hyperv/.kvp_pool_1"}
+HOST_KEY_FILES = {f"etc/ssh/ssh_host_{kind}_key{pub}" for kind in ("rsa", "ecdsa", "ed25519")
+                  for pub in ("", ".pub")}
 DEFAULT_TIMEOUT = 20.0
 
 # Bodies azprov must never log: markers that only occur in goal states, IMDS documents, health
@@ -369,12 +376,42 @@ def attempts_failed(run: Run, what: str) -> int:
 # --- running rows --------------------------------------------------------------------------------
 
 
+_KEYS_LOCK = threading.Lock()
+_KEYS: Dict[str, Tuple[bytes, int]] = {}
+KEYLESS = ("kill-after-host-keys", "kill-during-host-keys")  # rows about generating the keys
+
+
+def seed_host_keys(root: str) -> None:
+    """Give the tree the SSH host keys a first boot generates (one set made with ``ssh-keygen -A``
+    per session, copied with their modes).  azprov generates missing keys in the background and
+    waits for them on every exit path (break-glass SSH), so without keys each row's time would
+    be RSA key generation on this loaded machine instead of the fault's; the host-key rows start
+    without keys, and tests/test_provision.py covers the keys on every path."""
+    with _KEYS_LOCK:
+        if not _KEYS:
+            template = tempfile.mkdtemp(prefix="azprov-host-keys-")
+            os.makedirs(os.path.join(template, "etc/ssh"))
+            subprocess.run(["ssh-keygen", "-A", "-f", template], check=True, capture_output=True)
+            for name in os.listdir(os.path.join(template, "etc/ssh")):
+                path = os.path.join(template, "etc/ssh", name)
+                with open(path, "rb") as f:
+                    _KEYS[name] = (f.read(), os.stat(path).st_mode & 0o777)
+            shutil.rmtree(template)
+    for name, (content, mode) in _KEYS.items():
+        path = os.path.join(root, "etc/ssh", name)
+        with open(path, "wb") as f:
+            f.write(content)
+        os.chmod(path, mode)
+
+
 def execute(row: Row, tmp: str) -> Run:
     """Prepare the tree, start the emulator, play the row, and collect everything to check."""
     from azprov.fabric import FabricEmulator, Scenario
 
     os.makedirs(tmp)
     root = make_scratch_root(os.path.join(tmp, "root"), **dict(row.image))
+    if row.id not in KEYLESS:
+        seed_host_keys(root)
     scenario = row.scenario_dict()
     ctx = Context(root, tmp, {"root": root, "scenario": scenario})
     with contextlib.ExitStack() as stack:
@@ -407,6 +444,7 @@ class Reference:
         with self.lock:
             if self.tree is None:
                 root = make_scratch_root(os.path.join(self.base, "reference", "root"))
+                seed_host_keys(root)
                 with FabricEmulator(Scenario()) as fabric:
                     result = run_azprov(
                         ["provision", "-v", "--root", root, "--wireserver", fabric.wireserver_url,
@@ -516,7 +554,7 @@ def check_row(row: Row, run: Run, reference: Reference) -> None:
         assert run.unit_enabled, "not provisioned, yet the unit would not run next boot"
     if row.tree == "unchanged":
         changed = diff(run.before, run.after)
-        assert set(changed) <= LOCK_ONLY, sorted(changed)
+        assert set(changed) - HOST_KEY_FILES <= LOCK_ONLY, sorted(changed)
     elif row.tree == "reference":
         assert diff(reference.get(), comparable(run.after)) == {}
     # The log: no traceback for an expected outcome, no key material, no body.
