@@ -73,13 +73,14 @@ class Provisioning:
         self.vm_id: Optional[str] = None
         self.wireserver_answered = False
         self.ready_accepted = False
-        self.keys: Optional[host_keys.Background] = None
+        self.keys: Optional[_Prefetch] = None  # ssh-keygen in the background
         self.history = attempts.Recorder(host)
 
     def run(self) -> Outcome:
         # ssh-keygen first, in the background: it needs nothing from the fabric, and sshd needs
         # its keys whatever happens next (break-glass logins after a failure).
-        self.keys = host_keys.start(self.host, self.settings)
+        self.keys = (_Prefetch(lambda: host_keys.apply(self.host, None, self.settings), step=host_keys.NAME)
+                     if host_keys.needed(self.host, self.settings) else None)
         try:
             outcome = self.identify_and_provision()
         except BaseException:
@@ -138,7 +139,9 @@ class Provisioning:
         changes = self.apply_steps(metadata)
         if self.keys is not None:
             with self.phase(host_keys.NAME, report=lambda: "changed" if changes[host_keys.NAME] else "unchanged"):
-                changes[host_keys.NAME] = self.keys.wait()
+                changes[host_keys.NAME] = self.keys.result()
+        elif host_keys.enabled(self.settings):
+            changes[host_keys.NAME] = False
         self.notifier.ready("provisioned; reporting Ready to Azure")
         self.tell_host(encode_success(agent=USER_AGENT, vm_id=self.vm_id))
         with self.phase("report"):
@@ -167,7 +170,7 @@ class Provisioning:
         if self.keys is None:
             return
         try:
-            self.keys.wait()
+            self.keys.result()
         except Exception as exc:
             log.error("could not generate the SSH host keys: %s", exc, extra={"AZPROV_STEP": host_keys.NAME})
 
@@ -244,8 +247,9 @@ class Provisioning:
 
 class _Prefetch:
     """``fetch()`` running in a thread from now on; ``result()`` waits for it, then returns its
-    value or raises its exception in the caller's thread.  A daemon thread: when the run stops
-    early (the goal state failed), nobody waits for it."""
+    value or raises its exception in the caller's thread (again on each call).  A daemon thread:
+    when the run stops early (the goal state failed), nobody waits for the IMDS answer; the
+    host keys are always waited for."""
 
     def __init__(self, fetch: Callable, *, step: str) -> None:
         self._value = None

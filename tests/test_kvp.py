@@ -4,6 +4,7 @@ process (one holding hv_kvp_daemon's fcntl lock, one holding flock, and writers 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import subprocess
 import sys
@@ -201,3 +202,43 @@ def test_concurrent_writers_leave_one_record_per_key(host):
     assert set(keys) == {"START", "PROVISIONING_REPORT"} | {f"{n}-{i}" for n in "abc" for i in range(5)}
     assert dict(records)["PROVISIONING_REPORT"] in {"a-39", "b-39", "c-39"}
     assert len(pool_bytes(host)) == len(records) * kvp.RECORD_SIZE
+
+
+# --- properties (hypothesis; settings in support/strategies.py) ----------------------------------
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+from support.strategies import ANY_TEXT, NASTY_CHAR, characters, fuzz  # noqa: E402
+
+KEYISH = st.text(alphabet=st.one_of(characters(exclude_categories=("Cs",)), NASTY_CHAR), max_size=700)
+
+
+@fuzz(200)
+@given(KEYISH, st.integers(0, 2100))
+def test_cut_utf8_never_exceeds_and_never_splits_a_character(text, limit):
+    cut = kvp.cut_utf8(text, limit)
+    assert len(cut) <= limit
+    decoded = cut.decode("utf-8")  # raises if a character was split
+    assert text.encode("utf-8", "replace").startswith(cut)
+    if len(text.encode("utf-8", "replace")) > limit:
+        assert limit - len(cut) < 4  # as much as fits: at most one character short
+    else:
+        assert decoded.encode() == text.encode("utf-8", "replace")
+
+
+@fuzz(200)
+@given(st.lists(st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), ANY_TEXT), max_size=8))
+def test_encoded_fields_read_back_with_a_csv_reader(fields):
+    text = encode_fields(fields)
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="|"))
+    assert rows == ([[f"{k}={v}" for k, v in fields]] if fields else [])
+
+
+@fuzz(100)
+@given(KEYISH, KEYISH)
+def test_records_round_trip_within_their_limits(key, value):
+    record = kvp.encode_record(key, value)
+    assert len(record) == kvp.RECORD_SIZE
+    got_key, got_value = kvp.decode_record(record)
+    assert got_key.encode() == kvp.cut_utf8(key, kvp.KEY_LIMIT).split(b"\0", 1)[0]
+    assert got_value.encode() == kvp.cut_utf8(value, kvp.VALUE_LIMIT).split(b"\0", 1)[0]

@@ -531,3 +531,34 @@ def test_host_keys_are_generated_on_every_path(scratch_root, config, path):
     assert set(os.listdir(host.path("/etc/ssh"))) >= {"ssh_host_ecdsa_key", "ssh_host_ed25519_key",
                                                       "ssh_host_rsa_key"}
     assert [c for c in host.runner.calls if c[0] == "ssh-keygen"] == [["ssh-keygen", "-A", "-f", host.root]]
+
+
+def test_host_keys_run_concurrently_and_ready_waits_for_them(scratch_root, config):
+    import time
+
+    events = {}
+
+    def handler(argv):
+        if argv[0] == "ssh-keygen":
+            time.sleep(0.6)
+            for kind in ("rsa", "ecdsa", "ed25519"):
+                open(os.path.join(scratch_root, f"etc/ssh/ssh_host_{kind}_key"), "w").write("k")
+            events["keys"] = time.monotonic()
+
+    class Notifier:
+        def status(self, text):
+            pass
+
+        def ready(self, text=""):
+            events["ready"] = time.monotonic()
+
+    host = Host(scratch_root, runner=FakeRunner(handler))
+    settings = dataclasses.replace(config, provisioning=dataclasses.replace(
+        config.provisioning, create_user=False, install_ssh_keys=False))
+    fabric = FakeFabric(metadata())
+    goal_state = fabric.wireserver.goal_state
+    fabric.wireserver.goal_state = lambda deadline=None: (events.setdefault("goal_state", time.monotonic()),
+                                                          goal_state(deadline))[1]
+    provision(host, settings, connect=fabric.connect, notifier=Notifier())
+    assert events["goal_state"] < events["keys"], "the flow waited for ssh-keygen before the fabric"
+    assert events["keys"] <= events["ready"], "READY=1 before the host keys existed"

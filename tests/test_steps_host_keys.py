@@ -78,37 +78,20 @@ def _keygen_writing(host_root, delay=0.0, started=None):
     return FakeRunner(handler)
 
 
-def test_background_generation_runs_concurrently_and_wait_joins_it(scratch_root, config):
-    import threading
-    import time
-
-    started = threading.Event()
-    host = Host(scratch_root, runner=_keygen_writing(scratch_root, delay=0.5, started=started))
-    began = time.monotonic()
-    job = host_keys.start(host, config.provisioning)
-    assert time.monotonic() - began < 0.3, "start() must not wait for ssh-keygen"
-    assert started.wait(5)
-    assert job.wait() is True and host_keys.missing(host) == []
-    assert job.wait() is True  # waiting again is harmless
-
-
-def test_background_failure_is_raised_by_wait(scratch_root, config):
-    host = Host(scratch_root, runner=FakeRunner())  # writes nothing
-    job = host_keys.start(host, config.provisioning)
-    with pytest.raises(StepFailed, match="did not create"):
-        job.wait()
-
-
-def test_background_is_off_when_turned_off_or_keys_present(scratch_root, config):
+def test_needed_only_when_keys_are_missing_and_turned_on(scratch_root, config, caplog):
     import dataclasses
+    import logging
 
+    caplog.set_level(logging.INFO)
+    host = Host(scratch_root, runner=FakeRunner())
+    assert host_keys.needed(host, config.provisioning) is True
+    assert "step host_keys: started in the background (missing: rsa, ecdsa, ed25519)" in caplog.text
     off = dataclasses.replace(config.provisioning, generate_host_keys=False)
-    runner = FakeRunner()
-    assert host_keys.start(Host(scratch_root, runner=runner), off) is None
+    assert host_keys.needed(host, off) is False
     for kind in host_keys.KEY_TYPES:
         open(os.path.join(scratch_root, f"etc/ssh/ssh_host_{kind}_key"), "w").write("k")
-    assert host_keys.start(Host(scratch_root, runner=runner), config.provisioning).wait() is False
-    assert runner.calls == []
+    assert host_keys.needed(host, config.provisioning) is False
+    assert host.runner.calls == []
 
 
 def test_a_killed_ssh_keygen_leaves_temp_files_that_the_next_run_removes(scratch_root, config):
