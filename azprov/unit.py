@@ -76,10 +76,14 @@ def enable(host: Host) -> bool:
 
 
 def is_running(host: Host) -> bool:
-    """True while systemd is starting the unit or its main process still runs (a Type=notify
-    unit is "active" from READY=1 on, while azprov still reports Ready)."""
+    """True while the unit has a start job queued (early in boot, before network-online.target),
+    systemd is starting it, or its main process still runs (a Type=notify unit is "active" from
+    READY=1 on, while azprov still reports Ready)."""
     if not host.systemd_running():
         return False
+    jobs = host.run(["systemctl", "list-jobs", "--no-legend", "--no-pager", UNIT], timeout=30, check=False)
+    if any(UNIT in line.split() for line in jobs.stdout.splitlines()):
+        return True
     result = host.run(["systemctl", "show", "-p", "ActiveState", "-p", "MainPID", UNIT],
                       timeout=30, check=False)
     values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)

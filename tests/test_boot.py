@@ -486,6 +486,20 @@ def test_hostile_computer_name_reports_provisioning_failed(computer_name: str, w
     assert (last["outcome"], last["step"], last["reason"]) == ("failed", "hostname", "invalid_computer_name")
 
 
+WAITER_UNIT = """\
+# Test-only: what a start task does, early in boot: wait for azprov, exit with its verdict.
+[Unit]
+Description=azprov boot test: azprov status --wait from early in the boot
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/azprov status --wait
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
 # --- a WireServer outage, and the JSON health protocol ------------------------------------------
 
 def test_wireserver_outage_retries_on_the_console_then_json_health(workspace, layers, keys, workdir: Path):
@@ -496,6 +510,10 @@ def test_wireserver_outage_retries_on_the_console_then_json_health(workspace, la
     dropins = tree / "etc/azprov/azprov.toml.d"
     dropins.mkdir(parents=True, exist_ok=True)
     (dropins / "50-json-health.toml").write_text('[health]\nprotocol = "json"\n')
+    # A script that waits for provisioning, started early (after basic.target, not after azprov):
+    # `azprov status --wait` must block through the outage until azprov has finished.
+    (tree / "etc/systemd/system/azprov-boottest-wait.service").write_text(WAITER_UNIT)
+    images.enable_link(tree, "azprov-boottest-wait.service").symlink_to("/etc/systemd/system/azprov-boottest-wait.service")
     scenario = vm("azprov-boot-json", "jsonadmin", keys["vm1"][1], incarnation=2)
     scenario["wireserver"] = {"unavailable_for": 20.0, "retry_after": "1"}
     booted, records = boot_vm(tree, scenario, label, workdir)
@@ -511,3 +529,9 @@ def test_wireserver_outage_retries_on_the_console_then_json_health(workspace, la
     assert value.startswith("result=success|") and value.endswith(f"|vm_id={scenario['vm_id']}")
     check_journal_once(booted)
     assert booted.record["status_wait"]["rc"] == 0
+    azprov, waiter = booted.unit(UNIT), booted.unit("azprov-boottest-wait.service")
+    assert waiter["Result"] == "success" and waiter["ExecMainStatus"] == "0", waiter
+    started, ended = int(waiter["ExecMainStartTimestampMonotonic"]), int(waiter["ExecMainExitTimestampMonotonic"])
+    azprov_exit = int(azprov["ExecMainExitTimestampMonotonic"])
+    assert 0 < started < azprov_exit, "the waiter did not start while azprov was running (or queued)"
+    assert ended >= azprov_exit, f"status --wait returned {(azprov_exit - ended) / 1e6:.1f} s before azprov exited"

@@ -77,3 +77,23 @@ def test_with_systemd_running_systemctl_does_it(scratch_root):
     assert unit.enable(host) is True
     assert runner.calls[-1] == ["systemctl", "enable", "azprov.service"]
     assert os.path.lexists(os.path.join(scratch_root, "etc/systemd/system/multi-user.target.wants/azprov.service"))
+
+
+@pytest.mark.parametrize("jobs, show, running", [
+    ("", "ActiveState=active\nMainPID=0\n", False),  # finished (RemainAfterExit)
+    ("", "ActiveState=failed\nMainPID=0\n", False),
+    ("", "ActiveState=inactive\nMainPID=0\n", False),  # disabled, never started this boot
+    ("", "ActiveState=activating\nMainPID=412\n", True),  # before READY=1
+    ("", "ActiveState=active\nMainPID=412\n", True),  # after READY=1, still reporting Ready
+    ("17 azprov.service start waiting\n", "ActiveState=inactive\nMainPID=0\n", True),  # queued
+])
+def test_is_running_reads_jobs_state_and_main_pid(scratch_root, jobs, show, running):
+    from azprov.host import CommandResult
+    from support.fakes import live_host
+
+    def systemctl(argv):
+        return CommandResult(tuple(argv), 0, {"list-jobs": jobs, "show": show}[argv[1]], "")
+
+    runner = FakeRunner(systemctl)
+    assert unit.is_running(live_host(scratch_root, runner)) is running
+    assert runner.calls[0] == ["systemctl", "list-jobs", "--no-legend", "--no-pager", "azprov.service"]
