@@ -11,11 +11,22 @@ from azprov.wireserver import WireServerClient
 class Fabric:
     """The two clients; the IMDS one is built on first use (``report-ready`` never needs it)."""
 
-    def __init__(self, wireserver: WireServerClient, imds_factory, wireserver_source: str) -> None:
+    def __init__(self, wireserver: WireServerClient, imds_factory, wireserver_source: str,
+                 http: Optional[HttpClient] = None) -> None:
         self.wireserver = wireserver
         self.wireserver_source = wireserver_source  # where the address came from (logs, `azprov endpoint`)
         self._imds_factory = imds_factory
         self._imds = None
+        self._http = http
+
+    def prepare(self) -> None:
+        """Do the CPU work of the first requests in the calling thread, before the goal state
+        and IMDS are fetched from two threads: importing ``requests`` and opening the session,
+        building the IMDS client.  Two threads importing at once fight over the GIL; measured
+        in the boot test, that cost more than fetching IMDS concurrently saved."""
+        if self._http is not None:
+            self._http.prepare()
+        self.imds  # noqa: B018 - built now, in this thread
 
     @property
     def imds(self):
@@ -59,4 +70,4 @@ def connect(config, *, root: str = "/", http: Optional[HttpClient] = None) -> Fa
         return ImdsClient(normalize_base_url(config.imds.address), http,
                           policy(config, config.imds.deadline, retry_not_found=True))
 
-    return Fabric(wireserver, imds, source)
+    return Fabric(wireserver, imds, source, http)

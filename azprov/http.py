@@ -177,6 +177,12 @@ class HttpClient:
                 self._session = _new_session()
             return self._session
 
+    def prepare(self) -> None:
+        """Import what a request needs and open the session now (see ``clients.Fabric.prepare``)."""
+        import uuid  # noqa: F401 - for the request ids of IMDS
+
+        self.session  # noqa: B018
+
     def deadline(self, policy: RetryPolicy) -> Deadline:
         return Deadline.after(policy.deadline, self.clock)
 

@@ -117,9 +117,11 @@ class Provisioning:
     def provision(self, dmi_id: Optional[str], metadata) -> Outcome:
         # IMDS is asked while the goal state is fetched (two servers, read-only requests): its
         # answer is only used, and its error only raised, in the metadata phase, as before.
-        # The IMDS client is built in the thread too, so that any error surfaces in that step.
-        prefetched = None if metadata is not None else _Prefetch(lambda: self.fabric.imds.metadata(),
-                                                                 step="metadata")
+        # The CPU work (imports, session) is done first, in this thread: see Fabric.prepare.
+        prefetched = None
+        if metadata is None:
+            self.fabric.prepare()
+            prefetched = _Prefetch(self.fabric.imds.metadata, step="metadata")
         with self.phase("goal_state"):
             served = self.fabric.wireserver.goal_state()
             self.wireserver_answered = True

@@ -113,6 +113,9 @@ class FakeFabric:
         self.connected += 1
         return self
 
+    def prepare(self) -> None:
+        """Nothing to import or open in memory (``clients.Fabric.prepare``)."""
+
 
 def live_host(root: str, runner: "FakeRunner", *, systemd: bool = True, processes=None):
     """A Host that behaves as the running system with systemd as PID 1 (``/``), while its files
