@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 UNIT = "azprov.service"
-_STEP = re.compile(r"^step (\w+): (started|done)")
+_STEP = re.compile(r"^step (\w+): (started|done)( in the background)?")
 
 # Milestones, in the order they are printed (the steps go between "first request" and "READY=1").
 MILESTONES = (
@@ -71,6 +71,8 @@ class Timeline:
                 out[f"step {name}"] = end - begin
         ready = out.get("Ready received by the fabric")
         if ready is not None and "step host_keys" in out:  # the one step whose time is random
+            # since host keys are generated in the background, "step host_keys" is only the wait
+            # for them before READY=1: this is Ready had they been there in time
             out["Ready received, less step host_keys"] = ready - out["step host_keys"]
         return out
 
@@ -93,7 +95,7 @@ class Timeline:
         unit_to_ready = self.span("unit_start", "ready_received")
         if unit_to_ready is not None:
             keys = [end - begin for name, begin, end in self.steps if name == "host_keys" and end is not None]
-            less = f" ({unit_to_ready - keys[0]:.1f} ms less SSH host-key generation)" if keys else ""
+            less = f" ({unit_to_ready - keys[0]:.1f} ms less the wait for SSH host keys)" if keys else ""
             lines.append(f"unit start -> Ready received: {unit_to_ready:.1f} ms{less}")
         return "\n".join(lines)
 
@@ -116,6 +118,11 @@ def _offset_us(journal: Sequence[dict]) -> Optional[float]:
 def _request_us(record: dict, offset: float) -> float:
     when = datetime.datetime.fromisoformat(record["time"])
     return when.timestamp() * 1e6 - offset
+
+
+def _close(timeline: Timeline, index: int, at: Optional[float]) -> None:
+    name, begin, _ = timeline.steps[index]
+    timeline.steps[index] = (name, begin, at)
 
 
 def breakdown(record: dict, journal: Sequence[dict], requests: Sequence[dict]) -> Timeline:
@@ -156,16 +163,25 @@ def breakdown(record: dict, journal: Sequence[dict], requests: Sequence[dict]) -
     timeline.milestones = {key: ms(us) for key, us in marks.items() if us is not None}
 
     open_steps: Dict[str, float] = {}
+    background: Dict[str, int] = {}  # step -> index in timeline.steps of its background span
     for entry in own:
-        match = _STEP.match(str(entry.get("MESSAGE", "")))
+        message = str(entry.get("MESSAGE", ""))
+        at = ms(float(entry["__MONOTONIC_TIMESTAMP"]))
+        match = _STEP.match(message)
+        owner = entry.get("AZPROV_STEP")
+        if owner in background and not match:  # the background work's own result line ends it
+            _close(timeline, background.pop(owner), at)
         if not match:
             continue
-        name, what = match.groups()
-        at = ms(float(entry["__MONOTONIC_TIMESTAMP"]))
-        if what == "started":
-            open_steps[name] = at
+        name, what, in_background = match.groups()
+        if what == "started" and in_background:  # e.g. ssh-keygen -A from the start of the run
+            background[name] = len(timeline.steps)
+            timeline.steps.append((f"{name} (background)", at, None))
+        elif what == "started":
+            open_steps[name] = len(timeline.steps)
             timeline.steps.append((name, at, None))
         elif name in open_steps:
-            timeline.steps = [(n, b, at if n == name and e is None else e) for n, b, e in timeline.steps]
-            del open_steps[name]
+            _close(timeline, open_steps.pop(name), at)
+            if name in background:  # no result line: it ended by the time its wait did
+                _close(timeline, background.pop(name), at)
     return timeline
