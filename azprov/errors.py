@@ -95,6 +95,17 @@ class ProtocolError(AzprovError):
     exit_code = ExitCode.PROTOCOL
 
 
+class InvalidGoalState(ProtocolError):
+    """A goal state azprov refuses (an incarnation that is not a number, an implausible id) whose
+    three values can still be echoed: ``echo`` is the goal state to report the failure for."""
+
+    reason = "invalid_goal_state"
+
+    def __init__(self, message: str, /, echo: object = None, **details: object) -> None:
+        super().__init__(message, **details)
+        self.echo = echo
+
+
 class InvalidMetadata(AzprovError):
     """A value from IMDS that azprov will not apply (bad hostname, user name, SSH key...)."""
 
@@ -107,6 +118,27 @@ class StepFailed(AzprovError):
 
     reason = "provisioning_step_failed"
     exit_code = ExitCode.PROVISIONING
+
+
+class UnusableHome(StepFailed):
+    """The admin user's home is not a place azprov can make a working login of: outside the usual
+    place (``/home``), missing from ``/etc/passwd``, a symlink, or owned by someone else."""
+
+    reason = "unusable_home"
+
+
+class NoAuthorizedKeysFile(StepFailed):
+    """sshd's ``AuthorizedKeysFile`` names no file of the admin user (``none``, or only files
+    shared by every account): keys installed anywhere would not log anyone in, or everyone."""
+
+    reason = "no_authorized_keys_file"
+
+
+class SshdPolicyOverridden(StepFailed):
+    """The image's sshd configuration sets ``PasswordAuthentication`` before azprov's drop-in
+    is read (an earlier drop-in, ``sshd_config`` itself, or no Include), to another value."""
+
+    reason = "sshd_password_policy_overridden"
 
 
 class Refused(AzprovError):

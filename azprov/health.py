@@ -73,7 +73,7 @@ def build_health_report(goal_state: GoalState, status: HealthStatus) -> bytes:
         return element
 
     health = Element("Health", {"xmlns:xsi": XSI, "xmlns:xsd": XSD})
-    child(health, "GoalStateIncarnation", str(goal_state.incarnation))
+    child(health, "GoalStateIncarnation", goal_state.echoed_incarnation)
     container = child(health, "Container")
     child(container, "ContainerId", goal_state.container_id)
     role = child(child(container, "RoleInstanceList"), "Role")
@@ -124,11 +124,13 @@ def parse_health_report(body: bytes) -> ParsedHealthReport:
     state = (role_health[0].text or "").strip()
     if state not in ("Ready", "NotReady") or (state == "Ready") != (tags == ["State"]):
         raise ProtocolError(f"health report: State {state!r} does not fit its details {tags}")
+    text = (incarnation.text or "").strip()
     try:
         goal_state = GoalState(
-            int((incarnation.text or "").strip()),
+            int(text),
             (container_id.text or "").strip(),
             (instance_id.text or "").strip(),
+            text if text != str(int(text)) else "",
         )
     except ValueError:
         raise ProtocolError("health report: GoalStateIncarnation is not an integer") from None

@@ -3,11 +3,14 @@ steps → host keys → READY → KVP report → Ready → state → disable the
 
 - A VM whose id is recorded in the state is already provisioned: exit 0 without a word to the
   WireServer (the id comes from DMI, or from IMDS where there is no DMI).
-- Everything IMDS asks for is validated (and the refusals checked) before the first change, so a
-  hostile value leaves the system as it was.
+- Everything IMDS asks for is validated, the refusals checked and every path azprov will write
+  (the state and unit after Ready included) checked for traps before the first change, so a
+  hostile value or image leaves the system as it was.
 - Any failure once the WireServer has answered is reported as NotReady/ProvisioningFailed with an
-  encoded Description naming the reason and the step; the exit code is the error's.  When the
-  WireServer itself does not answer there is nobody to tell: the log says so.
+  encoded Description naming the reason and the step; the exit code is the error's.  So is a goal
+  state azprov refuses whose incarnation and ids can still be echoed (``invalid_goal_state``).
+  When the WireServer itself does not answer, or its goal state cannot be echoed, there is nobody
+  to tell: the log says so.
 - The KVP ``PROVISIONING_REPORT`` (``azprov.kvp``) is written before every health report, and on
   every failure, also when the WireServer cannot be reached.
 - Every attempt is recorded with its outcome (``azprov.attempts``) for ``azprov status``.
@@ -138,6 +141,9 @@ class Provisioning:
                 self.step = step.NAME
                 azlog.set_context(step=step.NAME)
                 step.check(self.host, metadata, self.settings)
+            self.step = "state"  # what is written after Ready must be writable before it
+            state_file.check(self.host)
+            unit.check(self.host)
         changes = self.apply_steps(metadata)
         if self.keys is not None:
             with self.phase(host_keys.NAME, report=lambda: "changed" if changes[host_keys.NAME] else "unchanged"):
@@ -231,7 +237,8 @@ class Provisioning:
         # cannot be reached, and with the health report when it can.
         self.tell_host(encode_description(error, agent=USER_AGENT, step=self.step, vm_id=self.vm_id,
                                           limit=kvp.VALUE_LIMIT, size=utf8_size))
-        if not self.wireserver_answered or self.step in _NO_REPORT_STEPS:
+        echo = getattr(error, "echo", None)  # a refused goal state that can still be answered
+        if echo is None and (not self.wireserver_answered or self.step in _NO_REPORT_STEPS):
             if isinstance(error, FabricUnreachable):
                 log.error("the WireServer did not answer: nobody to tell about the failure")
             else:
@@ -240,7 +247,10 @@ class Provisioning:
             return
         description = encode_description(error, agent=USER_AGENT, step=self.step, vm_id=self.vm_id)
         try:
-            self.fabric.wireserver.report(HealthStatus.failed(description))
+            if echo is not None:
+                self.fabric.wireserver.report(HealthStatus.failed(description), goal_state=echo)
+            else:
+                self.fabric.wireserver.report(HealthStatus.failed(description))
         except AzprovError as exc:
             log.error("could not report the failure to Azure: %s", exc)
             return

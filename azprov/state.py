@@ -87,6 +87,13 @@ def load(host: Host) -> Optional[State]:
         return None
 
 
+def check(host: Host) -> None:
+    """Refuse, before anything changes (and long before Ready), a state path :func:`save` would
+    refuse after Ready: a symlinked ``/var/lib/azprov`` or state file, or one that is not a
+    directory or a regular file."""
+    host.check_writable(STATE_FILE)
+
+
 @contextmanager
 def open_state_dir(host: Host) -> Iterator[Dir]:
     """``/var/lib/azprov`` (0700, root), created when missing; also holds the attempt history."""

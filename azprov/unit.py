@@ -37,6 +37,12 @@ def is_enabled(host: Host) -> bool:
     return host.lexists(WANTS_LINK)
 
 
+def check(host: Host) -> None:
+    """Refuse, before anything changes, a ``.wants`` directory :func:`disable` could not use."""
+    if not host.systemd_running():
+        host.check_writable(WANTS_LINK, parents_only=True)
+
+
 def disable(host: Host) -> bool:
     """Make sure the unit does not start at boot any more; True if that changed something."""
     if host.systemd_running():

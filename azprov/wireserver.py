@@ -73,13 +73,15 @@ class WireServerClient:
             return goal_state
         raise AssertionError("unreachable")
 
-    def report(self, status: HealthStatus, deadline: Optional[Deadline] = None) -> Optional[GoalState]:
+    def report(self, status: HealthStatus, deadline: Optional[Deadline] = None, *,
+               goal_state: Optional[GoalState] = None) -> Optional[GoalState]:
         """Post ``status`` by the configured protocol: XML for a freshly fetched goal state
-        (returns the goal state it echoed), or JSON (returns None: no goal state involved)."""
+        (returns the goal state it echoed), or JSON (returns None: no goal state involved).
+        ``goal_state``: see :meth:`report_xml`."""
         if self.protocol == "json":
             self.report_json(status, deadline)
             return None
-        return self.report_xml(status, deadline)
+        return self.report_xml(status, deadline, goal_state=goal_state)
 
     def report_json(self, status: HealthStatus, deadline: Optional[Deadline] = None) -> None:
         """``POST /provisioning/health`` with ``{"state": ...}``; an error unless it is accepted."""
@@ -99,11 +101,17 @@ class WireServerClient:
         )
         log.info("JSON health report %s accepted", status.state)
 
-    def report_xml(self, status: HealthStatus, deadline: Optional[Deadline] = None) -> GoalState:
-        """Post ``status`` for a freshly fetched goal state; returns the goal state it echoed."""
+    def report_xml(self, status: HealthStatus, deadline: Optional[Deadline] = None, *,
+                   goal_state: Optional[GoalState] = None) -> GoalState:
+        """Post ``status`` for a freshly fetched goal state; returns the goal state it echoed.
+
+        ``goal_state``: post for that one instead (a refused goal state's values, echoed in its
+        failure report); a 410 then means it moved on, and a fresh one is fetched."""
         deadline = deadline or self.http.deadline(self.policy)
+        given = goal_state
         for _ in range(GONE_ATTEMPTS):
-            goal_state = self.goal_state(deadline)
+            goal_state = given or self.goal_state(deadline)
+            given = None
             body = build_health_report(goal_state, status)
             try:
                 self.http.request(
@@ -121,7 +129,8 @@ class WireServerClient:
                     raise
                 log.info("health report: 410 Gone, the goal state moved on; fetching it again")
                 continue
-            log.info("health report %s accepted for incarnation %d", status.state, goal_state.incarnation)
+            log.info("health report %s accepted for incarnation %s", status.state,
+                     goal_state.echoed_incarnation)
             return goal_state
         raise FabricUnreachable(
             f"health report: the WireServer answered 410 Gone {GONE_ATTEMPTS} times in a row",

@@ -135,3 +135,43 @@ def test_goal_state_without_role_instance_is_the_transient_error(pair):
     end = text.index("</RoleInstance>") + len("</RoleInstance>")
     with pytest.raises(MissingRoleInstance):
         parse_goal_state((text[:start] + text[end:]).encode())
+
+
+@pytest.mark.parametrize("text", ["007", "0", "00", "18446744073"])
+def test_the_incarnation_is_echoed_exactly_as_sent(text):
+    from azprov.health import HealthStatus, build_health_report, parse_health_report
+
+    goal = parse_goal_state(gs(text))
+    assert goal.incarnation == int(text) and goal.echoed_incarnation == text
+    body = build_health_report(goal, HealthStatus.ready_status())
+    assert f"<GoalStateIncarnation>{text}</GoalStateIncarnation>".encode() in body
+    assert parse_health_report(body).goal_state.echoed_incarnation == text
+
+
+@pytest.mark.parametrize("body, echoed", [
+    (gs(incarnation="-1"), ("-1", "c-1", "i-1")),
+    (gs(incarnation="one"), ("one", "c-1", "i-1")),
+    (gs(incarnation="9" * 40), ("9" * 40, "c-1", "i-1")),
+    (gs(container="a b"), ("1", "a b", "i-1")),
+    (gs(instance="x" * 300), ("1", "c-1", "x" * 300)),
+])
+def test_a_refused_goal_state_that_can_be_echoed_carries_its_values(body, echoed):
+    from azprov.errors import InvalidGoalState
+    from azprov.health import HealthStatus, build_health_report
+
+    with pytest.raises(InvalidGoalState) as caught:
+        parse_goal_state(body)
+    echo = caught.value.echo
+    assert (echo.echoed_incarnation, echo.container_id, echo.instance_id) == echoed
+    assert caught.value.reason == "invalid_goal_state"
+    assert f"<GoalStateIncarnation>{echoed[0]}<".encode() in build_health_report(echo, HealthStatus.failed("x"))
+
+
+@pytest.mark.parametrize("body", [gs(container=""), gs(instance=""), gs(instance="x" * 2000),
+                                  gs(incarnation=""), b"<GoalState/>"])
+def test_a_refused_goal_state_without_values_to_echo_is_a_plain_protocol_error(body):
+    from azprov.errors import InvalidGoalState
+
+    with pytest.raises(ProtocolError) as caught:
+        parse_goal_state(body)
+    assert not isinstance(caught.value, InvalidGoalState)

@@ -45,6 +45,8 @@ def test_valid_names(name, expected):
 @pytest.mark.parametrize("name", [
     "../x", "x" * 300, "a" * 65, "two words", "under_score", "-lead", "trail-", "a..b", ".a", "a.",
     "", "tab\tname", "new\nline", "ümlaut", "semi;colon", "a/b",
+    "10.0.0.5", "127.0.0.1", "1234", "vm.42", "localhost", "LOCALHOST", "localhost.localdomain",
+    "web.localhost", "ip6-localhost",
 ])
 def test_invalid_names_are_refused_with_the_reason(name):
     with pytest.raises(errors.InvalidHostname) as caught:
@@ -187,7 +189,15 @@ def check_hostname(computer_name: str) -> Optional[str]:
     assert RFC1123_HOSTNAME.fullmatch(name), name
     assert all(len(label) <= 63 for label in name.split("."))
     assert len(name) <= 64
+    assert not name.rsplit(".", 1)[-1].isdigit(), name  # never an IP address
+    assert name not in hostname.LOOPBACK_NAMES and not name.endswith(".localhost"), name
     return name
+
+
+def _names_this_vm(name: str) -> bool:
+    name = name.lower()
+    return not name.rsplit(".", 1)[-1].isdigit() and name not in hostname.LOOPBACK_NAMES \
+        and not name.endswith(".localhost")
 
 
 @fuzz(400)
@@ -204,7 +214,14 @@ def test_hostname_validator_accepts_only_rfc1123_names(computer_name):
     st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", fullmatch=True), min_size=1, max_size=5
 ).map(".".join).filter(lambda name: len(name) <= 64))
 def test_hostname_validator_accepts_valid_names_lower_cased(computer_name):
-    assert check_hostname(computer_name) == computer_name.lower()
+    assert check_hostname(computer_name) == (computer_name.lower() if _names_this_vm(computer_name) else None)
+
+
+@fuzz(100)
+@example("10.0.0.5")
+@given(st.lists(st.integers(0, 999).map(str), min_size=1, max_size=4).map(".".join))
+def test_hostname_validator_refuses_addresses(computer_name):
+    assert check_hostname(computer_name) is None
 
 
 @fuzz(50)

@@ -22,14 +22,14 @@ from support.cli import requires_root
 from support.fakes import ED25519, metadata
 from support.scratch_root import make_scratch_root
 from support.strategies import ANY_TEXT, characters, fuzz, mutated, utf8
+from support import sshkeys
+from support.sshkeys import blob, key_line, ssh_string
 
 UID = 1500
 
 
-def key(key_type: str, comment: str = "me@laptop", payload: bytes = b"\x00" * 40) -> str:
-    name = key_type.encode()
-    blob = struct.pack(">I", len(name)) + name + payload
-    return f"{key_type} {base64.b64encode(blob).decode()} {comment}".strip()
+def key(key_type: str, comment: str = "me@laptop", seed: bytes = b"") -> str:
+    return key_line(key_type, comment, seed)
 
 
 @pytest.fixture
@@ -74,12 +74,25 @@ def test_too_many_keys_are_refused():
 
 
 def test_merge_keeps_existing_lines_and_adds_no_duplicates():
-    existing = 'from="10.0.0.0/8" ' + ED25519 + "\n" + key("ssh-rsa") + "\n"
+    existing = "# my keys\n" + key("ssh-rsa") + "\n" + ED25519 + " old comment\n"
     merged = ssh_keys.merge(existing, [ssh_keys.parse_key(ED25519), ssh_keys.parse_key(key("ecdsa-sha2-nistp256"))])
     lines = merged.splitlines()
-    assert lines[:2] == existing.splitlines()
-    assert len(lines) == 3 and lines[2].startswith("ecdsa-sha2-nistp256 ")
+    assert lines[:3] == existing.splitlines()
+    assert len(lines) == 4 and lines[3].startswith("ecdsa-sha2-nistp256 ")
     assert ssh_keys.merge(merged, [ssh_keys.parse_key(key("ecdsa-sha2-nistp256"))]) == merged
+
+
+@pytest.mark.parametrize("options", ['command="/usr/bin/false" ', "restrict ", 'from="10.0.0.0/8" ',
+                                     'no-pty,command="echo no" '])
+def test_a_same_key_line_behind_options_becomes_the_plain_key(options):
+    existing = key("ssh-rsa") + "\n" + options + ED25519 + "\n" + ED25519 + "\n"
+    merged = ssh_keys.merge(existing, [ssh_keys.parse_key(ED25519)])
+    assert merged.splitlines() == [key("ssh-rsa"), ED25519]
+
+
+def test_a_commented_out_key_does_not_count_as_installed():
+    merged = ssh_keys.merge("# " + ED25519 + "\n", [ssh_keys.parse_key(ED25519)])
+    assert merged.splitlines() == ["# " + ED25519, ED25519]
 
 
 def test_the_path_follows_authorized_keys_file(root):
@@ -91,17 +104,45 @@ def test_the_path_follows_authorized_keys_file(root):
     assert list(targets) == ["/home/azureuser/.ssh/keys_azureuser"]
 
 
-def test_an_imds_path_is_honoured_only_inside_the_home(root, caplog):
+def test_an_imds_path_is_honoured_only_when_sshd_reads_it(root, caplog):
     host = Host(root)
     alice = host.user("azureuser")
+    open(os.path.join(root, "etc/ssh/sshd_config.d/50-keys.conf"), "w").write(
+        "AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2\n")
     keys = [PublicKey(ED25519, "/home/azureuser/.ssh/authorized_keys"),
-            PublicKey(key("ssh-rsa"), "/home/azureuser/.ssh/other_keys"),
+            PublicKey(key("ssh-rsa"), "/home/azureuser/.ssh/authorized_keys2"),
             PublicKey(key("ssh-dss"), "/root/.ssh/authorized_keys"),
-            PublicKey(key("ecdsa-sha2-nistp256"), "/home/azureuser/../root/.ssh/authorized_keys")]
+            PublicKey(key("ecdsa-sha2-nistp256"), "/home/azureuser/../root/.ssh/authorized_keys"),
+            PublicKey(key("ecdsa-sha2-nistp384"), "/home/azureuser/.bashrc"),
+            PublicKey(key("ecdsa-sha2-nistp521"), "/home/azureuser/.ssh/rc"),
+            PublicKey(key("ssh-ed25519", seed=b"x"), "/home/azureuser/.ssh/authorized_keys/x"),
+            PublicKey(key("ssh-ed25519", seed=b"y"), ".ssh/authorized_keys2")]
     targets = ssh_keys.target_files(host, alice, keys)
-    assert targets == {"/home/azureuser/.ssh/authorized_keys": [0, 2, 3],
-                       "/home/azureuser/.ssh/other_keys": [1]}
-    assert "outside azureuser's home" in caplog.text
+    assert targets == {"/home/azureuser/.ssh/authorized_keys": [0, 2, 3, 4, 5, 6, 7],
+                       "/home/azureuser/.ssh/authorized_keys2": [1]}
+    assert "not an authorized-keys file of azureuser" in caplog.text
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ("/etc/ssh/authorized_keys/%u", "/etc/ssh/authorized_keys/azureuser"),
+    ("/etc/ssh/keys/%U .ssh/authorized_keys", f"/etc/ssh/keys/{UID}"),
+    ("/etc/ssh/shared_keys .ssh/k", "/home/azureuser/.ssh/k"),
+    ("%h/.config/ssh/keys", "/home/azureuser/.config/ssh/keys"),
+])
+def test_the_first_file_of_this_user_is_used(root, setting, expected):
+    host = Host(root)
+    open(os.path.join(root, "etc/ssh/sshd_config.d/50-keys.conf"), "w").write(
+        f"AuthorizedKeysFile {setting}\n")
+    assert list(ssh_keys.target_files(host, host.user("azureuser"), [PublicKey(ED25519)])) == [expected]
+
+
+def test_a_file_shared_by_every_user_is_refused(root):
+    host = Host(root)
+    open(os.path.join(root, "etc/ssh/sshd_config.d/50-keys.conf"), "w").write(
+        "AuthorizedKeysFile /etc/ssh/all_keys\n")
+    with pytest.raises(errors.NoAuthorizedKeysFile, match="every user") as caught:
+        ssh_keys.target_files(host, host.user("azureuser"), [PublicKey(ED25519)])
+    assert caught.value.reason == "no_authorized_keys_file"
 
 
 def test_authorized_keys_file_none_fails(root):
@@ -138,12 +179,15 @@ def test_keys_are_installed_with_owner_and_modes(root, config):
 
 
 @requires_root
-def test_a_loose_ssh_directory_is_tightened(root, config):
+def test_an_existing_ssh_directory_keeps_its_owner_and_mode(root, config):
     ssh_dir = os.path.join(root, "home/azureuser/.ssh")
     os.mkdir(ssh_dir, 0o755)
-    os.chown(ssh_dir, UID, UID)
+    os.chown(ssh_dir, 0, 0)  # root's and 0755: sshd accepts it
     assert ssh_keys.apply(Host(root), metadata(), config.provisioning) is True
-    assert stat.S_IMODE(os.stat(ssh_dir).st_mode) == 0o700
+    info = os.stat(ssh_dir)
+    assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o755, 0)
+    keys = os.stat(os.path.join(ssh_dir, "authorized_keys"))
+    assert (stat.S_IMODE(keys.st_mode), keys.st_uid) == (0o600, UID)
 
 
 @requires_root
@@ -202,7 +246,7 @@ def test_check_refuses_a_symlinked_key_file(root, config):
     ssh_dir = os.path.join(root, "home/azureuser/.ssh")
     os.mkdir(ssh_dir, 0o700)
     os.symlink("/etc/shadow", os.path.join(ssh_dir, "authorized_keys"))
-    with pytest.raises(errors.UnsafePath, match="not a regular file"):
+    with pytest.raises(errors.UnsafePath, match="symbolic link"):
         ssh_keys.check(Host(root), metadata(), config.provisioning)
 
 
@@ -232,8 +276,7 @@ COMMENT_TEXT = st.text(
 @st.composite
 def ssh_keys_lines(draw, comments=COMMENT_TEXT) -> Tuple[str, Tuple[str, str, str]]:
     key_type = draw(st.sampled_from(SSH_KEY_TYPES))
-    name = key_type.encode()
-    blob = base64.b64encode(struct.pack(">I", len(name)) + name + draw(st.binary(max_size=80))).decode()
+    blob = base64.b64encode(sshkeys.blob(key_type, draw(st.binary(max_size=16)))).decode()
     comment = draw(comments)
     space = draw(st.sampled_from([" ", "  ", "\t", " \t"]))
     indent = draw(st.sampled_from(["", " ", "\t"]))
@@ -318,3 +361,147 @@ def test_ssh_key_comment_never_holds_a_line_break(key_data):
         once = ssh_keys.merge("", [parsed])
         assert len(once.splitlines()) == 1
         assert ssh_keys.merge(once, [parsed]) == once
+
+
+# --- keys sshd cannot use ------------------------------------------------------------------------
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize("data, message", [
+    ("ssh-ed25519 " + _b64(ssh_string(b"ssh-ed25519")), "32 key bytes"),
+    ("ssh-ed25519 " + _b64(ssh_string(b"ssh-ed25519") + ssh_string(b"\1" * 31)), "32 key bytes"),
+    ("ssh-ed25519 " + _b64(blob("ssh-ed25519") + b"\0"), "cut short"),
+    ("ssh-ed448 " + _b64(ssh_string(b"ssh-ed448") + ssh_string(b"\1" * 57)), "unknown key type"),
+    ("ssh-rsa " + _b64(ssh_string(b"ssh-rsa") + ssh_string(b"\1\0\1") + ssh_string(b"\x7f" * 64)),
+     "511 bits"),
+    ("ssh-rsa " + _b64(ssh_string(b"ssh-rsa") + ssh_string(b"\1\0\1")), "not an RSA public key"),
+    ("ecdsa-sha2-nistp256 " + _b64(ssh_string(b"ecdsa-sha2-nistp256") + ssh_string(b"nistp384")
+                                   + ssh_string(b"\4" + b"\1" * 96)), "not an ECDSA key on nistp256"),
+    ("ecdsa-sha2-nistp256 " + _b64(ssh_string(b"ecdsa-sha2-nistp256") + ssh_string(b"nistp256")
+                                   + ssh_string(b"\2" + b"\1" * 32)), "uncompressed"),
+    ("ssh-dss " + _b64(ssh_string(b"ssh-dss") + ssh_string(b"\1")), "not a DSA public key"),
+])
+def test_keys_sshd_cannot_use_are_refused(data, message):
+    with pytest.raises(errors.InvalidKey, match=message):
+        ssh_keys.parse_key(data)
+
+
+def test_real_keys_of_every_type_ssh_keygen_makes_are_accepted(tmp_path):
+    for kind, bits in (("ed25519", None), ("rsa", "1024"), ("rsa", "4096"), ("ecdsa", "256"),
+                       ("ecdsa", "384"), ("ecdsa", "521"), ("dsa", None)):
+        path = str(tmp_path / f"{kind}{bits}")
+        done = subprocess.run(["ssh-keygen", "-q", "-t", kind, *(["-b", bits] if bits else []),
+                               "-N", "", "-C", "me@x", "-f", path], capture_output=True, text=True)
+        if done.returncode != 0:
+            assert kind == "dsa", done.stderr  # an OpenSSH built without DSA
+            continue
+        line = open(path + ".pub").read()
+        assert ssh_keys.parse_key(line)[2] == "me@x"
+        if kind == "ed25519":  # a certificate of it, signed by a throwaway CA
+            subprocess.run(["ssh-keygen", "-q", "-s", path, "-I", "id", path + ".pub"], check=True,
+                           capture_output=True)
+            assert ssh_keys.parse_key(open(path + "-cert.pub").read())[0].endswith("-cert-v01@openssh.com")
+
+
+def test_a_lone_dsa_key_is_a_warning(caplog):
+    ssh_keys.validate([PublicKey(key("ssh-dss"))])
+    assert "OpenSSH refuses DSA keys" in caplog.text
+    caplog.clear()
+    ssh_keys.validate([PublicKey(key("ssh-dss")), PublicKey(ED25519)])
+    assert "DSA" not in caplog.text
+
+
+# --- where the keys go, and what azprov may change on the way --------------------------------------
+
+@requires_root
+def test_a_hard_linked_authorized_keys_is_refused_before_anything_changes(root, config):
+    ssh_dir = os.path.join(root, "home/azureuser/.ssh")
+    os.mkdir(ssh_dir, 0o700)
+    os.chown(ssh_dir, UID, UID)
+    os.link(os.path.join(root, "etc/shadow"), os.path.join(ssh_dir, "authorized_keys"))
+    shadow = open(os.path.join(root, "etc/shadow")).read()
+    with pytest.raises(errors.UnsafePath, match="2 hard links"):
+        ssh_keys.check(Host(root), metadata(), config.provisioning)
+    with pytest.raises(errors.UnsafePath, match="hard links"):
+        ssh_keys.apply(Host(root), metadata(), config.provisioning)
+    assert open(os.path.join(root, "etc/shadow")).read() == shadow
+
+
+@requires_root
+def test_keys_outside_the_home_go_where_sshd_reads_them(root, config):
+    open(os.path.join(root, "etc/ssh/sshd_config.d/05-keys.conf"), "w").write(
+        "AuthorizedKeysFile /etc/ssh/authorized_keys/%u\n")
+    owner_mode = lambda path: (lambda i: (i.st_mode, i.st_uid, i.st_gid))(os.stat(path))  # noqa: E731
+    etc_ssh = owner_mode(os.path.join(root, "etc/ssh"))
+    assert ssh_keys.apply(Host(root), metadata(), config.provisioning) is True
+    directory = os.stat(os.path.join(root, "etc/ssh/authorized_keys"))
+    assert (stat.S_IMODE(directory.st_mode), directory.st_uid) == (0o755, 0)
+    keys = os.stat(os.path.join(root, "etc/ssh/authorized_keys/azureuser"))
+    assert (stat.S_IMODE(keys.st_mode), keys.st_uid) == (0o600, UID)
+    assert owner_mode(os.path.join(root, "etc/ssh")) == etc_ssh
+    assert not os.path.exists(os.path.join(root, "home/azureuser/.ssh"))
+
+
+@requires_root
+def test_a_group_writable_directory_above_an_outside_file_is_refused(root, config):
+    open(os.path.join(root, "etc/ssh/sshd_config.d/05-keys.conf"), "w").write(
+        "AuthorizedKeysFile /srv/keys/%u\n")
+    os.makedirs(os.path.join(root, "srv/keys"))
+    os.chmod(os.path.join(root, "srv/keys"), 0o775)
+    with pytest.raises(errors.UnsafePath, match="writable by group"):
+        ssh_keys.check(Host(root), metadata(), config.provisioning)
+
+
+@requires_root
+def test_only_directories_azprov_creates_become_the_users(root, config):
+    open(os.path.join(root, "etc/ssh/sshd_config.d/05-keys.conf"), "w").write(
+        "AuthorizedKeysFile .config/ssh/keys\n")
+    config_dir = os.path.join(root, "home/azureuser/.config")
+    os.mkdir(config_dir, 0o755)  # the image's, root-owned: sshd accepts it, azprov leaves it
+    assert ssh_keys.apply(Host(root), metadata(), config.provisioning) is True
+    assert (os.stat(config_dir).st_uid, stat.S_IMODE(os.stat(config_dir).st_mode)) == (0, 0o755)
+    made = os.stat(os.path.join(config_dir, "ssh"))
+    assert (made.st_uid, stat.S_IMODE(made.st_mode)) == (UID, 0o700)
+
+
+@requires_root
+@pytest.mark.parametrize("trap", ["link-dir", "link-file", "loose"])
+def test_a_skeleton_that_would_copy_a_trap_into_the_new_home_is_refused(tmp_path, config, trap):
+    root = make_scratch_root(str(tmp_path / "r"))
+    skel_ssh = os.path.join(root, "etc/skel/.ssh")
+    if trap == "link-dir":
+        os.symlink("/root/.ssh", skel_ssh)
+    else:
+        os.mkdir(skel_ssh, 0o777 if trap == "loose" else 0o700)
+        os.chmod(skel_ssh, 0o777 if trap == "loose" else 0o700)
+        if trap == "link-file":
+            os.symlink("/etc/shadow", os.path.join(skel_ssh, "authorized_keys"))
+    with pytest.raises(errors.UnsafePath, match="useradd would copy it"):
+        ssh_keys.check(Host(root), metadata(admin_username="newuser"), config.provisioning)
+
+
+@fuzz(200)
+@given(ssh_keys_lines(), st.binary(max_size=80))
+def test_a_blob_sshd_cannot_parse_is_refused(pair, tail):
+    """A key type followed by anything: accepted only if the fields sshd parses are there."""
+    key_type = pair[1][0]
+    data = base64.b64encode(ssh_string(key_type.encode()) + tail).decode()
+    parsed = check_ssh_key(f"{key_type} {data}")
+    if parsed is not None:
+        assert ssh_keys.blob_problem(key_type, base64.b64decode(data)) == ""
+
+
+@fuzz(100)
+@given(st.sampled_from(['command="/usr/bin/false" ', "restrict ", 'from="10.0.0.1" ', "no-pty ",
+                        "# "]), ssh_keys_lines(), st.lists(ssh_keys_lines(), max_size=3))
+def test_merge_leaves_every_key_usable_by_its_owner(prefix, pair, others):
+    """Whatever line an image has for a key, after the merge the key has exactly one line, and it
+    is the plain key."""
+    keys = [pair[1]] + [other[1] for other in others]
+    existing = prefix + " ".join(part for part in pair[1] if part) + "\n"
+    merged = ssh_keys.merge(existing, keys)
+    for key_type, blob_text, _ in keys:
+        lines = [line for line in merged.splitlines() if blob_text in line and not line.startswith("#")]
+        assert len(lines) == 1 and lines[0].split()[:2] == [key_type, blob_text]

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from azprov import errors
 from azprov.host import Host
 from azprov.steps import sshd, sshd_config
 from support.fakes import FakeRunner, metadata
@@ -35,17 +36,60 @@ def test_the_drop_in_sets_the_password_policy(host, config, disable, value):
 
 def test_without_include_sshd_config_is_not_rewritten(host, config, caplog):
     write(host, "/etc/ssh/sshd_config", "PasswordAuthentication yes\nUsePAM yes\n")
-    assert sshd.apply(host, metadata(), config.provisioning) is False
+    assert sshd.apply(host, metadata(disable_password_authentication=False), config.provisioning) is False
     assert not host.lexists(sshd.DROPIN)
     assert open(host.path("/etc/ssh/sshd_config")).read() == "PasswordAuthentication yes\nUsePAM yes\n"
-    assert "does not include" in caplog.text and "(yes)" in caplog.text
+    assert "does not include" in caplog.text and "PasswordAuthentication yes" in caplog.text
 
 
-def test_an_earlier_value_that_wins_is_reported(host, config, caplog):
-    write(host, "/etc/ssh/sshd_config",
-          "PasswordAuthentication yes\nInclude /etc/ssh/sshd_config.d/*.conf\n")
-    sshd.apply(host, metadata(), config.provisioning)
-    assert "from /etc/ssh/sshd_config line 1 before" in caplog.text
+@pytest.mark.parametrize("files, disable, where", [
+    # an image drop-in sorting before azprov's
+    ({"/etc/ssh/sshd_config.d/05-image.conf": "PasswordAuthentication yes\n"}, True,
+     "05-image.conf line 1, read before"),
+    ({"/etc/ssh/sshd_config.d/00-image.conf": "passwordauthentication=No\n"}, False,
+     "00-image.conf line 1"),
+    # sshd_config itself, above the Include
+    ({"/etc/ssh/sshd_config": "PasswordAuthentication yes\nInclude /etc/ssh/sshd_config.d/*.conf\n"},
+     True, "sshd_config line 1, read before"),
+    # no Include: sshd's default, or the image's line
+    ({"/etc/ssh/sshd_config": "UsePAM yes\n"}, True, r"sshd's default \(yes\)"),
+    ({"/etc/ssh/sshd_config": "PasswordAuthentication no\n"}, False, "does not include"),
+])
+def test_a_policy_the_image_overrides_fails_before_anything_changes(host, config, files, disable, where):
+    for path, text in files.items():
+        write(host, path, text)
+    md = metadata(disable_password_authentication=disable)
+    with pytest.raises(errors.SshdPolicyOverridden, match=where) as caught:
+        sshd.check(host, md, config.provisioning)
+    assert caught.value.reason == "sshd_password_policy_overridden"
+    with pytest.raises(errors.SshdPolicyOverridden):
+        sshd.apply(host, md, config.provisioning)
+    assert not host.lexists(sshd.DROPIN)
+
+
+def test_an_earlier_drop_in_with_the_same_value_and_a_later_one_are_fine(host, config):
+    write(host, "/etc/ssh/sshd_config.d/05-image.conf", "PasswordAuthentication no\n")
+    write(host, "/etc/ssh/sshd_config.d/50-cloud.conf", "PasswordAuthentication yes\n")
+    sshd.check(host, metadata(), config.provisioning)
+    assert sshd.apply(host, metadata(), config.provisioning) is True
+    write(host, "/etc/ssh/sshd_config.d/05-image.conf", "# nothing\n")
+    sshd.check(host, metadata(), config.provisioning)  # azprov's drop-in wins over 50-cloud
+
+
+def test_a_match_block_and_pam_passwords_are_warnings(host, config, caplog):
+    write(host, "/etc/ssh/sshd_config", "Include /etc/ssh/sshd_config.d/*.conf\nUsePAM yes\n"
+          "Match User bob\n  PasswordAuthentication yes\n")  # KbdInteractiveAuthentication: yes
+    sshd.check(host, metadata(), config.provisioning)
+    assert "inside a Match block" in caplog.text and "keyboard-interactive" in caplog.text
+
+
+def test_a_symlinked_drop_in_directory_is_refused_by_the_check(host, config):
+    import shutil
+
+    shutil.rmtree(host.path(sshd_config.DROPIN_DIR))
+    os.symlink("/tmp", host.path(sshd_config.DROPIN_DIR))
+    with pytest.raises(errors.UnsafePath):
+        sshd.check(host, metadata(), config.provisioning)
 
 
 def test_no_sshd_no_change(host, config):

@@ -25,14 +25,14 @@ def temp_files(root) -> list:
     return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.endswith(".azprov.tmp")]
 
 
-@pytest.mark.parametrize("name", ["azureuser", "_svc", "a-b_c1", "a" * 32, "bob"])
+@pytest.mark.parametrize("name", ["azureuser", "_svc", "a-b_c1", "a" * 32, "bob", "AzureUser", "BOB"])
 def test_portable_names_are_accepted(scratch_root, name):
     assert user.validate(Host(scratch_root), name) == name
 
 
 @pytest.mark.parametrize("name", [
     "root", "-oProxy", "-oProxyCommand=sh", "Admin", "1abc", "a" * 33, "a b", "user$", "", "sshd",
-    "nobody", "daemon", "www-data", "admin", "../etc", "al\nice", "sudo",
+    "nobody", "daemon", "www-data", "admin", "../etc", "al\nice", "sudo", "ROOT", "Nobody",
 ])
 def test_bad_and_reserved_names_are_refused(scratch_root, name):
     with pytest.raises(errors.InvalidUsername) as caught:
@@ -175,7 +175,7 @@ def steps_host(tmp_path_factory):
     return Host(make_scratch_root(str(tmp_path_factory.mktemp("steps") / "root")))
 
 
-PORTABLE_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+PORTABLE_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}")  # upper case: as Azure and useradd
 
 USERNAME_INPUTS = st.one_of(
     ANY_TEXT,
@@ -194,7 +194,7 @@ def check_username(host, username: str) -> Optional[str]:
         return None
     assert name == username
     assert PORTABLE_USER.fullmatch(name), repr(name)
-    assert name not in user.RESERVED
+    assert name.lower() not in user.RESERVED
     entry = host.user(name)
     assert entry is None or entry.uid >= 1000
     return name
@@ -211,3 +211,91 @@ def test_username_validator_accepts_only_portable_non_system_names(steps_host, u
 @given(st.from_regex(r"[a-z_][a-z0-9_-]{0,31}", fullmatch=True).map(lambda name: name + "\n"))
 def test_username_validator_refuses_a_trailing_newline(steps_host, username):
     check_username(steps_host, username)
+
+
+@requires_root
+def test_an_upper_case_name_is_created_by_the_real_useradd(scratch_root, config):
+    host = Host(scratch_root)
+    assert user.apply(host, metadata(admin_username="AzureUser"), config.provisioning) is True
+    entry = host.user("AzureUser")
+    assert entry.home == "/home/AzureUser" and os.stat(host.path(entry.home)).st_uid == entry.uid
+    assert user.sudoers_users(open(host.path(user.SUDOERS_DROPIN)).read()) == ["AzureUser"]
+    assert subprocess.run(["visudo", "-c", "-f", host.path(user.SUDOERS_DROPIN)],
+                          capture_output=True).returncode == 0
+
+
+# --- the home: only the usual place, never a system account's or someone else's ------------------
+
+def _with_passwd_line(tmp_path, line: str) -> str:
+    root = make_scratch_root(str(tmp_path / "r"))
+    with open(os.path.join(root, "etc/passwd"), "a") as handle:
+        handle.write(line + "\n")
+    return root
+
+
+@pytest.mark.parametrize("home, message", [
+    ("/", "not below /home"), ("/root", "not below /home"), ("", "(empty)"),
+    ("home/azureuser", "not below"), ("/home", "not below"), ("/home/../etc", "not below"),
+    ("/var/lib/azureuser", "not below"), ("/etc/ssh", "not below"),
+])
+def test_a_home_outside_the_usual_place_is_refused(tmp_path, config, home, message):
+    root = _with_passwd_line(tmp_path, f"azureuser:x:1000:1000::{home}:/bin/bash")
+    with pytest.raises(errors.UnusableHome, match=message) as caught:
+        user.check(Host(root), metadata(), config.provisioning)
+    assert caught.value.reason == "unusable_home"
+
+
+def test_the_useradd_default_home_counts_as_usual(tmp_path, config):
+    root = _with_passwd_line(tmp_path, "azureuser:x:1000:1000::/srv/users/azureuser:/bin/bash")
+    open(os.path.join(root, "etc/default/useradd"), "w").write("HOME=/srv/users\n")
+    os.makedirs(os.path.join(root, "srv/users/azureuser"))
+    user.check(Host(root), metadata(), config.provisioning)
+    open(os.path.join(root, "etc/default/useradd"), "w").write("HOME=/etc\n")  # never a system dir
+    with pytest.raises(errors.UnusableHome):
+        user.check(Host(root), metadata(), config.provisioning)
+
+
+@requires_root
+@pytest.mark.parametrize("make, message", [
+    (lambda home: os.symlink("/root", home), "symbolic link"),
+    (lambda home: open(home, "w").close(), "not a directory"),
+    (lambda home: (os.mkdir(home), os.chown(home, 4242, 4242)), "belongs to uid 4242"),
+])
+def test_a_new_users_home_that_is_a_trap_is_refused_before_anything_changes(scratch_root, config, make, message):
+    make(os.path.join(scratch_root, "home/azureuser"))
+    before = snapshot(scratch_root)
+    with pytest.raises(errors.UnusableHome, match=message):
+        user.check(Host(scratch_root), metadata(), config.provisioning)
+    assert snapshot(scratch_root) == before
+
+
+@requires_root
+def test_an_existing_users_world_writable_home_is_refused(tmp_path, config):
+    root = make_scratch_root(str(tmp_path / "r"), users=[("azureuser", 1500)])
+    os.chmod(os.path.join(root, "home/azureuser"), 0o777)
+    with pytest.raises(errors.UnusableHome, match="writable by group or others"):
+        user.check(Host(root), metadata(), config.provisioning)
+
+
+@requires_root
+def test_a_root_owned_leftover_home_becomes_the_new_users(scratch_root, config):
+    home = os.path.join(scratch_root, "home/azureuser")
+    os.mkdir(home, 0o755)
+    open(os.path.join(home, "notes"), "w").write("from the image build")
+    host = Host(scratch_root)
+    user.check(host, metadata(), config.provisioning)
+    assert user.apply(host, metadata(), config.provisioning) is True
+    entry = host.user("azureuser")
+    info = os.stat(home)
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (entry.uid, entry.gid, 0o700)
+    assert os.stat(os.path.join(home, "notes")).st_uid == 0  # only the directory itself
+
+
+@requires_root
+def test_a_symlinked_sudoers_directory_is_refused_before_anything_changes(scratch_root, config):
+    import shutil
+
+    shutil.rmtree(os.path.join(scratch_root, "etc/sudoers.d"))
+    os.symlink("/tmp", os.path.join(scratch_root, "etc/sudoers.d"))
+    with pytest.raises(errors.UnsafePath, match="symbolic link"):
+        user.check(Host(scratch_root), metadata(), config.provisioning)

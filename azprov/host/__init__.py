@@ -25,14 +25,15 @@ import stat
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from azprov.errors import StepFailed
-from azprov.host import accounts
+from azprov.host import accounts, homes
 from azprov.host import runner as _runner
 from azprov.host.accounts import GroupEntry, PasswdEntry
+from azprov.host.homes import NO_UID, check_dir, inside
 from azprov.host.runner import COMMAND_PATH, CommandFailed, CommandResult, Runner, run_subprocess
 from azprov.host.walk import READ_LIMIT, Dir, UnsafePath, owner, split_path
 
 __all__ = [
-    "COMMAND_PATH", "READ_LIMIT", "CommandFailed", "CommandResult", "Dir", "GroupEntry", "Host",
+    "COMMAND_PATH", "NO_UID", "READ_LIMIT", "CommandFailed", "check_dir", "inside", "CommandResult", "Dir", "GroupEntry", "Host",
     "PasswdEntry", "Runner", "UnsafePath", "owner", "run_subprocess", "split_path",
 ]
 
@@ -104,8 +105,67 @@ class Host:
         except FileNotFoundError:
             return False
 
+    def lstat(self, path: str) -> Optional[os.stat_result]:
+        """``lstat`` of ``path`` reached without following symlinks; None if it or a parent is
+        absent (UnsafePath if a parent is a symlink)."""
+        parent, name = os.path.split(path)
+        try:
+            with self.open_dir(parent) as directory:
+                return directory.lstat(name) if name else directory.stat()
+        except FileNotFoundError:
+            return None
+
+    def check_writable(self, path: str, *, parents_only: bool = False) -> None:
+        """Refuse now what :meth:`write_file` would refuse later: a symlink or a non-directory
+        on the way to ``path``, or ``path`` itself not a regular file (unless ``parents_only``:
+        a link azprov replaces or removes).  Missing parts are fine."""
+        parent, name = os.path.split(path)
+        current = self.open_dir("/")
+        try:
+            for part in split_path(parent):
+                if current.lstat(part) is None:
+                    return
+                child = current.subdir(part)
+                current.close()
+                current = child
+            info = None if parents_only else current.lstat(name)
+            if info is not None and not stat.S_ISREG(info.st_mode):
+                what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+                raise UnsafePath(f"{path} is {what}; azprov refuses to replace it", path=path)
+        finally:
+            current.close()
+
     def lexists(self, path: str) -> bool:
         return os.path.lexists(self.path(path))
+
+    # ------------------------------------------------------------ files of one account (sshd's way)
+
+    def open_account_dir(self, account: PasswdEntry, path: str, *,
+                         create: bool) -> Tuple[Optional[Dir], List[str]]:
+        """The directory holding ``path``, a file sshd reads for ``account`` (see
+        :func:`azprov.host.homes.open_parent`), and the directories created on the way."""
+        with self.open_dir("/") as root:
+            return homes.open_parent(root, account, path, create=create)
+
+    def check_account_file(self, account: PasswdEntry, path: str) -> None:
+        """Refuse, without changing anything, what :meth:`update_account_file` would refuse."""
+        directory, _ = self.open_account_dir(account, path, create=False)
+        if directory is not None:
+            with directory:
+                homes.check_file(directory, os.path.basename(path))
+
+    def update_account_file(self, account: PasswdEntry, path: str,
+                            update: Callable[[Optional[bytes]], bytes], *,
+                            mode: int = 0o600) -> Tuple[bool, List[str]]:
+        """Make ``path`` hold ``update(current content or None)``, owned by ``account`` with
+        ``mode``, creating missing directories the account's way; ``(changed, created dirs)``."""
+        directory, created = self.open_account_dir(account, path, create=True)
+        name = os.path.basename(path)
+        with directory:
+            homes.check_file(directory, name)
+            data = update(directory.read(name))
+            changed = directory.write(name, data, mode=mode, uid=account.uid, gid=account.gid)
+        return changed or bool(created), created
 
     # ------------------------------------------------------- reads resolving symlinks in the root
 
@@ -200,6 +260,9 @@ class Host:
 
     def uid_min(self) -> int:
         return accounts.uid_min(self.login_defs())
+
+    def useradd_defaults(self) -> Dict[str, str]:
+        return accounts.parse_shell_variables(self.read_text("/etc/default/useradd"))
 
     # ------------------------------------------------------------------------------- commands
 

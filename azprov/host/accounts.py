@@ -61,6 +61,18 @@ def parse_login_defs(text: Optional[str]) -> Dict[str, str]:
     return values
 
 
+def parse_shell_variables(text: Optional[str]) -> Dict[str, str]:
+    """``KEY=VALUE`` lines (``/etc/default/useradd``), quotes removed; comments skipped."""
+    values: Dict[str, str] = {}
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
 def uid_min(login_defs: Dict[str, str]) -> int:
     value = login_defs.get("UID_MIN", "1000")
     return int(value) if value.isdigit() else 1000

@@ -3,6 +3,8 @@
 The name is validated as an RFC 1123 host name (labels of 1-63 characters ``[a-z0-9-]``, no
 leading or trailing hyphen, at most 64 characters in all, the Azure limit for Linux) and
 lower-cased; anything else is refused with a ProvisioningFailed report, never "cleaned up".
+Names that are not a name of this machine are refused too: an all-numeric last label (an IPv4
+address like ``10.0.0.5``, or a number resolvers read as one) and ``localhost`` in its forms.
 
 Set without a D-Bus round trip where that is equivalent: ``/etc/hostname`` is written (atomically)
 and, on a live host, the kernel's name set with ``sethostname(2)``, which is all ``hostnamectl
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 NAME = "hostname"
 MAX_LENGTH = 64  # Azure's limit for a Linux computerName (RFC 1123 alone allows 253)
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "localhost4", "localhost6",
+                            "ip6-localhost", "ip6-loopback"})
 
 
 def validate(computer_name: str) -> str:
@@ -50,6 +54,12 @@ def validate(computer_name: str) -> str:
                 "digits and inner hyphens, separated by dots)",
                 computer_name=shown,
             )
+    if name.rsplit(".", 1)[-1].isdigit():
+        raise InvalidHostname(f"computerName {shown!r} looks like an IP address (its last label is "
+                              "a number), not a host name", computer_name=shown)
+    if name in LOOPBACK_NAMES or name.endswith(".localhost"):
+        raise InvalidHostname(f"computerName {shown!r} is a name of the loopback address, not of "
+                              "this VM", computer_name=shown)
     return name
 
 
@@ -59,6 +69,8 @@ def enabled(settings) -> bool:
 
 def check(host: Host, metadata, settings) -> None:
     validate(metadata.os_profile.computer_name)
+    if not host.systemd_running():
+        host.check_writable("/etc/hostname")
 
 
 def apply(host: Host, metadata, settings) -> bool:

@@ -5,12 +5,25 @@ stripped, any other line break or control character refused (a key can never smu
 line), no options (IMDS keys never carry ``command=``...), a known type, base64 that decodes to a
 blob naming the same type, at most 16 KiB, at most 1000 keys.
 
-The file is the first ``AuthorizedKeysFile`` of sshd's configuration (``%h``/``%u``/``%%``
-expanded, relative to the home; default ``.ssh/authorized_keys``); an IMDS ``path`` is honoured
-only inside the user's home.  Keys are merged with the file's lines (no duplicates, existing lines
-kept), the directories below the home are 0700 and the file 0600, owned by the user, written
-atomically.  Every path component is opened with ``O_NOFOLLOW`` from the root down: a symlinked
-``.ssh`` (to ``/root/.ssh``, say) fails the step instead of being written through.
+The key data must be a key sshd can use: the blob is parsed field by field (an ed25519 key has
+its 32 key bytes, an RSA modulus has at least 1024 bits, an ECDSA point is on the named curve's
+size); ``ssh-ed448`` (no OpenSSH supports it) is refused, and a lone ``ssh-dss`` key (refused by
+default since OpenSSH 7.0) is a warning.
+
+The file is the first ``AuthorizedKeysFile`` of sshd's configuration that belongs to this user
+(``%h``/``%u``/``%U`` in it, or relative to the home; default ``.ssh/authorized_keys``).  A file
+sshd reads for every account (an absolute path without a token) is never written: a key there
+would log in as anyone.  An IMDS ``path`` is honoured only when it is one of the user's
+authorized-keys files; any other path (``.bashrc``, another user's file) is ignored with a warning.
+
+Keys are merged with the file's lines: existing lines kept, except that a line holding one of the
+keys behind options (``command=``, ``restrict``...) is replaced by the plain key, so the owner
+gets a shell.  The file is 0600, the user's, written atomically; a hard-linked file is refused.
+Directories on the way are judged as sshd's ``StrictModes`` does and never changed: only the
+directories azprov creates (0700 below the home) become the user's.  The walk is
+:meth:`azprov.host.Host.update_account_file`: every component opened with ``O_NOFOLLOW`` from the
+root down, so a symlinked ``.ssh`` fails the step instead of being written through.  All of it is
+checked before any step changes anything.
 """
 
 from __future__ import annotations
@@ -20,13 +33,12 @@ import binascii
 import logging
 import os
 import re
-import stat
 import struct
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
-from azprov.errors import InvalidKey, StepFailed, UnsafePath
-from azprov.host import Dir, Host, PasswdEntry, split_path
+from azprov.errors import InvalidKey, NoAuthorizedKeysFile, StepFailed, UnsafePath
+from azprov.host import NO_UID, Host, PasswdEntry, inside
 from azprov.steps import sshd_config
 from azprov.steps import user as user_step
 
@@ -36,7 +48,7 @@ NAME = "ssh_keys"
 MAX_KEY_LENGTH = 16 * 1024
 MAX_KEYS = 1000
 KEY_TYPES = frozenset({
-    "ssh-rsa", "ssh-dss", "ssh-ed25519", "ssh-ed448",
+    "ssh-rsa", "ssh-dss", "ssh-ed25519",
     "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
     "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com",
     "ssh-rsa-cert-v01@openssh.com", "ssh-dss-cert-v01@openssh.com",
@@ -89,14 +101,77 @@ def parse_key(key_data: str, index: int = 0) -> Tuple[str, str, str]:
     (length,) = struct.unpack(">I", blob[:4])
     if blob[4:4 + length].decode("ascii", "replace") != key_type or length + 4 > len(blob):
         raise InvalidKey(f"SSH key {index}: the key data is not a {key_type} key", **where)
+    problem = blob_problem(key_type, blob)
+    if problem:
+        raise InvalidKey(f"SSH key {index} ({key_type}): {problem}; sshd could not use it", **where)
     comment = fields[2].strip() if len(fields) > 2 else ""
     return key_type, blob_text, comment
+
+
+_EC_POINT = {"nistp256": 65, "nistp384": 97, "nistp521": 133}
+RSA_MIN_BITS = 1024  # OpenSSH's SSH_RSA_MINIMUM_MODULUS_SIZE
+
+
+def _fields(blob: bytes) -> Optional[List[bytes]]:
+    """The length-prefixed strings of a public key blob, or None if it does not split into them."""
+    fields = []
+    offset = 0
+    while offset < len(blob):
+        if offset + 4 > len(blob):
+            return None
+        (length,) = struct.unpack(">I", blob[offset:offset + 4])
+        offset += 4
+        if offset + length > len(blob):
+            return None
+        fields.append(blob[offset:offset + length])
+        offset += length
+    return fields
+
+
+def _mpint_bits(value: bytes) -> int:
+    return int.from_bytes(value, "big", signed=True).bit_length() if value else 0
+
+
+def blob_problem(key_type: str, blob: bytes) -> str:
+    """What makes ``blob`` a key sshd cannot use, or "" (certificates: the type only)."""
+    if "-cert-v01@" in key_type:
+        return ""
+    fields = _fields(blob)
+    if fields is None:
+        return "the key data is cut short"
+    body = fields[1:]
+    if key_type in ("ssh-ed25519", "sk-ssh-ed25519@openssh.com"):
+        wanted = 1 if key_type == "ssh-ed25519" else 2
+        if len(body) != wanted or len(body[0]) != 32:
+            return "an ed25519 key has exactly 32 key bytes"
+    elif key_type == "ssh-rsa":
+        if len(body) != 2 or _mpint_bits(body[0]) < 2:
+            return "not an RSA public key (exponent, modulus)"
+        if _mpint_bits(body[1]) < RSA_MIN_BITS:
+            return f"an RSA modulus of {_mpint_bits(body[1])} bits, under sshd's {RSA_MIN_BITS}"
+    elif key_type == "ssh-dss":
+        if len(body) != 4 or not all(body):
+            return "not a DSA public key (p, q, g, y)"
+    elif key_type.startswith(("ecdsa-sha2-", "sk-ecdsa-sha2-")):
+        curve = key_type.split("-")[-1].split("@")[0]
+        wanted = 2 if key_type.startswith("ecdsa") else 3
+        if len(body) != wanted or body[0].decode("ascii", "replace") != curve:
+            return f"not an ECDSA key on {curve}"
+        if len(body[1]) != _EC_POINT.get(curve, -1) or body[1][:1] != b"\x04":
+            return f"the ECDSA point is not an uncompressed {curve} point"
+    return ""
 
 
 def validate(public_keys) -> List[Tuple[str, str, str]]:
     if len(public_keys) > MAX_KEYS:
         raise InvalidKey(f"{len(public_keys)} SSH keys, over the limit of {MAX_KEYS}")
-    return [parse_key(key.key_data, index) for index, key in enumerate(public_keys)]
+    keys = [parse_key(key.key_data, index) for index, key in enumerate(public_keys)]
+    if keys and all(key_type.startswith(("ssh-dss", "ssh-dss-")) for key_type, _, _ in keys):
+        log.warning("the only SSH key%s DSA (ssh-dss): OpenSSH refuses DSA keys by default since "
+                    "7.0, so this VM may have no working SSH login", " is" if len(keys) == 1 else "s are")
+    return keys
+
+
 
 
 def enabled(settings) -> bool:
@@ -104,56 +179,90 @@ def enabled(settings) -> bool:
 
 
 def check(host: Host, metadata, settings) -> None:
+    """Everything ``apply`` would refuse, refused before any step changes anything."""
     user_step.validate(host, metadata.os_profile.admin_username)  # never a system account's keys
     validate(metadata.public_keys)
-    preflight(host, metadata)
+    if not metadata.public_keys:
+        return
+    account = user_step.account(host, metadata.os_profile.admin_username)
+    for path in target_files(host, account, metadata.public_keys):
+        host.check_account_file(account, path)
+        if account.uid == NO_UID and inside(path, account.home):
+            _check_skel(host, account, path)
 
 
-def _blob_of(line: str) -> Optional[str]:
-    """The base64 key of an authorized_keys line (options allowed there), or None."""
+def _check_skel(host: Host, account: PasswdEntry, path: str) -> None:
+    """``useradd -m`` copies the skeleton into a new home, symlinks and modes included: what it
+    would put on the way to the keys file must be what sshd and azprov accept."""
+    skel = host.useradd_defaults().get("SKEL") or "/etc/skel"
+    if not skel.startswith("/"):
+        return
+    relative = os.path.relpath(path, account.home)
+    skeleton = PasswdEntry(account.name, 0, 0, os.path.normpath(skel), account.shell)
+    try:
+        host.check_account_file(skeleton, os.path.join(skeleton.home, relative))
+    except UnsafePath as exc:
+        raise UnsafePath(f"useradd would copy it into {account.name}'s new home: {exc}",
+                         **exc.details) from None
+
+
+def _key_of(line: str) -> Tuple[Optional[str], bool]:
+    """``(base64 key, has options)`` of an authorized_keys line; ``(None, False)`` for comments
+    and lines without a known key type."""
     words = line.split()
+    if not words or words[0].startswith("#"):
+        return None, False
     for index, word in enumerate(words[:-1]):
         if word in KEY_TYPES:
-            return words[index + 1]
-    return None
+            return words[index + 1], index > 0
+    return None, False
 
 
 def merge(existing: str, keys: List[Tuple[str, str, str]]) -> str:
-    """``existing`` lines kept as they are, followed by the keys it lacks (matched by key data)."""
-    lines = [line for line in existing.splitlines() if line.strip()]
-    present = {_blob_of(line) for line in lines}
-    for key_type, blob, comment in keys:
-        if blob not in present:
-            lines.append(" ".join(part for part in (key_type, blob, comment) if part))
+    """``existing`` lines kept as they are, followed by the keys it lacks (matched by key data);
+    a line holding one of ``keys`` behind options (``command=``...) becomes the plain key."""
+    wanted = OrderedDict((blob, " ".join(part for part in (key_type, blob, comment) if part))
+                         for key_type, blob, comment in keys)
+    lines: List[str] = []
+    present = set()
+    for line in existing.splitlines():
+        if not line.strip():
+            continue
+        blob, options = _key_of(line)
+        if blob in wanted:
+            if blob in present:
+                continue  # a second line for the same key: the first one decides, drop it
+            if options:
+                log.warning("authorized_keys had an IMDS key behind options (%s...): replaced by "
+                            "the plain key so its owner gets a shell", line.split()[0][:40])
+                line = wanted[blob]
             present.add(blob)
+        lines.append(line)
+    lines.extend(text for blob, text in wanted.items() if blob not in present)
     return "".join(line + "\n" for line in lines)
 
 
-def _inside(path: str, home: str) -> bool:
-    path, home = os.path.normpath(path), os.path.normpath(home)
-    return path.startswith(home.rstrip("/") + "/")
-
-
 def target_files(host: Host, user: PasswdEntry, public_keys) -> Dict[str, List[int]]:
-    """``{authorized_keys path: [key indexes]}``: the IMDS path where it is inside the home, else
-    where sshd reads keys."""
-    patterns = sshd_config.authorized_keys_files(host)
-    if not patterns:
-        raise StepFailed("sshd_config says AuthorizedKeysFile none: nowhere to install SSH keys")
-    default = sshd_config.expand(patterns[0], home=user.home, user=user.name)
-    if "%" in default:
-        raise StepFailed(f"AuthorizedKeysFile {patterns[0]!r} uses a token azprov cannot expand")
+    """``{authorized_keys path: [key indexes]}``: where sshd reads this user's keys; an IMDS
+    path is honoured only when it is one of those files."""
+    mine, shared = sshd_config.user_authorized_keys_files(host, home=user.home, user=user.name,
+                                                          uid=user.uid)
+    if not mine:
+        where = ", ".join(shared) if shared else "none"
+        raise NoAuthorizedKeysFile(
+            f"sshd's AuthorizedKeysFile names no file of {user.name} ({where}): keys installed "
+            "anywhere would not log in, or would log in as every user", authorized_keys_file=where)
     targets: Dict[str, List[int]] = OrderedDict()
     for index, key in enumerate(public_keys):
-        path = default
-        if key.path and key.path != default:
-            wanted = os.path.normpath(key.path)
-            if key.path.startswith("/") and _inside(wanted, user.home):
+        path = mine[0]
+        if key.path:
+            wanted = os.path.normpath(key.path) if key.path.startswith("/") else None
+            if wanted in mine and ".." not in key.path.split("/"):
                 path = wanted
-            else:
-                log.warning("SSH key %d: path %r is outside %s's home; using %s instead",
-                            index, key.path[:200], user.name, default)
-        targets.setdefault(os.path.normpath(path), []).append(index)
+            elif wanted != path:
+                log.warning("SSH key %d: path %r is not an authorized-keys file of %s; using %s",
+                            index, key.path[:200], user.name, path)
+        targets.setdefault(path, []).append(index)
     return targets
 
 
@@ -173,84 +282,13 @@ def apply(host: Host, metadata, settings) -> bool:
     return changed
 
 
-def _check_owner(directory: Dir, user: PasswdEntry) -> None:
-    info = directory.stat()
-    if info.st_uid not in (0, user.uid):
-        raise UnsafePath(f"{directory.path} is owned by uid {info.st_uid}, not by {user.name} "
-                         "or root; azprov will not write keys there", path=directory.path)
-    if stat.S_IMODE(info.st_mode) & 0o022:  # sshd's StrictModes test, exactly
-        raise UnsafePath(f"{directory.path} is writable by group or others; sshd would refuse "
-                         "keys there", path=directory.path)
-
-
-def _open_parent(host: Host, user: PasswdEntry, path: str, create: bool) -> Tuple[Optional[Dir], bool]:
-    """The directory that holds ``path``, walked from the home with ``O_NOFOLLOW`` and checked
-    like sshd's StrictModes; with ``create``, missing directories below the home are made and
-    tightened to 0700 (returns whether that changed anything).  Without ``create`` a missing
-    directory gives None: only what exists can be unsafe."""
-    parent = os.path.dirname(path)
-    inside_home = _inside(path, user.home)
-    base = user.home if inside_home else parent
-    below = split_path(parent)[len(split_path(base)):] if inside_home else []
-    try:
-        current = host.open_dir(base)
-    except FileNotFoundError:
-        if not create:
-            return None, False
-        raise StepFailed(f"{base} does not exist: cannot install {user.name}'s SSH keys",
-                         path=base) from None
-    changed = False
-    try:
-        if inside_home:
-            _check_owner(current, user)
-        for part in below:
-            try:
-                child = current.subdir(part, create_mode=0o700 if create else None,
-                                       uid=user.uid, gid=user.gid)
-            except FileNotFoundError:
-                current.close()
-                return None, False
-            current.close()
-            current = child
-            _check_owner(current, user)
-            if create:
-                changed = current.set_owner_mode(0o700, user.uid, user.gid) or changed
-    except BaseException:
-        current.close()
-        raise
-    return current, changed
-
-
-def preflight(host: Host, metadata) -> None:
-    """Refuse, before any step changes anything, a key file ``apply`` would refuse to write
-    (a symlink on its path, a directory owned by someone else); only for an existing user."""
-    user = host.user(metadata.os_profile.admin_username)
-    if user is None or not metadata.public_keys:
-        return
-    for path in target_files(host, user, metadata.public_keys):
-        directory, _ = _open_parent(host, user, path, create=False)
-        if directory is None:
-            continue
-        with directory:
-            info = directory.lstat(os.path.basename(path))
-            if info is not None and not stat.S_ISREG(info.st_mode):
-                raise UnsafePath(f"{path} is not a regular file (a symbolic link?); azprov "
-                                 "refuses to write through it", path=path)
-
-
 def install(host: Host, user: PasswdEntry, path: str, keys: List[Tuple[str, str, str]]) -> bool:
-    """Merge ``keys`` into ``path``: directories below the home 0700 and the file 0600, the user's."""
-    directory, changed = _open_parent(host, user, path, create=True)
-    name = os.path.basename(path)
-    with directory:
-        existing = directory.read(name)
-        text = merge(existing.decode("utf-8", "replace") if existing else "", keys)
-        changed = directory.write(name, text.encode(), mode=0o600, uid=user.uid, gid=user.gid) or changed
+    """Merge ``keys`` into ``path``, the user's 0600 file (see :meth:`Host.update_account_file`)."""
+    changed, created = host.update_account_file(
+        user, path, lambda data: merge(data.decode("utf-8", "replace") if data else "", keys).encode())
     if changed:
         log.info("installed %d SSH key(s) for %s in %s", len(keys), user.name, path)
-        below = os.path.relpath(os.path.dirname(path), user.home).split("/")[0]
-        _restorecon(host, os.path.join(user.home, below) if _inside(path, user.home) and below != "."
-                    else os.path.dirname(path))
+        _restorecon(host, created[0] if created else path)
     return changed
 
 

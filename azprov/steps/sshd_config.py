@@ -13,7 +13,7 @@ import os
 import re
 import shlex
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from azprov.host import Host
 
@@ -40,9 +40,15 @@ def _tokens(value: str) -> List[str]:
         return value.split()
 
 
-def directives(host: Host, path: str = SSHD_CONFIG, _depth: int = 0) -> List[Directive]:
-    """The global directives of ``path`` and what it includes, in the order sshd reads them."""
-    text = host.read_text(path)
+def directives(host: Host, path: str = SSHD_CONFIG, _depth: int = 0, *,
+               overlay: Optional[Dict[str, str]] = None,
+               matched: Optional[List[Directive]] = None) -> List[Directive]:
+    """The global directives of ``path`` and what it includes, in the order sshd reads them.
+
+    ``overlay`` maps in-root paths to text read instead of the file (a drop-in azprov is about
+    to write counts as written); ``matched`` collects the directives of ``Match`` blocks."""
+    overlay = overlay or {}
+    text = overlay[path] if path in overlay else host.read_text(path)
     if text is None or _depth > MAX_DEPTH:
         return []
     found: List[Directive] = []
@@ -58,23 +64,34 @@ def directives(host: Host, path: str = SSHD_CONFIG, _depth: int = 0) -> List[Dir
             in_match = value.strip().lower() != "all"
             continue
         if in_match:
+            if matched is not None:
+                matched.append(Directive(keyword, value, path, number))
             continue
         if keyword == "include":
             found.append(Directive(keyword, value, path, number))
             for pattern in _tokens(value):
                 if not pattern.startswith("/"):
                     pattern = os.path.join("/etc/ssh", pattern)
-                for included in host.glob(pattern):
-                    found.extend(directives(host, included, _depth + 1))
+                paths = set(host.glob(pattern))
+                paths.update(p for p in overlay if fnmatch.fnmatchcase(p, pattern))
+                for included in sorted(paths):
+                    found.extend(directives(host, included, _depth + 1, overlay=overlay,
+                                            matched=matched))
             continue
         found.append(Directive(keyword, value, path, number))
     return found
 
 
-def first(host: Host, keyword: str) -> Optional[Directive]:
+def first(host: Host, keyword: str, *, overlay: Optional[Dict[str, str]] = None) -> Optional[Directive]:
     """The directive sshd uses for ``keyword`` (the first one it reads), or None."""
     keyword = keyword.lower()
-    return next((d for d in directives(host) if d.keyword == keyword), None)
+    return next((d for d in directives(host, overlay=overlay) if d.keyword == keyword), None)
+
+
+def value(directive: Optional[Directive], default: str) -> str:
+    """The first word of a directive's value, lower case; ``default`` (sshd's) when unset."""
+    words = _tokens(directive.value) if directive is not None else []
+    return words[0].lower() if words else default
 
 
 def includes(host: Host, candidate: str) -> bool:
@@ -101,16 +118,20 @@ def authorized_keys_files(host: Host) -> List[str]:
     return tokens
 
 
-def expand(pattern: str, *, home: str, user: str) -> str:
-    """An AuthorizedKeysFile pattern for one user: ``%h``, ``%u``, ``%%`` (and ``~``) expanded;
-    relative results are relative to the home.  Other ``%`` tokens are left for the caller to refuse."""
+def expand(pattern: str, *, home: str, user: str, uid: Optional[int] = None) -> str:
+    """An AuthorizedKeysFile pattern for one user: ``%h``, ``%u``, ``%U`` (the uid), ``%%`` (and
+    ``~``) expanded; relative results are relative to the home.  Other ``%`` tokens are left for
+    the caller to refuse."""
+    values = {"h": home, "u": user, "%": "%"}
+    if uid is not None:
+        values["U"] = str(uid)
     out = []
     index = 0
     while index < len(pattern):
         char = pattern[index]
         if char == "%" and index + 1 < len(pattern):
             token = pattern[index + 1]
-            out.append({"h": home, "u": user, "%": "%"}.get(token, "%" + token))
+            out.append(values.get(token, "%" + token))
             index += 2
             continue
         out.append(char)
@@ -120,4 +141,25 @@ def expand(pattern: str, *, home: str, user: str) -> str:
         path = os.path.join(home, path[2:])
     if not path.startswith("/"):
         path = os.path.join(home, path)
-    return path
+    return os.path.normpath(path)
+
+
+def per_user(pattern: str) -> bool:
+    """True if ``pattern`` names a different file for each account (a token, or relative to the
+    home); an absolute pattern without one is a single file sshd reads for every account."""
+    return not pattern.startswith("/") or any(token in pattern for token in ("%h", "%u", "%U"))
+
+
+def user_authorized_keys_files(host: Host, *, home: str, user: str,
+                               uid: Optional[int] = None) -> Tuple[List[str], List[str]]:
+    """``(files of this user, files shared by every user)`` sshd reads authorized keys from,
+    expanded, in sshd's order.  A pattern with a token azprov cannot expand counts as neither."""
+    mine: List[str] = []
+    shared: List[str] = []
+    for pattern in authorized_keys_files(host):
+        path = expand(pattern, home=home, user=user, uid=uid)
+        if "%" in path.replace("%%", ""):
+            log.warning("AuthorizedKeysFile %r uses a token azprov cannot expand; skipped", pattern)
+            continue
+        (mine if per_user(pattern) else shared).append(path)
+    return mine, shared

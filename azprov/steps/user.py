@@ -1,9 +1,15 @@
 """The admin user: ``compute.osProfile.adminUsername`` with sudo rights and a locked password.
 
-The name must be a portable user name (``^[a-z_][a-z0-9_-]{0,31}$``: it can never start with
-``-`` and become an option) and must not be a system account: the reserved names below, any
-existing account outside ``UID_MIN..UID_MAX`` of the root's ``login.defs``, or the name of an
-existing system group.
+The name must be a portable user name (``^[A-Za-z_][A-Za-z0-9_-]{0,31}$``: upper case is
+accepted, as Azure and ``useradd`` accept it; it can never start with ``-`` and become an option)
+and must not be a system account: the reserved names below (in any case), any existing account
+outside ``UID_MIN..UID_MAX`` of the root's ``login.defs``, or the name of an existing system group.
+
+The home must be in the usual place: strictly below ``/home`` (or the ``HOME`` of
+``/etc/default/useradd``), reached without a symlink, a directory of the user or root that group
+and others cannot write (sshd's ``StrictModes``).  A home left behind with no user (root's, from
+the image build) becomes the new user's; one owned by anybody else is refused.  All of this, and
+the path of the sudoers drop-in, is checked before any step changes anything.
 
 Created with the real ``useradd`` (``--root`` for an image tree) with a home and a user private
 group; an existing user is updated, never recreated.  It joins the first of the configured admin
@@ -16,18 +22,25 @@ azprov provisioned on this image, one line each.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
 from typing import List, Optional
 
-from azprov.errors import InvalidUsername, StepFailed
-from azprov.host import Host, PasswdEntry
+from azprov.errors import InvalidUsername, StepFailed, UnsafePath, UnusableHome
+from azprov.host import NO_UID, Host, PasswdEntry, check_dir
 
 log = logging.getLogger(__name__)
 
 NAME = "user"
 SUDOERS = "/etc/sudoers"
 SUDOERS_DROPIN = "/etc/sudoers.d/90-azprov"
-USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+USERNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,31}$")
+HOME_BASE = "/home"
+SYSTEM_DIRS = frozenset("""
+    / /bin /boot /dev /etc /lib /lib32 /lib64 /libx32 /opt /proc /root /run /sbin /srv /sys /tmp
+    /usr /var /var/lib /var/tmp
+""".split())
 RESERVED = frozenset("""
     root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats
     nobody nogroup _apt sshd messagebus dbus polkitd systemd-network systemd-resolve
@@ -35,7 +48,7 @@ RESERVED = frozenset("""
     wheel sudo shadow staff users admin
 """.split())
 SUDOERS_HEADER = "# Admin users provisioned by azprov (https://aka.ms/linuxprovisioningerror).\n"
-_SUDOERS_LINE = re.compile(r"^([a-z_][a-z0-9_-]{0,31}) ALL=\(ALL\) NOPASSWD:ALL$")
+_SUDOERS_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]{0,31}) ALL=\(ALL\) NOPASSWD:ALL$")
 _INCLUDEDIR = re.compile(r"^[#@]includedir\s+/etc/sudoers\.d/?\s*$", re.MULTILINE)
 
 
@@ -45,11 +58,11 @@ def validate(host: Host, username: str) -> str:
     if not USERNAME.fullmatch(username):
         raise InvalidUsername(
             f"adminUsername {shown!r} is not a portable user name "
-            "(lower-case letters, digits, '_' and '-', not starting with '-' or a digit, "
+            "(letters, digits, '_' and '-', not starting with '-' or a digit, "
             "at most 32 characters)",
             admin_username=shown,
         )
-    if username in RESERVED:
+    if username.lower() in RESERVED:
         raise InvalidUsername(f"adminUsername {username!r} is a reserved system account",
                               admin_username=username)
     defs = host.login_defs()
@@ -76,7 +89,59 @@ def enabled(settings) -> bool:
 
 
 def check(host: Host, metadata, settings) -> None:
-    validate(host, metadata.os_profile.admin_username)
+    username = validate(host, metadata.os_profile.admin_username)
+    check_home(host, username)
+    host.check_writable(SUDOERS_DROPIN)
+
+
+def home_bases(host: Host) -> List[str]:
+    """Where homes usually are: ``/home``, and ``HOME`` of ``/etc/default/useradd`` unless that
+    is a system directory."""
+    bases = [HOME_BASE]
+    configured = host.useradd_defaults().get("HOME", "")
+    if configured.startswith("/") and ".." not in configured.split("/"):
+        configured = os.path.normpath(configured)
+        if configured not in SYSTEM_DIRS and configured not in bases:
+            bases.append(configured)
+    return bases
+
+
+def account(host: Host, username: str) -> PasswdEntry:
+    """The user as ``/etc/passwd`` has it, or as ``useradd`` will create it (no uid yet)."""
+    entry = host.user(username)
+    if entry is not None:
+        return entry
+    base = home_bases(host)[-1]
+    return PasswdEntry(username, NO_UID, NO_UID, f"{base}/{username}", "")
+
+
+def check_home(host: Host, username: str) -> PasswdEntry:
+    """Refuse a home azprov cannot make a working login of (see the module's description)."""
+    entry = account(host, username)
+    home = entry.home
+    shown = home[:80] or "(empty)"
+    if not home.startswith("/") or ".." in home.split("/") or \
+            not any(os.path.normpath(home).startswith(base + "/") for base in home_bases(host)):
+        raise UnusableHome(f"{username}'s home {shown} is not below {' or '.join(home_bases(host))}; "
+                           "azprov will not hand another place to the user", home=shown)
+    try:
+        info = host.lstat(home)
+    except UnsafePath as exc:
+        raise UnusableHome(f"{username}'s home {home}: {exc}", home=home) from None
+    if info is None:
+        return entry
+    if not stat.S_ISDIR(info.st_mode):
+        what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a directory"
+        raise UnusableHome(f"{username}'s home {home} is {what}", home=home)
+    if entry.uid == NO_UID and info.st_uid != 0:
+        raise UnusableHome(f"{home} already exists and belongs to uid {info.st_uid}, not to the new "
+                           f"user {username}", home=home, uid=info.st_uid)
+    if entry.uid != NO_UID:
+        try:
+            check_dir(info, home, entry)
+        except UnsafePath as exc:
+            raise UnusableHome(str(exc), home=home) from None
+    return entry
 
 
 def apply(host: Host, metadata, settings) -> bool:
@@ -96,6 +161,8 @@ def ensure_user(host: Host, username: str) -> bool:
     if entry is not None:
         log.info("user %s exists (uid %d): updating it", username, entry.uid)
         return _ensure_home(host, entry)
+    planned = check_home(host, username)
+    leftover = host.lstat(planned.home) is not None
     shell = "/bin/bash" if host.exists("/bin/bash") else "/bin/sh"
     group = ["-g", username] if host.group(username) is not None else ["-U"]
     host.run(["useradd", *host.root_option(), "-m", *group, "-s", shell, "--", username],
@@ -105,7 +172,32 @@ def ensure_user(host: Host, username: str) -> bool:
         raise StepFailed(f"useradd reported success but {username} is not in /etc/passwd",
                          admin_username=username)
     log.info("created user %s (uid %d, home %s)", username, created.uid, created.home)
+    if leftover and created.home == planned.home:
+        _take_over_home(host, created)
     return True
+
+
+def _home_mode(host: Host) -> int:
+    """The mode useradd gives a new home: ``HOME_MODE``, else ``0777 & ~UMASK`` (login.defs)."""
+    defs = host.login_defs()
+    for value, mask in ((defs.get("HOME_MODE"), False), (defs.get("UMASK", "022"), True)):
+        try:
+            number = int(value, 8) & 0o777
+        except (TypeError, ValueError):
+            continue
+        return (0o777 & ~number) if mask else number
+    return 0o755
+
+
+def _take_over_home(host: Host, entry: PasswdEntry) -> None:
+    """A home left behind by the image build (root's, checked before) becomes the user's; useradd
+    leaves an existing home as it is.  Only the directory itself: what is in it stays as it is."""
+    with host.open_dir(entry.home) as home:
+        if home.stat().st_uid != 0:
+            return
+        home.set_owner_mode(_home_mode(host) & ~0o022, entry.uid, entry.gid)
+    log.info("the existing home %s (root's, left by the image) now belongs to %s", entry.home,
+             entry.name)
 
 
 def _ensure_home(host: Host, entry: PasswdEntry) -> bool:

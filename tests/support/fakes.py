@@ -75,7 +75,7 @@ class FakeWireServer:
             raise FabricUnreachable("WireServer did not answer")
         return self.fabric.goal
 
-    def report(self, status, deadline=None) -> GoalState:
+    def report(self, status, deadline=None, *, goal_state=None) -> GoalState:
         self.fabric.calls.append(f"report:{status.state}")
         if self.fabric.wireserver_down or (status.ready and self.fabric.ready_fails):
             raise FabricUnreachable("WireServer did not answer")

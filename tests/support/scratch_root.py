@@ -264,6 +264,21 @@ def diff(before: Dict[str, Entry], after: Dict[str, Entry]) -> Dict[str, Tuple]:
     }
 
 
+def owner_mode_changes(before: Dict[str, Entry], after: Dict[str, Entry],
+                       allowed: Iterable[str] = ()) -> Dict[str, Tuple]:
+    """Paths in both snapshots whose type, mode or owner changed, except those matching one of
+    the ``allowed`` glob patterns: ``{path: ((type, mode, uid, gid) before, ... after)}``."""
+    import fnmatch
+
+    patterns = list(allowed)
+    changes = {}
+    for path in sorted(set(before) & set(after)):
+        old, new = before[path][:4], after[path][:4]
+        if old != new and not any(fnmatch.fnmatchcase(path, p) for p in patterns):
+            changes[path] = (old, new)
+    return changes
+
+
 def comparable(entries: Dict[str, Entry]) -> Dict[str, Entry]:
     """A snapshot with the parts that differ between equivalent runs blanked: host key material
     (random), the state file (its timestamp), the attempt history (times, and a killed run's

@@ -32,7 +32,9 @@ import pytest
 
 from support import cli
 from support.fakes import ED25519
-from support.scratch_root import WANTS_LINK, comparable, diff, make_scratch_root, read_state, snapshot
+from support.scratch_root import (
+    WANTS_LINK, comparable, diff, make_scratch_root, owner_mode_changes, read_state, snapshot,
+)
 
 
 VM_ID = "8b1e4c3d-52a7-4f6e-9c80-d3a2b7e615f4"  # the emulator's default compute.vmId
@@ -42,6 +44,11 @@ LOCK_ONLY = {"run/azprov", "run/azprov/lock", "var/lib/azprov", "var/lib/azprov/
              "var/lib/hyperv", "var/lib/hyperv/.kvp_pool_1"}
 HOST_KEY_FILES = {f"etc/ssh/ssh_host_{kind}_key{pub}" for kind in ("rsa", "ecdsa", "ed25519")
                   for pub in ("", ".pub")}
+# Existing paths whose owner or mode any run may change: azprov's own, and the admin user's keys
+# file.  Everything else keeps its owner and mode, whatever the image or the metadata.
+OWN_PATHS = ("var/lib/azprov", "var/lib/azprov/*", "run/azprov", "run/azprov/*",
+             "etc/sudoers.d/90-azprov", "etc/ssh/sshd_config.d/10-azprov.conf", WANTS_LINK,
+             "home/*/.ssh/authorized_keys", "etc/ssh/authorized_keys/*")
 DEFAULT_TIMEOUT = 20.0
 
 # Bodies azprov must never log: markers that only occur in goal states, IMDS documents, health
@@ -129,6 +136,7 @@ class Row:
     note: str = ""  # expected outcome beyond the columns, for the doc
     xfail: Optional[str] = None  # "bug: ..." while the code is wrong (a strict xfail)
     found: str = ""  # a bug this row found that has since been fixed, for the doc
+    owner_changes: Tuple[str, ...] = ()  # more paths (globs) whose owner or mode may change
 
     def scenario_dict(self) -> dict:
         return self.scenario() if callable(self.scenario) else dict(self.scenario)
@@ -526,7 +534,7 @@ def check_row(row: Row, run: Run, reference: Reference) -> None:
         fields = description_fields(report)
         assert (fields["reason"], fields["step"]) == (row.reason, row.step), report["description"]
         # No DMI in a scratch tree: the VM id comes from IMDS, so a metadata failure has none.
-        assert fields["vm_id"] == ("unknown" if row.step == "metadata" else VM_ID)
+        assert fields["vm_id"] == ("unknown" if row.step in ("metadata", "goal_state") else VM_ID)
         assert fields["result"] == "error"
         assert len(report["description"]) <= 512
         if row.message:
@@ -557,6 +565,8 @@ def check_row(row: Row, run: Run, reference: Reference) -> None:
         assert set(changed) - HOST_KEY_FILES <= LOCK_ONLY, sorted(changed)
     elif row.tree == "reference":
         assert diff(reference.get(), comparable(run.after)) == {}
+    moved = owner_mode_changes(run.before, run.after, OWN_PATHS + row.owner_changes)
+    assert moved == {}, f"owner or mode changed outside azprov's paths: {moved}"
     # The log: no traceback for an expected outcome, no key material, no body.
     text = run.logs + run.stdout
     assert "Traceback" not in text, tail

@@ -12,9 +12,10 @@ import hashlib
 import os
 import struct
 import time
-from typing import Callable, Iterator, List
+from typing import Any, Callable, Iterator, List
 
 from support.fakes import ED25519
+from support.sshkeys import key_line, ssh_string
 from support.fault_matrix.harness import (
     ED25519_B64,
     Context,
@@ -233,7 +234,7 @@ def check_keys_in_home(run: Run) -> None:
         assert handle.read() == ED25519 + "\n"
     assert not os.path.lexists(os.path.join(root, "root/.ssh"))
     assert not os.path.lexists(os.path.join(root, "etc/ssh/authorized_keys"))
-    assert "is outside azureuser's home" in run.logs
+    assert "is not an authorized-keys file of azureuser" in run.logs
 
 
 def check_report_lost(run: Run) -> None:
@@ -479,6 +480,220 @@ MATRIX: List[Row] = [
         scenario={"goalstate": [{"delay": 1}]}, play=play_two_at_once, tree="reference",
         check=check_two, note="one provisions; the other waits, then exits 0 (already provisioned) or 8"),
 ]
+
+
+# --- hostile and unusual images: how a row prepares the tree -------------------------------------
+
+def planted(*actions: Callable[[str], None]) -> Callable[[Context], Any]:
+    """A setup that changes the image tree (before the "before" snapshot) with each action."""
+
+    @contextlib.contextmanager
+    def setup(ctx: Context) -> Iterator[List[str]]:
+        for action in actions:
+            action(ctx.root)
+        yield []
+
+    return setup
+
+
+def put(path: str, text: str, mode: int = 0o644) -> Callable[[str], None]:
+    def action(root: str) -> None:
+        full = os.path.join(root, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "w") as handle:
+            handle.write(text)
+        os.chmod(full, mode)
+
+    return action
+
+
+def directory(path: str, mode: int = 0o755, uid: int = 0) -> Callable[[str], None]:
+    def action(root: str) -> None:
+        full = os.path.join(root, path)
+        os.makedirs(full, exist_ok=True)
+        os.chmod(full, mode)
+        os.chown(full, uid, uid)
+
+    return action
+
+
+def link(path: str, target: str, hard: bool = False) -> Callable[[str], None]:
+    def action(root: str) -> None:
+        full = os.path.join(root, path)
+        if os.path.isdir(full) and not os.path.islink(full):
+            import shutil
+
+            shutil.rmtree(full)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        if hard:
+            os.link(os.path.join(root, target), full)
+        else:
+            os.symlink(target, full)
+
+    return action
+
+
+def account(name: str, uid: int, home: str) -> Callable[[str], None]:
+    """An existing account with a home field azprov should refuse (the home is not created)."""
+
+    def action(root: str) -> None:
+        for path, line in (("etc/passwd", f"{name}:x:{uid}:{uid}::{home}:/bin/bash"),
+                           ("etc/group", f"{name}:x:{uid}:"), ("etc/shadow", f"{name}:*:19500:0:99999:7:::"),
+                           ("etc/gshadow", f"{name}:*::")):
+            with open(os.path.join(root, path), "a") as handle:
+                handle.write(line + "\n")
+
+    return action
+
+
+def check_keys_file(path: str, content: str = ED25519 + "\n") -> Callable[[Run], None]:
+    """The keys are in ``path``, 0600 and the user's; nothing was made in ~/.ssh unless that is it."""
+
+    def check(run: Run) -> None:
+        root = run.facts["root"]
+        full = os.path.join(root, path)
+        with open(full) as handle:
+            assert handle.read() == content
+        info = os.stat(full)
+        assert (info.st_mode & 0o777, info.st_uid) == (0o600, 1000), (oct(info.st_mode), info.st_uid)
+        if not path.startswith("home/"):
+            assert not os.path.lexists(os.path.join(root, "home/azureuser/.ssh"))
+
+    return check
+
+
+def check_home_taken_over(run: Run) -> None:
+    info = os.stat(os.path.join(run.facts["root"], "home/azureuser"))
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (1000, 1000, 0o700)
+    assert os.stat(os.path.join(run.facts["root"], "home/azureuser/build.log")).st_uid == 0
+
+
+def check_path_ignored(relative: str) -> Callable[[Run], None]:
+    def check(run: Run) -> None:
+        check_keys_file("home/azureuser/.ssh/authorized_keys")(run)
+        assert "is not an authorized-keys file of azureuser" in run.logs
+        full = os.path.join(run.facts["root"], relative)
+        assert not os.path.exists(full) or ED25519_B64 not in open(full).read()
+
+    return check
+
+
+def check_upper_case_user(run: Run) -> None:
+    root = run.facts["root"]
+    with open(os.path.join(root, "etc/passwd")) as handle:
+        assert any(line.startswith("AzureUser:") for line in handle)
+    assert os.path.exists(os.path.join(root, "home/AzureUser/.ssh/authorized_keys"))
+
+
+_IMAGE_KEYS = "etc/ssh/sshd_config.d/05-keys.conf"
+_ED25519_NO_BYTES = "ssh-ed25519 " + base64.b64encode(ssh_string(b"ssh-ed25519")).decode()
+_ED448 = "ssh-ed448 " + base64.b64encode(ssh_string(b"ssh-ed448") + ssh_string(b"\x01" * 57)).decode()
+_EXISTING = {"users": [("azureuser", 1000)]}
+_IMAGE_FAILS = dict(exit=6, reports=("Failed",))
+
+MATRIX += [
+    # --- hostile and unusual images: sshd's configuration ----------------------------------------------
+    row("sshd-keys-file-elsewhere", "the image's sshd reads keys from /etc/ssh/authorized_keys/%u",
+        setup=planted(put(_IMAGE_KEYS, "AuthorizedKeysFile /etc/ssh/authorized_keys/%u\n")), tree="any",
+        check=check_keys_file("etc/ssh/authorized_keys/azureuser"),
+        note="keys where sshd reads them (root's 0755 directory made), no ~/.ssh",
+        found="found: keys went to ~/.ssh/authorized_keys and Ready was posted with no working login"),
+    row("sshd-keys-file-shared", "the image's sshd reads keys only from /etc/ssh/all_keys, every user's file",
+        setup=planted(put(_IMAGE_KEYS, "AuthorizedKeysFile /etc/ssh/all_keys\n")), **_IMAGE_FAILS,
+        reason="no_authorized_keys_file", step="ssh_keys"),
+    row("sshd-keys-file-none", "the image's sshd says AuthorizedKeysFile none",
+        setup=planted(put(_IMAGE_KEYS, "AuthorizedKeysFile none\n")), **_IMAGE_FAILS,
+        reason="no_authorized_keys_file", step="ssh_keys"),
+    row("sshd-dropin-before-azprov", "an image drop-in 05-image.conf says PasswordAuthentication yes",
+        setup=planted(put("etc/ssh/sshd_config.d/05-image.conf", "PasswordAuthentication yes\n")),
+        **_IMAGE_FAILS, reason="sshd_password_policy_overridden", step="sshd",
+        found="found: Ready was posted while the image's drop-in kept passwords on"),
+    row("sshd-config-above-include", "sshd_config says PasswordAuthentication yes above its Include",
+        setup=planted(put("etc/ssh/sshd_config", "PasswordAuthentication yes\n"
+                          "Include /etc/ssh/sshd_config.d/*.conf\nUsePAM yes\n")),
+        **_IMAGE_FAILS, reason="sshd_password_policy_overridden", step="sshd"),
+    row("sshd-no-include", "sshd_config includes no drop-ins and leaves PasswordAuthentication at sshd's default (yes)",
+        setup=planted(put("etc/ssh/sshd_config", "UsePAM yes\n")), **_IMAGE_FAILS,
+        reason="sshd_password_policy_overridden", step="sshd"),
+    row("sshd-dropin-dir-symlink", "/etc/ssh/sshd_config.d is a symlink to /tmp",
+        setup=planted(link("etc/ssh/sshd_config.d", "/tmp")), **_IMAGE_FAILS, reason="unsafe_path",
+        step="sshd", found="found: the hostname, user and sudoers drop-in were changed before the trap"),
+    # --- hostile and unusual images: homes and paths ----------------------------------------------------
+    row("home-is-slash", "azureuser exists with the home /", setup=planted(account("azureuser", 1000, "/")),
+        **_IMAGE_FAILS, reason="unusable_home", step="user",
+        found="found: /home became azureuser's, mode 0700"),
+    row("home-is-root", "azureuser exists with the home /root",
+        setup=planted(account("azureuser", 1000, "/root")), **_IMAGE_FAILS, reason="unusable_home",
+        step="user", found="found: root's .ssh was handed to azureuser"),
+    row("home-empty", "azureuser exists with an empty home field",
+        setup=planted(account("azureuser", 1000, "")), **_IMAGE_FAILS, reason="unusable_home",
+        step="user", found="found: a traceback (internal_error)"),
+    row("home-symlink-to-root", "/home/azureuser is a symlink to /root; azureuser does not exist",
+        setup=planted(link("home/azureuser", "/root")), **_IMAGE_FAILS, reason="unusable_home",
+        step="user", found="found: useradd ran, then the keys step refused the symlink"),
+    row("home-leftover-root-owned", "/home/azureuser is left by the image build, root's, with a file in it",
+        setup=planted(directory("home/azureuser"), put("home/azureuser/build.log", "x\n")), tree="any",
+        owner_changes=("home/azureuser",), check=check_home_taken_over,
+        note="the home (only the directory) becomes azureuser's, 0700",
+        found="found: the home stayed root's"),
+    row("home-leftover-someone-elses", "/home/azureuser exists, owned by uid 4242; azureuser does not exist",
+        setup=planted(directory("home/azureuser", uid=4242)), **_IMAGE_FAILS, reason="unusable_home",
+        step="user"),
+    row("skel-ssh-symlink", "/etc/skel/.ssh is a symlink to /root/.ssh (useradd would copy it)",
+        setup=planted(link("etc/skel/.ssh", "/root/.ssh")), **_IMAGE_FAILS, reason="unsafe_path",
+        step="ssh_keys"),
+    row("sudoers-dir-symlink", "/etc/sudoers.d is a symlink to /tmp",
+        setup=planted(link("etc/sudoers.d", "/tmp")), **_IMAGE_FAILS, reason="unsafe_path", step="user"),
+    row("state-dir-symlink", "/var/lib/azprov is a symlink to /var/tmp",
+        setup=planted(directory("var/tmp"), link("var/lib/azprov", "/var/tmp")), **_IMAGE_FAILS,
+        reason="unsafe_path", step="state",
+        found="found: Ready was posted, then the state could not be written (exit 6, Ready on every boot)"),
+    # --- hostile keys and authorized_keys files -------------------------------------------------------
+    row("key-path-bashrc", "a key whose path is /home/azureuser/.bashrc",
+        scenario={"public_keys": [{"keyData": ED25519, "path": "/home/azureuser/.bashrc"}]},
+        tree="reference", check=check_path_ignored("home/azureuser/.bashrc"),
+        note="installed in authorized_keys; .bashrc untouched"),
+    row("key-path-ssh-rc", "a key whose path is /home/azureuser/.ssh/rc",
+        scenario={"public_keys": [{"keyData": ED25519, "path": "/home/azureuser/.ssh/rc"}]},
+        tree="reference", check=check_path_ignored("home/azureuser/.ssh/rc")),
+    row("key-path-below-keys-file", "a key whose path is /home/azureuser/.ssh/authorized_keys/x",
+        scenario={"public_keys": [{"keyData": ED25519,
+                                   "path": "/home/azureuser/.ssh/authorized_keys/x"}]},
+        tree="reference", check=check_path_ignored("home/azureuser/.ssh/authorized_keys/x"),
+        note="authorized_keys stays a file"),
+    row("key-ed25519-no-key-bytes", "an ssh-ed25519 key whose blob has no key bytes",
+        scenario={"public_keys": [_ED25519_NO_BYTES]}, **_IMAGE_FAILS, reason="invalid_ssh_key",
+        step="ssh_keys"),
+    row("key-ed448", "an ssh-ed448 key (no OpenSSH supports it)", scenario={"public_keys": [_ED448]},
+        **_IMAGE_FAILS, reason="invalid_ssh_key", step="ssh_keys"),
+    row("key-lone-dss", "the only key is ssh-dss", scenario={"public_keys": [key_line("ssh-dss")]},
+        tree="any", check=logged("OpenSSH refuses DSA keys"), note="provisioned, with a warning"),
+    row("authorized-keys-forced-command", "azureuser's authorized_keys has the key behind command=\"/usr/bin/false\"",
+        image=_EXISTING, setup=planted(directory("home/azureuser/.ssh", 0o700, 1000),
+                                       put("home/azureuser/.ssh/authorized_keys",
+                                           'command="/usr/bin/false" ' + ED25519 + "\n", 0o600)),
+        tree="any", check=check_keys_file("home/azureuser/.ssh/authorized_keys"),
+        note="the line becomes the plain key: its owner gets a shell"),
+    row("authorized-keys-hard-link", "azureuser's authorized_keys is a hard link to /etc/shadow",
+        image=_EXISTING, setup=planted(directory("home/azureuser/.ssh", 0o700, 1000),
+                                       link("home/azureuser/.ssh/authorized_keys", "etc/shadow", hard=True)),
+        **_IMAGE_FAILS, reason="unsafe_path", step="ssh_keys", found="found: the keys were merged"),
+    # --- names --------------------------------------------------------------------------------------
+    row("admin-upper-case", "adminUsername 'AzureUser'", scenario={"admin_username": "AzureUser"},
+        tree="any", check=check_upper_case_user, found="found: refused (invalid_admin_username)"),
+    row("computer-name-ip", "computerName '10.0.0.5'", scenario={"computer_name": "10.0.0.5"},
+        **_IMAGE_FAILS, reason="invalid_computer_name", step="hostname"),
+    row("computer-name-localhost", "computerName 'localhost'", scenario={"computer_name": "localhost"},
+        **_IMAGE_FAILS, reason="invalid_computer_name", step="hostname"),
+    # --- odd goal states that can still be answered ----------------------------------------------------
+    row("goalstate-odd-instance-id", "goal state InstanceId of 300 characters",
+        scenario={"instance_id": "x" * 300}, exit=5, reports=("Failed",), reason="invalid_goal_state",
+        step="goal_state", found="found: refused with no report (the VM waits out 40 minutes)"),
+    row("goalstate-incarnation-19-digits", "goal state Incarnation 10000000000000000000",
+        scenario={"incarnation": 10 ** 19}, exit=5, reports=("Failed",), reason="invalid_goal_state",
+        step="goal_state", incarnation=10 ** 19),
+]
+
 
 ROWS = {r.id: r for r in MATRIX}
 assert len(ROWS) == len(MATRIX), "row ids must be unique"
