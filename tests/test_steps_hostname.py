@@ -46,7 +46,7 @@ def test_valid_names(name, expected):
     "../x", "x" * 300, "a" * 65, "two words", "under_score", "-lead", "trail-", "a..b", ".a", "a.",
     "", "tab\tname", "new\nline", "ümlaut", "semi;colon", "a/b",
     "10.0.0.5", "127.0.0.1", "1234", "vm.42", "localhost", "LOCALHOST", "localhost.localdomain",
-    "web.localhost", "ip6-localhost",
+    "web.localhost", "ip6-localhost", "0x7f000001", "0x7f.0x1",
 ])
 def test_invalid_names_are_refused_with_the_reason(name):
     with pytest.raises(errors.InvalidHostname) as caught:
@@ -197,7 +197,7 @@ def check_hostname(computer_name: str) -> Optional[str]:
 def _names_this_vm(name: str) -> bool:
     name = name.lower()
     return not name.rsplit(".", 1)[-1].isdigit() and name not in hostname.LOOPBACK_NAMES \
-        and not name.endswith(".localhost")
+        and not name.endswith(".localhost") and not hostname._is_inet_aton_address(name)
 
 
 @fuzz(400)

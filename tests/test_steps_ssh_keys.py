@@ -505,3 +505,24 @@ def test_merge_leaves_every_key_usable_by_its_owner(prefix, pair, others):
     for key_type, blob_text, _ in keys:
         lines = [line for line in merged.splitlines() if blob_text in line and not line.startswith("#")]
         assert len(lines) == 1 and lines[0].split()[:2] == [key_type, blob_text]
+
+
+@pytest.mark.parametrize("setting", ["%h/../../etc/shadow", "/etc/%u/../shadow", ".ssh/../../../etc/shadow"])
+def test_an_authorized_keys_file_that_climbs_out_is_never_used(root, setting):
+    host = Host(root)
+    open(os.path.join(root, "etc/ssh/sshd_config.d/05-keys.conf"), "w").write(f"AuthorizedKeysFile {setting}\n")
+    with pytest.raises(errors.NoAuthorizedKeysFile):
+        ssh_keys.target_files(host, host.user("azureuser"), [PublicKey(ED25519)])
+
+
+@requires_root
+def test_an_existing_file_elsewhere_is_never_taken_over(tmp_path, config):
+    root = make_scratch_root(str(tmp_path / "r"), users=[("sshd_config", 1500)])
+    open(os.path.join(root, "etc/ssh/sshd_config.d/05-keys.conf"), "w").write("AuthorizedKeysFile /etc/ssh/%u\n")
+    before = os.stat(os.path.join(root, "etc/ssh/sshd_config"))
+    with pytest.raises(errors.UnsafePath, match="belongs to uid 0"):
+        ssh_keys.check(Host(root), metadata(admin_username="sshd_config"), config.provisioning)
+    with pytest.raises(errors.UnsafePath, match="belongs to uid 0"):
+        ssh_keys.apply(Host(root), metadata(admin_username="sshd_config"), config.provisioning)
+    after = os.stat(os.path.join(root, "etc/ssh/sshd_config"))
+    assert (after.st_uid, after.st_mode, after.st_ino) == (before.st_uid, before.st_mode, before.st_ino)

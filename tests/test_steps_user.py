@@ -299,3 +299,10 @@ def test_a_symlinked_sudoers_directory_is_refused_before_anything_changes(scratc
     os.symlink("/tmp", os.path.join(scratch_root, "etc/sudoers.d"))
     with pytest.raises(errors.UnsafePath, match="symbolic link"):
         user.check(Host(scratch_root), metadata(), config.provisioning)
+
+
+@pytest.mark.parametrize("shell", ["/usr/sbin/nologin", "/bin/false"])
+def test_an_existing_account_that_cannot_log_in_is_refused(tmp_path, shell):
+    root = _with_passwd_line(tmp_path, f"azureuser:x:1000:1000::/home/azureuser:{shell}")
+    with pytest.raises(errors.InvalidUsername, match="cannot log in"):
+        user.validate(Host(root), "azureuser")

@@ -152,7 +152,7 @@ class Host:
         directory, _ = self.open_account_dir(account, path, create=False)
         if directory is not None:
             with directory:
-                homes.check_file(directory, os.path.basename(path))
+                homes.check_file(directory, os.path.basename(path), account)
 
     def update_account_file(self, account: PasswdEntry, path: str,
                             update: Callable[[Optional[bytes]], bytes], *,
@@ -162,7 +162,7 @@ class Host:
         directory, created = self.open_account_dir(account, path, create=True)
         name = os.path.basename(path)
         with directory:
-            homes.check_file(directory, name)
+            homes.check_file(directory, name, account)
             data = update(directory.read(name))
             changed = directory.write(name, data, mode=mode, uid=account.uid, gid=account.gid)
         return changed or bool(created), created

@@ -82,13 +82,19 @@ def open_parent(root: Dir, account: PasswdEntry, path: str, *,
     return current, created
 
 
-def check_file(directory: Dir, name: str) -> Optional[os.stat_result]:
+def check_file(directory: Dir, name: str, account: Optional[PasswdEntry] = None) -> Optional[os.stat_result]:
     """The keys file ``name`` in ``directory``: None if absent; refused unless a regular file
-    with a single link (a hard link would carry the keys into another file, say /etc/shadow)."""
+    with a single link (a hard link would carry the keys into another file, say /etc/shadow).
+    With ``account``, an existing file outside its home must already be the account's: azprov
+    never takes over a file elsewhere (``/etc/ssh/%u`` for a user named ``sshd_config``)."""
     info = directory.lstat(name)
     where = directory.path.rstrip("/") + "/" + name
     if info is None:
         return None
+    if account is not None and not inside(where, account.home) and info.st_uid != account.uid:
+        raise UnsafePath(f"{where} already exists outside {account.name}'s home and belongs to uid "
+                         f"{info.st_uid}; azprov will not make it {account.name}'s keys file",
+                         path=where, uid=info.st_uid)
     if not stat.S_ISREG(info.st_mode):
         what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
         raise UnsafePath(f"{where} is {what}; azprov refuses to write keys through it", path=where)

@@ -4,7 +4,8 @@ The name is validated as an RFC 1123 host name (labels of 1-63 characters ``[a-z
 leading or trailing hyphen, at most 64 characters in all, the Azure limit for Linux) and
 lower-cased; anything else is refused with a ProvisioningFailed report, never "cleaned up".
 Names that are not a name of this machine are refused too: an all-numeric last label (an IPv4
-address like ``10.0.0.5``, or a number resolvers read as one) and ``localhost`` in its forms.
+address like ``10.0.0.5``, or a number resolvers read as one), anything else ``inet_aton`` reads as
+an address (``0x7f000001``), and ``localhost`` in its forms.
 
 Set without a D-Bus round trip where that is equivalent: ``/etc/hostname`` is written (atomically)
 and, on a live host, the kernel's name set with ``sethostname(2)``, which is all ``hostnamectl
@@ -54,13 +55,24 @@ def validate(computer_name: str) -> str:
                 "digits and inner hyphens, separated by dots)",
                 computer_name=shown,
             )
-    if name.rsplit(".", 1)[-1].isdigit():
+    if name.rsplit(".", 1)[-1].isdigit() or _is_inet_aton_address(name):
         raise InvalidHostname(f"computerName {shown!r} looks like an IP address (its last label is "
                               "a number), not a host name", computer_name=shown)
     if name in LOOPBACK_NAMES or name.endswith(".localhost"):
         raise InvalidHostname(f"computerName {shown!r} is a name of the loopback address, not of "
                               "this VM", computer_name=shown)
     return name
+
+
+def _is_inet_aton_address(name: str) -> bool:
+    """True for what inet_aton(3) (and so many resolvers) reads as an IPv4 address: 0x7f000001."""
+    import socket
+
+    try:
+        socket.inet_aton(name)
+    except OSError:
+        return False
+    return True
 
 
 def enabled(settings) -> bool:

@@ -141,6 +141,8 @@ def expand(pattern: str, *, home: str, user: str, uid: Optional[int] = None) -> 
         path = os.path.join(home, path[2:])
     if not path.startswith("/"):
         path = os.path.join(home, path)
+    if ".." in path.split("/"):
+        return path  # left as it is: the caller refuses it
     return os.path.normpath(path)
 
 
@@ -160,6 +162,10 @@ def user_authorized_keys_files(host: Host, *, home: str, user: str,
         path = expand(pattern, home=home, user=user, uid=uid)
         if "%" in path.replace("%%", ""):
             log.warning("AuthorizedKeysFile %r uses a token azprov cannot expand; skipped", pattern)
+            continue
+        if ".." in path.split("/"):
+            log.warning("AuthorizedKeysFile %r climbs with '..' (%s); azprov never writes there",
+                        pattern, path[:200])
             continue
         (mine if per_user(pattern) else shared).append(path)
     return mine, shared

@@ -37,6 +37,7 @@ SUDOERS = "/etc/sudoers"
 SUDOERS_DROPIN = "/etc/sudoers.d/90-azprov"
 USERNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,31}$")
 HOME_BASE = "/home"
+NO_LOGIN_SHELLS = frozenset({"nologin", "false"})
 SYSTEM_DIRS = frozenset("""
     / /bin /boot /dev /etc /lib /lib32 /lib64 /libx32 /opt /proc /root /run /sbin /srv /sys /tmp
     /usr /var /var/lib /var/tmp
@@ -74,6 +75,10 @@ def validate(host: Host, username: str) -> str:
             f"adminUsername {username!r} is an existing system account (uid {entry.uid})",
             admin_username=username, uid=entry.uid,
         )
+    if entry is not None and os.path.basename(entry.shell) in NO_LOGIN_SHELLS:
+        raise InvalidUsername(
+            f"adminUsername {username!r} is an existing account that cannot log in (shell "
+            f"{entry.shell}); azprov will not make it the admin user", admin_username=username)
     group = host.group(username)
     gid_min = int(defs["GID_MIN"]) if defs.get("GID_MIN", "").isdigit() else uid_min
     if entry is None and group is not None and group.gid < gid_min:

@@ -546,6 +546,15 @@ def account(name: str, uid: int, home: str) -> Callable[[str], None]:
     return action
 
 
+def _replace_in(root: str, path: str, old: str, new: str) -> None:
+    full = os.path.join(root, path)
+    with open(full) as handle:
+        text = handle.read()
+    assert old in text, (path, old)
+    with open(full, "w") as handle:
+        handle.write(text.replace(old, new))
+
+
 def check_keys_file(path: str, content: str = ED25519 + "\n") -> Callable[[Run], None]:
     """The keys are in ``path``, 0600 and the user's; nothing was made in ~/.ssh unless that is it."""
 
@@ -604,6 +613,10 @@ MATRIX += [
     row("sshd-keys-file-none", "the image's sshd says AuthorizedKeysFile none",
         setup=planted(put(_IMAGE_KEYS, "AuthorizedKeysFile none\n")), **_IMAGE_FAILS,
         reason="no_authorized_keys_file", step="ssh_keys"),
+    row("sshd-keys-file-climbs-out", "the image's sshd reads keys from %h/../../etc/shadow",
+        setup=planted(put(_IMAGE_KEYS, "AuthorizedKeysFile %h/../../etc/shadow\n")), **_IMAGE_FAILS,
+        reason="no_authorized_keys_file", step="ssh_keys",
+        found="found while attacking: 2600e1f would have merged the keys into /etc/shadow"),
     row("sshd-dropin-before-azprov", "an image drop-in 05-image.conf says PasswordAuthentication yes",
         setup=planted(put("etc/ssh/sshd_config.d/05-image.conf", "PasswordAuthentication yes\n")),
         **_IMAGE_FAILS, reason="sshd_password_policy_overridden", step="sshd",
@@ -681,6 +694,11 @@ MATRIX += [
     # --- names --------------------------------------------------------------------------------------
     row("admin-upper-case", "adminUsername 'AzureUser'", scenario={"admin_username": "AzureUser"},
         tree="any", check=check_upper_case_user, found="found: refused (invalid_admin_username)"),
+    row("admin-nologin-account", "azureuser exists with the shell /usr/sbin/nologin",
+        image=_EXISTING, setup=planted(lambda root: _replace_in(root, "etc/passwd", "::/home/azureuser:/bin/bash",
+                                                                "::/home/azureuser:/usr/sbin/nologin")),
+        **_IMAGE_FAILS, reason="invalid_admin_username", step="user",
+        found="found while attacking: Ready for an admin user that cannot log in"),
     row("computer-name-ip", "computerName '10.0.0.5'", scenario={"computer_name": "10.0.0.5"},
         **_IMAGE_FAILS, reason="invalid_computer_name", step="hostname"),
     row("computer-name-localhost", "computerName 'localhost'", scenario={"computer_name": "localhost"},
