@@ -218,6 +218,13 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     serve.add_argument("--imds", dest="listen_imds", metavar="HOST:PORT", required=True)
     serve.add_argument("--scenario", metavar="FILE", help="scenario file (.json or .toml)")
     serve.add_argument("--log", metavar="FILE", help="append request records here (default: stdout)")
+    disc = fabric_sub.add_parser(
+        "disc", help="write the provisioning disc image (ovf-env.xml) of a scenario",
+        description="Write the provisioning disc Azure would attach for the scenario (host name, "
+                    "user, password, SSH keys, custom data) as an ISO9660 image, to boot an "
+                    "image with it attached as a CD-ROM.")
+    disc.add_argument("--scenario", metavar="FILE", help="scenario file (.json or .toml)")
+    disc.add_argument("--output", "-o", metavar="FILE", required=True, help="the image to write (0600)")
     return parser
 
 

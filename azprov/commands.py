@@ -92,8 +92,28 @@ def metadata(args, config) -> int:
         "public_keys": keys,
         "pps_type": data.pps_type,
         "api_version": data.api_version,
+        "has_custom_data": data.has_custom_data,
+        "user_data_bytes": None if data.user_data is None else len(data.user_data),
+        "provisioning_disc": _disc_summary(),
     })
     return 0
+
+
+def _disc_summary():
+    """What the provisioning disc carries (password redacted), None without one, or the error."""
+    from azprov.errors import AzprovError
+    from azprov.host import Host
+    from azprov.media.disc import read_ovf_env
+    from azprov.ovf import parse_ovf_env
+
+    try:
+        found = read_ovf_env(Host("/"), mount=False)
+        if found is None:
+            return None
+        return {"device": found.device, "read_by": found.method,
+                **parse_ovf_env(found.data).summary()}
+    except AzprovError as exc:
+        return {"error": f"{exc.reason}: {exc}"}
 
 
 def _key_summary(key_data: str) -> str:

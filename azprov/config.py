@@ -115,6 +115,23 @@ class ProvisioningConfig:
     refuse_other_provisioners: bool = True
 
 
+def _check_on_missing(value: str) -> Optional[str]:
+    return None if value in ("fail", "warn") else f'expected "fail" or "warn", got {_describe(value)}'
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    read: bool = True  # look for the provisioning disc (ovf-env.xml)
+    eject: bool = True  # eject it after reading, where the device allows it
+
+
+@dataclass(frozen=True)
+class CustomDataConfig:
+    run: bool = False  # run custom data starting with #! once, after Ready, in its own unit
+    # IMDS says the VM has custom data but no disc carried it: "fail" (ProvisioningFailed) or "warn"
+    on_missing: str = field(default="fail", metadata={"check": _check_on_missing})
+
+
 @dataclass(frozen=True)
 class Config:
     wireserver: WireServerConfig = field(default_factory=WireServerConfig)
@@ -122,6 +139,8 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     provisioning: ProvisioningConfig = field(default_factory=ProvisioningConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    custom_data: CustomDataConfig = field(default_factory=CustomDataConfig)
     sources: Tuple[str, ...] = ()  # files that were read, in order
 
     def to_dict(self) -> Dict[str, Dict[str, Any]]:

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
-from azprov import attempts, kvp
+from azprov import attempts, kvp, provisioning_data
 from azprov import state as state_file
 from azprov import unit
 from azprov.errors import ConfirmationRequired, ExitCode, StepFailed
@@ -94,9 +94,9 @@ def user_removal(host: Host, username: str) -> Action:
                 raise StepFailed(f"userdel could not remove {username}", admin_username=username)
         existing = host.read_file(user_step.SUDOERS_DROPIN)
         if existing is not None:
-            users = [u for u in user_step.sudoers_users(existing.decode("utf-8", "replace"))
-                     if u != username]
-            user_step.write_sudoers(host, users)
+            text = existing.decode("utf-8", "replace")
+            users = [u for u in user_step.sudoers_users(text) if u != username]
+            user_step.write_sudoers(host, users, user_step.password_users(text))
 
     home = f", its home {entry.home}" if entry else " (already gone)"
     return Action(f"remove the admin user {username}{home} and its sudo rights", run)
@@ -121,6 +121,10 @@ def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) ->
     if _kvp_report(host):
         actions.append(Action(f"remove the KVP {kvp.PROVISIONING_REPORT} record from {kvp.POOL_FILE}",
                               lambda: kvp.remove(host, kvp.PROVISIONING_REPORT)))
+    saved = [path for path in provisioning_data.SAVED if host.lexists(path)]
+    if saved:
+        actions.append(Action(f"remove what the provisioning disc and IMDS carried: {', '.join(saved)}",
+                              _remove_all(host, saved)))
     keys = _present(host, [HOST_KEYS])
     if keys:
         actions.append(Action(f"remove the SSH host keys ({len(keys)} files in /etc/ssh)",

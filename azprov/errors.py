@@ -198,6 +198,42 @@ class InvalidKey(InvalidMetadata):
     reason = "invalid_ssh_key"
 
 
+class PasswordTooLong(InvalidMetadata):
+    """The admin password from the provisioning disc is over Azure's 72 characters."""
+
+    reason = "password_too_long"
+
+
+class InvalidPassword(InvalidMetadata):
+    """The admin password from the provisioning disc has control characters or line breaks."""
+
+    reason = "invalid_password"
+
+
+class IncompleteDisc(InvalidMetadata):
+    """IMDS did not answer and the provisioning disc lacks the HostName or UserName."""
+
+    reason = "provisioning_media_incomplete"
+
+
+class InvalidOvfEnv(ProtocolError):
+    """The provisioning disc's ovf-env.xml cannot be used."""
+
+    reason = "invalid_ovf_env"
+
+
+class NoWayToLogIn(StepFailed):
+    """No SSH key and no password: nobody could log in to the VM."""
+
+    reason = "no_way_to_log_in"
+
+
+class CustomDataMissing(StepFailed):
+    """IMDS says the VM has custom data but no provisioning disc carried it."""
+
+    reason = "custom_data_missing"
+
+
 class UnsafePath(StepFailed):
     """A path azprov must write through is a symlink, not a directory, or wrongly owned."""
 

@@ -6,6 +6,10 @@
   which means all).  ``refuse_other_provisioners = false`` makes this a warning.
 - A pre-provisioned pool VM (``ppsType`` other than None): it needs the reprovisioning flow.
 - No osProfile: a VM from a specialized disk has nothing for azprov to apply.
+- No way to log in: no SSH key and no password (a password VM whose disc is missing, a key-only
+  VM without a key) fails loudly instead of reporting Ready for a VM nobody can enter.
+- Custom data IMDS says exists (``hasCustomData``) but no disc carried: a failure by default,
+  a warning with ``[custom_data] on_missing = "warn"``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import re
 from typing import List, Optional
 
-from azprov.errors import NoOsProfile, OtherProvisioner, PoolVm
+from azprov.errors import CustomDataMissing, NoOsProfile, NoWayToLogIn, OtherProvisioner, PoolVm
 from azprov.host import Host
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,36 @@ CLOUD_INIT_BINARIES = ("/usr/bin/cloud-init", "/usr/local/bin/cloud-init")
 CLOUD_INIT_DISABLED = "/etc/cloud/cloud-init.disabled"
 CLOUD_CFG = "/etc/cloud/cloud.cfg"
 CLOUD_CFG_DIR = "/etc/cloud/cloud.cfg.d"
+
+
+def check_login(metadata, settings) -> None:
+    """Fail unless the admin user will have an SSH key or a password."""
+    if not settings.create_user:
+        return
+    keys = metadata.public_keys if settings.install_ssh_keys else ()
+    if keys or metadata.password is not None:
+        return
+    if not metadata.os_profile.disable_password_authentication:
+        raise NoWayToLogIn(
+            "password login was requested (disablePasswordAuthentication is false) but no "
+            "password was found (no provisioning disc, or no UserPassword on it) and there is no "
+            "SSH key: nobody could log in to this VM", admin_username=metadata.os_profile.admin_username)
+    raise NoWayToLogIn("SSH key login only (disablePasswordAuthentication is true) but there is no "
+                       "SSH key" + ("" if settings.install_ssh_keys else
+                                    " (provisioning.install_ssh_keys = false)")
+                       + ": nobody could log in to this VM",
+                       admin_username=metadata.os_profile.admin_username)
+
+
+def check_custom_data(metadata, on_missing: str) -> None:
+    if not metadata.has_custom_data or metadata.custom_data is not None:
+        return
+    message = "IMDS says this VM has custom data, but no provisioning disc carried it"
+    if on_missing == "warn":
+        log.warning("%s; going ahead ([custom_data] on_missing = \"warn\")", message)
+        return
+    raise CustomDataMissing(f"{message}: failing rather than silently dropping it (set "
+                            '[custom_data] on_missing = "warn" to go ahead without it)')
 
 
 def check_metadata(metadata) -> None:

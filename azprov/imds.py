@@ -7,9 +7,11 @@ that applies it.  ``ImdsClient`` fetches the document through the shared HTTP po
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from azprov.errors import HttpStatusError, ProtocolError
@@ -44,6 +46,11 @@ class Metadata:
     public_keys: Tuple[PublicKey, ...] = ()
     pps_type: Optional[str] = None  # pre-provisioned pool type; None or "None" is a normal VM
     api_version: str = API_VERSION
+    user_data: Optional[bytes] = field(default=None, repr=False)  # compute.userData, decoded
+    has_custom_data: bool = False  # extended.compute.hasCustomData
+    # From the provisioning disc (azprov.sources.combine), never from IMDS:
+    password: Optional[str] = field(default=None, repr=False)
+    custom_data: Optional[bytes] = field(default=None, repr=False)
 
     @property
     def is_pool_vm(self) -> bool:
@@ -114,11 +121,27 @@ def parse_metadata(body: bytes, api_version: str = API_VERSION) -> Metadata:
         )
 
     pps_type = None
+    has_custom_data = False
     extended = _get(document, "extended", dict, "document", required=False)
     if extended:
         extended_compute = _get(extended, "compute", dict, "extended", required=False) or {}
         pps_type = _get(extended_compute, "ppsType", str, "extended.compute", required=False)
-    return Metadata(vm_id, name, os_profile, tuple(keys), pps_type, api_version)
+        raw_flag = extended_compute.get("hasCustomData")
+        if raw_flag is not None:
+            has_custom_data = _flag(raw_flag, "extended.compute.hasCustomData")
+    user_data = _user_data(_get(compute, "userData", str, "compute", required=False))
+    return Metadata(vm_id, name, os_profile, tuple(keys), pps_type, api_version,
+                    user_data=user_data, has_custom_data=has_custom_data)
+
+
+def _user_data(text: Optional[str]) -> Optional[bytes]:
+    """``compute.userData``: base64 (whitespace allowed); empty means none."""
+    if not text or not text.strip():
+        return None
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("IMDS document: compute.userData is not base64") from None
 
 
 class ImdsClient:

@@ -16,8 +16,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from azprov.errors import ProtocolError
+from azprov.errors import InvalidOvfEnv, ProtocolError
 from azprov.xmlparse import parse_untrusted_xml
+
 
 OVF_NS = "http://schemas.dmtf.org/ovf/environment/1"
 WA_NS = "http://schemas.microsoft.com/windowsazure"
@@ -127,7 +128,16 @@ def _keys(config) -> Tuple[OvfKey, ...]:
 
 
 def parse_ovf_env(body: bytes) -> OvfEnv:
-    """The OvfEnv of ``body``; ProtocolError if it is not a usable ovf-env.xml."""
+    """The OvfEnv of ``body``; InvalidOvfEnv (a ProtocolError) if it is not a usable ovf-env.xml."""
+    try:
+        return _parse(body)
+    except InvalidOvfEnv:
+        raise
+    except ProtocolError as exc:
+        raise InvalidOvfEnv(str(exc)) from None
+
+
+def _parse(body: bytes) -> OvfEnv:
     root = parse_untrusted_xml(body, "ovf-env.xml", MAX_BYTES, f"{{{OVF_NS}}}Environment")
     config = root.find(f"{_wa('ProvisioningSection')}/{_wa('LinuxProvisioningConfigurationSet')}")
     platform = root.find(f"{_wa('PlatformSettingsSection')}/{_wa('PlatformSettings')}")

@@ -1,5 +1,6 @@
-"""The first-boot flow: (host keys in the background) identity → goal state → metadata → checks →
-steps → host keys → READY → KVP report → Ready → state → disable the unit.
+"""The first-boot flow: (host keys in the background) identity → goal state → provisioning disc →
+metadata → checks → steps → saved custom/user data → host keys → READY → KVP report → Ready →
+state → disable the unit → custom data script (opt-in).
 
 - A VM whose id is recorded in the state is already provisioned: exit 0 without a word to the
   WireServer (the id comes from DMI, or from IMDS where there is no DMI).
@@ -16,6 +17,9 @@ steps → host keys → READY → KVP report → Ready → state → disable the
 - Every attempt is recorded with its outcome (``azprov.attempts``) for ``azprov status``.
 - SSH host keys are generated in the background from the start and waited for on every path.
 - The state is written only after Ready was accepted, so a lost report is retried next boot.
+- The provisioning disc (``ovf-env.xml``) is read after the goal state, so a disc that cannot be
+  read is reported; IMDS and the disc are combined as :mod:`azprov.sources` says (IMDS wins for
+  hostname, user and keys; the disc alone when IMDS does not answer).
 - One run at a time: ``/run/azprov/lock``.
 """
 
@@ -31,11 +35,12 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 from azprov import USER_AGENT, attempts, kvp
 from azprov import log as azlog
+from azprov import provisioning_data, sources
 from azprov import state as state_file
 from azprov import unit
 from azprov.errors import (AzprovError, FabricUnreachable, InternalError, encode_description,
                            encode_success, utf8_size)
-from azprov.guards import check_metadata, check_other_provisioners
+from azprov.guards import check_custom_data, check_login, check_metadata, check_other_provisioners
 from azprov.health import HealthStatus
 from azprov.host import Host
 from azprov.identity import normalize_vm_id, read_dmi_vm_id, same_vm_id
@@ -68,6 +73,7 @@ class Provisioning:
 
     def __init__(self, host: Host, config, connect: Callable, notifier: Notifier) -> None:
         self.host = host
+        self.config = config
         self.settings = config.provisioning
         self.connect = connect
         self.notifier = notifier
@@ -128,14 +134,18 @@ class Provisioning:
         with self.phase("goal_state"):
             served = self.fabric.wireserver.goal_state()
             self.wireserver_answered = True
+        with self.phase("media"):
+            disc, ovf_redacted = self.read_disc()
         with self.phase("metadata"):
-            metadata = metadata or prefetched.result()
+            metadata = self.combined_metadata(metadata, prefetched, disc, dmi_id)
             self.vm_id = dmi_id or normalize_vm_id(metadata.vm_id)
             azlog.set_context(vm_id=self.vm_id)
             if dmi_id and not same_vm_id(dmi_id, metadata.vm_id):
                 log.warning("DMI says VM %s, IMDS says %s: using the DMI id", dmi_id, metadata.vm_id)
         with self.phase("checks"):
             check_metadata(metadata)
+            check_login(metadata, self.settings)
+            check_custom_data(metadata, self.config.custom_data.on_missing)
             check_other_provisioners(self.host, self.settings)
             for step in self.enabled_steps():
                 self.step = step.NAME
@@ -145,6 +155,8 @@ class Provisioning:
             state_file.check(self.host)
             unit.check(self.host)
         changes = self.apply_steps(metadata)
+        with self.phase("provisioning_data"):
+            provisioning_data.save(self.host, metadata, ovf_redacted)
         if self.keys is not None:
             with self.phase(host_keys.NAME, report=lambda: "changed" if changes[host_keys.NAME] else "unchanged"):
                 changes[host_keys.NAME] = self.keys.result()
@@ -170,6 +182,7 @@ class Provisioning:
         log.info("VM %s provisioned; Ready accepted for incarnation %d", self.vm_id,
                  goal_state.incarnation, extra=azlog.outcome("ok", azlog.MESSAGE_READY))
         self.notifier.status(f"provisioned VM {self.vm_id}")
+        provisioning_data.run_custom_data(self.host, metadata.custom_data, self.config.custom_data.run)
         return Outcome("provisioned", self.vm_id, recorded, changes)
 
     def settle_host_keys(self) -> None:
@@ -185,6 +198,38 @@ class Provisioning:
     def tell_host(self, report: str) -> None:
         """The Hyper-V KVP PROVISIONING_REPORT: written before every health report."""
         kvp.report(self.host, report)
+
+    def read_disc(self):
+        """The provisioning disc's OvfEnv and redacted document, or (None, None) without a disc."""
+        if not self.config.media.read:
+            log.info("not looking for a provisioning disc (media.read = false)")
+            return None, None
+        from azprov.media import disc as media
+        from azprov.ovf import parse_ovf_env, redacted
+
+        found = media.read_ovf_env(self.host)
+        if found is None:
+            log.info("no provisioning disc: no password or custom data for this VM")
+            return None, None
+        env = parse_ovf_env(found.data)
+        log.info("provisioning disc: %s", json.dumps(env.summary(), sort_keys=True))
+        if self.config.media.eject:
+            media.eject(self.host, found.device)
+        return env, redacted(found.data)
+
+    def combined_metadata(self, metadata, prefetched, disc, dmi_id: Optional[str]):
+        """IMDS's metadata with the disc's (see azprov.sources); the disc alone when IMDS does
+        not answer and DMI gives the VM id."""
+        if metadata is None:
+            try:
+                metadata = prefetched.result()
+            except FabricUnreachable as exc:
+                if disc is None or dmi_id is None:
+                    raise
+                log.warning("IMDS did not answer (%s): provisioning from the provisioning disc "
+                            "alone", exc)
+                return sources.from_disc(disc, normalize_vm_id(dmi_id))
+        return sources.combine(metadata, disc)
 
     def enabled_steps(self) -> List:
         enabled = []

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Callable, Optional
 
-from azprov import attempts
+from azprov import attempts, provisioning_data
 from azprov import state as state_file
 from azprov import unit
 from azprov.host import Host
@@ -48,6 +48,8 @@ def collect(host: Host) -> dict:
         "steps": list(recorded.steps) if recorded else [],
         "version": recorded.version if recorded else None,
         "last_attempt": _last_attempt(last),
+        "custom_data": host.lexists(provisioning_data.CUSTOM_DATA),
+        "user_data": host.lexists(provisioning_data.USER_DATA),
         "unit_enabled": enabled,
         "ready_for_capture": not warnings,
         "warnings": warnings,
@@ -106,6 +108,10 @@ def command(args, config) -> int:
             print(f"hostname: {data['hostname']}")
         if data["admin_username"]:
             print(f"admin user: {data['admin_username']}")
+        found = [f"{what} ({path})" for what, path, present in (
+            ("custom data", provisioning_data.CUSTOM_DATA, data["custom_data"]),
+            ("user data", provisioning_data.USER_DATA, data["user_data"])) if present]
+        print(f"custom data / user data: {', '.join(found) if found else 'none found'}")
     else:
         print("provisioned: no (no state recorded)")
     if data["last_attempt"]:

@@ -111,7 +111,7 @@ def keys(workdir: Path) -> Dict[str, Tuple[Path, str]]:
 
 
 def boot_vm(tree: Path, scenario: dict, label: str, workdir: Path,
-            login_key: Path = None) -> Tuple[nspawn.Boot, List[dict]]:
+            login_key: Path = None, nspawn_args=()) -> Tuple[nspawn.Boot, List[dict]]:
     """Boot ``tree`` once with the emulator serving ``scenario``; returns the boot and every
     request the emulator saw during it.  With ``login_key``, the recorder also logs in over
     SSH as the scenario's admin user with that key."""
@@ -122,7 +122,7 @@ def boot_vm(tree: Path, scenario: dict, label: str, workdir: Path,
         (recorder / "login-key").write_bytes(login_key.read_bytes())
         os.chmod(recorder / "login-key", 0o600)
         (recorder / "login-user").write_text(scenario["admin_username"] + "\n")
-    return boot_with_fabric(tree, scenario, workdir, label)
+    return boot_with_fabric(tree, scenario, workdir, label, nspawn_args)
 
 
 def reports(records: List[dict]) -> List[dict]:
@@ -535,3 +535,119 @@ def test_wireserver_outage_retries_on_the_console_then_json_health(workspace, la
     azprov_exit = int(azprov["ExecMainExitTimestampMonotonic"])
     assert 0 < started < azprov_exit, "the waiter did not start while azprov was running (or queued)"
     assert ended >= azprov_exit, f"status --wait returned {(azprov_exit - ended) / 1e6:.1f} s before azprov exited"
+
+
+# --- the provisioning disc: password, custom data ---------------------------------------------
+
+BOOT_PASSWORD = "Boot-Test-" + secrets.token_hex(6)  # unique: searched for in the whole tree
+CUSTOM_SCRIPT = "#!/bin/sh\necho azprov-custom-data-ran > /var/lib/custom-data-ran\necho custom data script ran\n"
+
+
+def password_vm(name: str, user: str) -> dict:
+    scenario = vm(name, user, "unused", incarnation=4)
+    scenario["public_keys"] = []  # the password is the only way in
+    scenario["admin_password"] = BOOT_PASSWORD
+    scenario["custom_data"] = CUSTOM_SCRIPT
+    return scenario
+
+
+def provisioning_disc(scenario: dict, directory: Path) -> Path:
+    """A UDF disc (genisoimage -udf, as Azure writes UDF) with the emulator's ovf-env.xml."""
+    from azprov.fabric.disc import ovf_env
+    from azprov.fabric.scenario import Scenario
+
+    source = directory / "disc-source"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "ovf-env.xml").write_bytes(ovf_env(Scenario.from_dict(scenario)))
+    image = directory / "provisioning-disc.iso"
+    images.run(["genisoimage", "-quiet", "-udf", "-o", str(image), str(source)])
+    (source / "ovf-env.xml").unlink()  # the password stays in the image file only
+    return image
+
+
+def tree_contains(tree: Path, needle: bytes) -> List[str]:
+    """Every regular file under ``tree`` (journal files included) that holds ``needle``."""
+    found = []
+    for directory, _, files in os.walk(tree):
+        for name in files:
+            path = os.path.join(directory, name)
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue
+                with open(path, "rb") as handle:
+                    if needle in handle.read():
+                        found.append(path)
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def password_boot(workspace, layers, workdir: Path):
+    from tests.boot import disc
+
+    label = "password-vm"
+    tree = workspace.overlay(layers, label).root
+    run_dropin = tree / "etc/azprov/azprov.toml.d/50-boot-test.toml"
+    run_dropin.parent.mkdir(parents=True, exist_ok=True)
+    run_dropin.write_text("[custom_data]\nrun = true\n")
+    scenario = password_vm("azprov-boot-pw", "pwadmin")
+    image = provisioning_disc(scenario, workdir / label)
+    secret = disc.secret_dir(workdir, label, {"password": BOOT_PASSWORD + "\n", "user": "pwadmin\n"})
+    with disc.attached(image) as attach:
+        booted, records = boot_vm(tree, scenario, label, workdir, nspawn_args=[*attach, *secret])
+    return tree, scenario, booted, records
+
+
+def test_password_vm_reports_ready_and_a_password_login_works(password_boot):
+    tree, scenario, booted, records = password_boot
+    sent = reports(records)
+    assert [r["report"]["state"] for r in sent] == ["Ready"], f"{sent}\n{booted.explain()}"
+    login = booted.record["password_login"]
+    assert login is not None and login["rc"] == 0, f"password login failed: {login}\n{booted.explain()}"
+    assert login["out"].split() == ["pwadmin", "sudo-needs-password", "sudo-with-password-ok"], login
+    assert "passwordauthentication yes" in booted.record["sshd_config"]["out"]
+    sudoers = (tree / "etc/sudoers.d/90-azprov").read_text()
+    assert "pwadmin ALL=(ALL) PASSWD:ALL" in sudoers, sudoers
+    said = [str(e.get("MESSAGE")) for e in booted.entries(_SYSTEMD_UNIT=UNIT)]
+    # read in user space by the UDF reader (this kernel has no udf module: a mount would fail)
+    assert any(m.startswith("read ovf-env.xml") and m.endswith("from /dev/sr0 (udf)") for m in said), said
+
+
+def test_password_vm_stores_custom_data_0600_and_runs_it_after_ready(password_boot):
+    tree, scenario, booted, _ = password_boot
+    stored = tree / "var/lib/azprov/custom-data"
+    info = os.lstat(stored)
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o600, 0, 0)
+    assert stored.read_text() == CUSTOM_SCRIPT
+    assert stat.S_IMODE(os.lstat(tree / "var/lib/azprov").st_mode) == 0o700
+    unit_state = booted.record["custom_data_unit"]
+    assert unit_state.get("Result") == "success", f"{unit_state}\n{booted.explain()}"
+    assert (tree / "var/lib/custom-data-ran").read_text() == "azprov-custom-data-ran\n"
+    said = [e for e in booted.journal if e.get("_SYSTEMD_UNIT") == "azprov-custom-data.service"]
+    assert any(e.get("MESSAGE") == "custom data script ran" for e in said), said
+    ready = [e for e in booted.entries(_SYSTEMD_UNIT=UNIT) if "Ready accepted" in str(e.get("MESSAGE"))]
+    started = [e for e in said if e.get("MESSAGE") == "custom data script ran"]
+    assert ready and started and int(ready[0]["__MONOTONIC_TIMESTAMP"]) < int(started[0]["__MONOTONIC_TIMESTAMP"])
+
+
+def test_password_vm_leaves_the_password_nowhere_in_the_image(password_boot):
+    tree, _, booted, _ = password_boot
+    assert list((tree / "var/log/journal").rglob("*.journal")), "no journal files to search"
+    assert tree_contains(tree, BOOT_PASSWORD.encode()) == []
+    saved = (tree / "var/lib/azprov/ovf-env.xml").read_bytes()
+    assert b"redacted" in saved and os.lstat(tree / "var/lib/azprov/ovf-env.xml").st_mode & 0o077 == 0
+
+
+def test_password_vm_without_a_disc_reports_provisioning_failed(workspace, layers, workdir: Path):
+    label = "password-no-disc"
+    tree = workspace.overlay(layers, label).root
+    scenario = password_vm("azprov-boot-nodisc", "nodiscadmin")
+    booted, records = boot_vm(tree, scenario, label, workdir)
+    sent = reports(records)
+    assert not [r for r in sent if r["report"]["state"] == "Ready"], "Ready for a VM nobody can log in to"
+    failed = [r for r in sent if r["report"]["substatus"] == "ProvisioningFailed"]
+    assert failed, f"{records}\n{booted.explain()}"
+    description = failed[0]["report"]["description"]
+    assert "reason=no_way_to_log_in" in description and "no password was found" in description, description
+    assert not (tree / STATE).exists()

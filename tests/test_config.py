@@ -280,7 +280,7 @@ def test_render_toml_of_defaults_round_trips(tmp_path):
 
 def test_to_dict_shape():
     data = Config(wireserver=WireServerConfig(address="10.0.0.1")).to_dict()
-    assert list(data) == ["wireserver", "imds", "http", "health", "provisioning"]
+    assert list(data) == ["wireserver", "imds", "http", "health", "provisioning", "media", "custom_data"]
     assert data["wireserver"] == {"address": "10.0.0.1", "deadline": 1200.0}
     assert data["provisioning"]["admin_groups"] == ("sudo", "wheel")
     assert "sources" not in data
@@ -654,3 +654,11 @@ def test_health_protocol_is_xml_by_default_and_json_on_request(tmp_path):
     assert load_config(str(tmp_path), overrides={"health": {"protocol": "json"}}).health.protocol == "json"
     with pytest.raises(ConfigError, match=r'\[health\] protocol: expected one of "xml", "json"'):
         load_config(str(tmp_path), overrides={"health": {"protocol": "soap"}})
+
+def test_custom_data_on_missing_is_fail_or_warn(tmp_path):
+    write(tmp_path, CONFIG_FILE, '[custom_data]\non_missing = "warn"\nrun = true\n[media]\neject = false\n')
+    loaded = load_config(str(tmp_path))
+    assert (loaded.custom_data.on_missing, loaded.custom_data.run, loaded.media.eject) == ("warn", True, False)
+    write(tmp_path, CONFIG_FILE, '[custom_data]\non_missing = "ignore"\n')
+    with pytest.raises(ConfigError, match='expected "fail" or "warn"'):
+        load_config(str(tmp_path))

@@ -777,3 +777,28 @@ def test_azprov_clients_get_through_a_flaky_fabric():
 def test_a_scenario_must_be_a_mapping():
     with pytest.raises(ScenarioError, match="top level"):
         Scenario.from_dict(["goalstate"])
+
+
+def test_the_emulators_provisioning_disc_is_iso9660_that_7zip_and_azprov_read(tmp_path):
+    """``azprov fabric disc``'s image: ovf-env.xml of the scenario, read by an independent
+    reader (7-Zip) and by azprov's own, and the document in Azure's layout."""
+    from azprov.fabric.disc import iso9660_image, ovf_env
+    from azprov.fabric.scenario import Scenario
+    from azprov.media import iso9660
+    from azprov.media.image import Image
+    from azprov.ovf import parse_ovf_env
+
+    scenario = Scenario.from_dict({"computer_name": "pw-vm", "admin_username": "alice",
+                                   "admin_password": "pa<ss>&'\"", "custom_data": "#!/bin/sh\n",
+                                   "public_keys": ["ssh-ed25519 AAAA x"]})
+    document = ovf_env(scenario)
+    image = iso9660_image(document)
+    path = tmp_path / "disc.iso"
+    path.write_bytes(image)
+    listing = subprocess.run(["7z", "e", "-so", str(path), "OVF-ENV.XML"], capture_output=True, check=True)
+    assert listing.stdout == document
+    assert iso9660.read_ovf_env(Image(image)) == document
+    env = parse_ovf_env(document)
+    assert (env.hostname, env.username, env.password, env.custom_data) == ("pw-vm", "alice", "pa<ss>&'\"", b"#!/bin/sh\n")
+    assert env.disable_ssh_password_auth is False and env.key_values == ("ssh-ed25519 AAAA x",)
+    assert b'xmlns="http://schemas.dmtf.org/ovf/environment/1"' in document and b"<wa:ProvisioningSection>" in document

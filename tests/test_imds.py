@@ -327,3 +327,15 @@ def test_imds_moderately_nested_json(depth, opener):
 @given(st.integers(1, 1_000_000), st.sampled_from(["[", '{"compute":', '{"a":[']))
 def test_imds_deeply_nested_json(depth, opener):
     check_metadata(opener.encode() * depth)
+
+
+def test_user_data_and_has_custom_data():
+    doc = document(userData=" dXNlciBk\nYXRh ")
+    doc["extended"]["compute"]["hasCustomData"] = True
+    meta = parse_metadata(encode(doc))
+    assert meta.user_data == b"user data" and meta.has_custom_data is True
+    assert "user data" not in repr(meta) and "dXNlciBk" not in repr(meta)  # may be secret: out of repr
+    plain = parse_metadata(encode(document(userData="")))
+    assert plain.user_data is None and plain.has_custom_data is False
+    with pytest.raises(ProtocolError, match="userData is not base64"):
+        parse_metadata(encode(document(userData="%%%")))

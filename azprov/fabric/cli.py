@@ -44,6 +44,14 @@ def parse_listen(text: str, option: str = "address") -> Tuple[str, int]:
 
 
 def command(args, config) -> int:
+    if getattr(args, "fabric_command", "serve") == "disc":
+        from azprov.fabric.disc import command as disc_command
+
+        return disc_command(args, config)
+    return serve(args)
+
+
+def serve(args) -> int:
     from azprov.fabric.scenario import Scenario, load_scenario
     from azprov.fabric.server import FabricEmulator
 

@@ -6,6 +6,7 @@ random-looking identifiers so runs are reproducible.  Every scenario value is es
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from typing import Any, Dict, List, Optional
@@ -167,7 +168,7 @@ def _default_document(scenario: Scenario) -> Dict[str, Any]:
             "osProfile": {
                 "adminUsername": admin,
                 "computerName": scenario.computer_name or DEFAULT_COMPUTER_NAME,
-                "disablePasswordAuthentication": "true",
+                "disablePasswordAuthentication": str(scenario.password_authentication_disabled).lower(),
             },
             "osType": "Linux",
             "placementGroupId": "",
@@ -194,7 +195,7 @@ def _default_document(scenario: Scenario) -> Dict[str, Any]:
             "subscriptionId": SUBSCRIPTION_ID,
             "tags": "",
             "tagsList": [],
-            "userData": "",
+            "userData": base64.b64encode(scenario.user_data.encode()).decode() if scenario.user_data else "",
             "version": "0.20240211.1654",
             "vmId": scenario.vm_id or DEFAULT_VM_ID,
             "vmScaleSetName": "",
@@ -252,7 +253,8 @@ def imds_document(scenario: Scenario, extended: bool) -> Dict[str, Any]:
         document = _default_document(scenario)
         _merge(document["compute"], settings.compute)
         if extended:
-            document["extended"] = {"compute": {"ppsType": "None"}}
+            document["extended"] = {"compute": {"ppsType": "None",
+                                                "hasCustomData": scenario.custom_data is not None}}
             _merge(document["extended"], settings.extended)
     for path in settings.remove:
         if not extended and path.split(".", 1)[0] == "extended":

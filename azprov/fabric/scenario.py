@@ -33,7 +33,8 @@ _STEP_KEYS = {
 _TOP_KEYS = frozenset({
     "description", "incarnation", "container_id", "instance_id", "vm_id", "vm_name",
     "computer_name", "admin_username", "public_keys", "wireserver", "imds", "goalstate",
-    "health", "provisioning_health", "rate_limit",
+    "health", "provisioning_health", "rate_limit", "admin_password", "custom_data", "user_data",
+    "disable_password_authentication",
 })
 _LISTENER_KEYS = frozenset({"refuse_for", "unavailable_for", "retry_after"})
 _IMDS_KEYS = _LISTENER_KEYS | {
@@ -283,6 +284,11 @@ class Scenario:
     computer_name: Optional[str] = None
     admin_username: Optional[str] = None
     public_keys: Optional[Tuple[Tuple[str, Optional[str]], ...]] = None  # (keyData, path or None)
+    # The provisioning disc (azprov fabric disc) and what IMDS says of it:
+    admin_password: Optional[str] = field(default=None, repr=False)
+    custom_data: Optional[str] = field(default=None, repr=False)  # text; base64 on the disc
+    user_data: Optional[str] = None  # text; base64 in IMDS compute.userData
+    disable_password_authentication: Optional[bool] = None  # None: false with a password
     wireserver: Listener = field(default_factory=Listener)
     imds_listener: Listener = field(default_factory=Listener)
     imds: ImdsSettings = field(default_factory=ImdsSettings)
@@ -311,6 +317,12 @@ class Scenario:
                 values[name] = _string(table[name], name)
         if "public_keys" in table:
             values["public_keys"] = _public_keys(table["public_keys"])
+        for name in ("admin_password", "custom_data", "user_data"):
+            if name in table:
+                values[name] = _string(table[name], name, empty_ok=name != "admin_password")
+        if "disable_password_authentication" in table:
+            values["disable_password_authentication"] = _boolean(
+                table["disable_password_authentication"], "disable_password_authentication")
         if "wireserver" in table:
             wireserver = _table(table["wireserver"], "wireserver")
             _check_keys(wireserver, _LISTENER_KEYS, "wireserver")
@@ -339,6 +351,12 @@ class Scenario:
 
             imds_document(scenario, extended=True)
         return scenario
+
+    @property
+    def password_authentication_disabled(self) -> bool:
+        if self.disable_password_authentication is not None:
+            return self.disable_password_authentication
+        return self.admin_password is None
 
     def steps_for(self, endpoint: str) -> Tuple[Step, ...]:
         return self.steps.get(endpoint, ())

@@ -31,7 +31,7 @@ class DiscFile:
     data: bytes = field(repr=False)
 
 
-def _read_device(host: Host, device: str) -> Optional[DiscFile]:
+def _read_device(host: Host, device: str, mount: bool = True) -> Optional[DiscFile]:
     """``ovf-env.xml`` from the medium in ``device``: None if there is no medium or no such file."""
     mounted = discover.mount_point(host, device)
     if mounted is not None:
@@ -67,6 +67,9 @@ def _read_device(host: Host, device: str) -> Optional[DiscFile]:
             return DiscFile(device, name, data) if data is not None else None
     finally:
         os.close(fd)
+    if not mount:
+        raise DiscUnreadable(f"{device} cannot be read ({'; '.join(problems)}); not mounting it",
+                             device=device)
     log.warning("%s: the built-in readers cannot read it (%s); trying a read-only mount",
                 device, "; ".join(problems))
     try:
@@ -90,8 +93,9 @@ def eject(host: Host, device: str) -> None:
         log.info("ejected the provisioning disc from %s", device)
 
 
-def read_ovf_env(host: Host) -> Optional[DiscFile]:
-    """``ovf-env.xml`` from the first drive whose disc has one, or None when no drive has it.
+def read_ovf_env(host: Host, mount: bool = True) -> Optional[DiscFile]:
+    """``ovf-env.xml`` from the first drive whose disc has one, or None when no drive has it;
+    ``mount=False`` never mounts (for looking only: ``azprov metadata``).
 
     Raises DiscUnreadable when a drive holds a disc that cannot be read at all."""
     devices = discover.candidates(host)
@@ -101,7 +105,7 @@ def read_ovf_env(host: Host) -> Optional[DiscFile]:
     unreadable: Optional[DiscUnreadable] = None
     for device in devices:
         try:
-            found = _read_device(host, device)
+            found = _read_device(host, device, mount)
         except DiscUnreadable as exc:
             log.warning("%s", exc)
             unreadable = unreadable or exc

@@ -8,7 +8,7 @@ through :class:`azprov.host.Host`.
 
 from __future__ import annotations
 
-from azprov.steps import hostname, ssh_keys, sshd, user
+from azprov.steps import hostname, password, ssh_keys, sshd, user
 
 # ``host_keys`` is not in the sequence: the flow starts it in the background first (see there).
-STEPS = (hostname, user, ssh_keys, sshd)
+STEPS = (hostname, user, password, ssh_keys, sshd)

@@ -1,4 +1,5 @@
-"""The admin user: ``compute.osProfile.adminUsername`` with sudo rights and a locked password.
+"""The admin user: ``compute.osProfile.adminUsername`` with sudo rights; its password locked
+unless the provisioning disc carries one (then the password step sets it).
 
 The name must be a portable user name (``^[A-Za-z_][A-Za-z0-9_-]{0,31}$``: upper case is
 accepted, as Azure and ``useradd`` accept it; it can never start with ``-`` and become an option)
@@ -13,9 +14,10 @@ the path of the sudoers drop-in, is checked before any step changes anything.
 
 Created with the real ``useradd`` (``--root`` for an image tree) with a home and a user private
 group; an existing user is updated, never recreated.  It joins the first of the configured admin
-groups that exists, its password is locked (IMDS never carries one: keys only), and
-``/etc/sudoers.d/90-azprov`` grants it ``NOPASSWD:ALL``: mode 0440, root-owned, written to a temp
-file that ``visudo -cf`` checks before it is renamed into place.  The drop-in lists every user
+groups that exists.  Without a password (keys only) the password is locked and
+``/etc/sudoers.d/90-azprov`` grants it ``NOPASSWD:ALL``; with a password from the provisioning
+disc sudo asks for it (``PASSWD:ALL``), as WALinuxAgent does.  The drop-in is mode 0440,
+root-owned, written to a temp file that ``visudo -cf`` checks before it is renamed into place.  The drop-in lists every user
 azprov provisioned on this image, one line each.
 """
 
@@ -25,7 +27,7 @@ import logging
 import os
 import re
 import stat
-from typing import List, Optional
+from typing import Collection, List, Optional
 
 from azprov.errors import InvalidUsername, StepFailed, UnsafePath, UnusableHome
 from azprov.host import NO_UID, Host, PasswdEntry, check_dir
@@ -49,7 +51,7 @@ RESERVED = frozenset("""
     wheel sudo shadow staff users admin
 """.split())
 SUDOERS_HEADER = "# Admin users provisioned by azprov (https://aka.ms/linuxprovisioningerror).\n"
-_SUDOERS_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]{0,31}) ALL=\(ALL\) NOPASSWD:ALL$")
+_SUDOERS_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]{0,31}) ALL=\(ALL\) (NOPASSWD|PASSWD):ALL$")
 _INCLUDEDIR = re.compile(r"^[#@]includedir\s+/etc/sudoers\.d/?\s*$", re.MULTILINE)
 
 
@@ -153,11 +155,10 @@ def apply(host: Host, metadata, settings) -> bool:
     username = validate(host, metadata.os_profile.admin_username)
     changed = ensure_user(host, username)
     changed = ensure_admin_group(host, username, settings.admin_groups) or changed
-    changed = ensure_locked(host, username) or changed
-    changed = ensure_sudoers(host, username) or changed
-    if not metadata.os_profile.disable_password_authentication:
-        log.warning("password authentication is enabled for this VM, but IMDS carries no "
-                    "password: %s's password stays locked; log in with an SSH key", username)
+    has_password = getattr(metadata, "password", None) is not None
+    if not has_password:
+        changed = ensure_locked(host, username) or changed
+    changed = ensure_sudoers(host, username, ask_password=has_password) or changed
     return changed
 
 
@@ -252,8 +253,16 @@ def sudoers_users(text: str) -> List[str]:
     return [m.group(1) for m in map(_SUDOERS_LINE.match, text.splitlines()) if m]
 
 
-def render_sudoers(users: List[str]) -> bytes:
-    return (SUDOERS_HEADER + "".join(f"{name} ALL=(ALL) NOPASSWD:ALL\n" for name in users)).encode()
+def password_users(text: str) -> List[str]:
+    """The users of an azprov sudoers drop-in for whom sudo asks the password."""
+    return [m.group(1) for m in map(_SUDOERS_LINE.match, text.splitlines())
+            if m and m.group(2) == "PASSWD"]
+
+
+def render_sudoers(users: List[str], ask_password: Collection[str] = ()) -> bytes:
+    return (SUDOERS_HEADER + "".join(
+        f"{name} ALL=(ALL) {'PASSWD' if name in ask_password else 'NOPASSWD'}:ALL\n"
+        for name in users)).encode()
 
 
 def _visudo_check(host: Host):
@@ -267,15 +276,17 @@ def _visudo_check(host: Host):
     return check
 
 
-def write_sudoers(host: Host, users: List[str]) -> bool:
-    """Make the drop-in list exactly ``users`` (removed when empty)."""
+def write_sudoers(host: Host, users: List[str], ask_password: Collection[str] = ()) -> bool:
+    """Make the drop-in list exactly ``users`` (removed when empty); sudo asks the users in
+    ``ask_password`` for their password."""
     if not users:
         return host.remove(SUDOERS_DROPIN)
-    return host.write_file(SUDOERS_DROPIN, render_sudoers(users), mode=0o440, parents=0o755,
+    return host.write_file(SUDOERS_DROPIN, render_sudoers(users, ask_password), mode=0o440,
+                           parents=0o755,
                            check=_visudo_check(host))
 
 
-def ensure_sudoers(host: Host, username: str) -> bool:
+def ensure_sudoers(host: Host, username: str, ask_password: bool = False) -> bool:
     main = host.read_text(SUDOERS)
     if main is None:
         log.warning("sudo is not installed (no %s): %s gets no sudo rights", SUDOERS, username)
@@ -285,10 +296,15 @@ def ensure_sudoers(host: Host, username: str) -> bool:
                     SUDOERS, SUDOERS_DROPIN, SUDOERS)
         return False
     existing = host.read_file(SUDOERS_DROPIN)
-    users = sudoers_users(existing.decode("utf-8", "replace")) if existing else []
+    text = existing.decode("utf-8", "replace") if existing else ""
+    users = sudoers_users(text)
     if username not in users:
         users.append(username)
-    changed = write_sudoers(host, users)
+    asking = [name for name in password_users(text) if name != username]
+    if ask_password:
+        asking.append(username)
+    changed = write_sudoers(host, users, asking)
     if changed:
-        log.info("%s grants %s sudo without password", SUDOERS_DROPIN, username)
+        log.info("%s grants %s sudo %s", SUDOERS_DROPIN, username,
+                 "with its password" if ask_password else "without password")
     return changed

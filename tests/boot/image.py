@@ -41,6 +41,7 @@ SUITE = "bookworm"
 PACKAGES = (
     "systemd-sysv", "dbus", "python3", "python3-requests", "python3-defusedxml",
     "python3-systemd", "openssh-server", "openssh-client", "sudo", "passwd", "iproute2",
+    "sshpass",  # the recorder's SSH password login (provisioning disc tests)
 )
 # Bump when the way the base tree is made changes (invalidates the cache).
 RECIPE = 1

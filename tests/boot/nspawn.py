@@ -129,9 +129,10 @@ def _kill(process: subprocess.Popen, grace: float = 10) -> None:
 
 
 def boot(tree: Path, netns: str, *, timeout: float = BOOT_TIMEOUT, workdir: Optional[Path] = None,
-         label: str = "boot") -> Boot:
+         label: str = "boot", extra_args: Sequence[str] = ()) -> Boot:
     """Boot ``tree`` with systemd as PID 1 inside network namespace ``netns`` until the recorder
-    powers it off; returns the record, the console and this boot's journal entries."""
+    powers it off; returns the record, the console and this boot's journal entries.
+    ``extra_args``: more systemd-nspawn options (``--bind-ro=/dev/loop3:/dev/sr0``...)."""
     _prepare()
     record_path = tree / RECORDER_DIR / "record.json"
     if record_path.exists():
@@ -139,7 +140,7 @@ def boot(tree: Path, netns: str, *, timeout: float = BOOT_TIMEOUT, workdir: Opti
     workdir = workdir or tree.parent
     console_path = workdir / f"{label}.console.log"
     argv = [*COMMON, "--console=read-only", f"--network-namespace-path=/run/netns/{netns}",
-            f"--machine=azprov-{secrets.token_hex(4)}", "-D", str(tree), "-b"]
+            f"--machine=azprov-{secrets.token_hex(4)}", "-D", str(tree), *extra_args, "-b"]
     started = time.monotonic()
     with open(console_path, "w") as console:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,

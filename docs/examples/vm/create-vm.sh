@@ -2,8 +2,8 @@
 # create-vm.sh: create one VM from an azprov image and show how provisioning went.
 #
 # The VM is created with the platform agent disabled (--enable-agent false, which sets
-# osProfile.linuxConfiguration.provisionVMAgent=false) and SSH keys only: azprov reads the
-# admin user and keys from IMDS, which cannot carry a password or custom data.
+# osProfile.linuxConfiguration.provisionVMAgent=false) and SSH keys: azprov reads the admin
+# user and keys from IMDS (a password and custom data would come on the provisioning disc).
 #
 # Written against Azure CLI 2.6x.  Needs: bash >= 4.4, az (logged in).
 set -euo pipefail

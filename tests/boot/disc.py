@@ -1,0 +1,43 @@
+"""A provisioning disc for a boot: the image attached read-only as ``/dev/sr0``.
+
+``attached(image)`` sets up a read-only loop device (``losetup -r -f --show``) and yields the
+systemd-nspawn options that bind it into the container as ``/dev/sr0`` and allow reading it;
+the loop device is always detached afterwards.  ``secret_dir(workdir, files)`` makes a 0700
+directory outside the tree for what the recorder needs but the image must never hold (the
+password for the SSH password login), bound read-only at ``/run/azprov-boottest-secret``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterator, List
+
+from tests.boot.image import CLEAN_ENV, HarnessError
+
+SECRET_MOUNT = "/run/azprov-boottest-secret"
+
+
+@contextmanager
+def attached(image: Path) -> Iterator[List[str]]:
+    result = subprocess.run(["losetup", "-r", "-f", "--show", str(image)], capture_output=True,
+                            text=True, env=CLEAN_ENV, timeout=30)
+    if result.returncode != 0:
+        raise HarnessError(f"losetup -r -f --show {image} failed: {result.stderr.strip()}")
+    loop = result.stdout.strip()
+    try:
+        yield [f"--bind-ro={loop}:/dev/sr0"]
+    finally:
+        subprocess.run(["losetup", "-d", loop], env=CLEAN_ENV, timeout=30, check=False)
+
+
+def secret_dir(workdir: Path, name: str, files: Dict[str, str]) -> List[str]:
+    directory = workdir / f"{name}.secret"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    for file, text in files.items():
+        fd = os.open(directory / file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+    return [f"--bind-ro={directory}:{SECRET_MOUNT}"]
