@@ -526,3 +526,12 @@ def test_an_existing_file_elsewhere_is_never_taken_over(tmp_path, config):
         ssh_keys.apply(Host(root), metadata(admin_username="sshd_config"), config.provisioning)
     after = os.stat(os.path.join(root, "etc/ssh/sshd_config"))
     assert (after.st_uid, after.st_mode, after.st_ino) == (before.st_uid, before.st_mode, before.st_ino)
+
+
+def test_an_authorized_keys_file_in_a_match_block_is_a_warning(root, caplog):
+    host = Host(root)
+    with open(os.path.join(root, "etc/ssh/sshd_config"), "a") as handle:
+        handle.write("Match User azureuser\n  AuthorizedKeysFile /etc/ssh/keys/%u\n")
+    assert list(ssh_keys.target_files(host, host.user("azureuser"), [PublicKey(ED25519)])) == [
+        "/home/azureuser/.ssh/authorized_keys"]
+    assert "inside a Match block" in caplog.text

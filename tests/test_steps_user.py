@@ -306,3 +306,10 @@ def test_an_existing_account_that_cannot_log_in_is_refused(tmp_path, shell):
     root = _with_passwd_line(tmp_path, f"azureuser:x:1000:1000::/home/azureuser:{shell}")
     with pytest.raises(errors.InvalidUsername, match="cannot log in"):
         user.validate(Host(root), "azureuser")
+
+
+@pytest.mark.parametrize("home", ["/home/../root", "/", "/etc", "relative"])
+def test_a_useradd_default_home_outside_the_usual_place_is_refused_for_a_new_user(scratch_root, config, home):
+    open(os.path.join(scratch_root, "etc/default/useradd"), "w").write(f"HOME={home}\n")
+    with pytest.raises(errors.UnusableHome):
+        user.check(Host(scratch_root), metadata(), config.provisioning)

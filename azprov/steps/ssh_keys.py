@@ -252,6 +252,13 @@ def target_files(host: Host, user: PasswdEntry, public_keys) -> Dict[str, List[i
         raise NoAuthorizedKeysFile(
             f"sshd's AuthorizedKeysFile names no file of {user.name} ({where}): keys installed "
             "anywhere would not log in, or would log in as every user", authorized_keys_file=where)
+    matched: list = []
+    sshd_config.directives(host, matched=matched)
+    for directive in matched:
+        if directive.keyword == "authorizedkeysfile":
+            log.warning("%s line %d sets AuthorizedKeysFile inside a Match block (%s): if it "
+                        "applies to %s, sshd reads keys there, not in %s", directive.source,
+                        directive.line, directive.value[:100], user.name, mine[0])
     targets: Dict[str, List[int]] = OrderedDict()
     for index, key in enumerate(public_keys):
         path = mine[0]

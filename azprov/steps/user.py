@@ -118,8 +118,10 @@ def account(host: Host, username: str) -> PasswdEntry:
     entry = host.user(username)
     if entry is not None:
         return entry
-    base = home_bases(host)[-1]
-    return PasswdEntry(username, NO_UID, NO_UID, f"{base}/{username}", "")
+    configured = host.useradd_defaults().get("HOME", "") or HOME_BASE
+    base = os.path.normpath(configured) if configured.startswith("/") and \
+        ".." not in configured.split("/") else configured  # a bad HOME is refused by check_home
+    return PasswdEntry(username, NO_UID, NO_UID, f"{base.rstrip('/')}/{username}", "")
 
 
 def check_home(host: Host, username: str) -> PasswdEntry:
