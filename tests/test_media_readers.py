@@ -210,3 +210,23 @@ def test_memory_stays_bounded_on_a_hostile_disc(built):
     finally:
         tracemalloc.stop()
     assert peak < 8 * len(image) + 4 * 1024 * 1024
+
+
+def test_udf_metadata_partition_is_followed(built):
+    """UDF 2.50+: the file set, the root directory and the file entries live in the metadata
+    partition, whose blocks are found through the metadata file (see discs.with_metadata_partition)."""
+    image = discs.with_metadata_partition(built["udf-2.60"])
+    volume = udf.UdfVolume(Image(image))
+    assert [m.kind for m in volume.maps] == ["physical", "metadata"]
+    assert volume.fsd.partition == 1 and volume.metadata_extents
+    assert volume.root_directory()[0] == 1
+    assert udf.read_ovf_env(Image(image)) == OVF
+    # the metadata file is really used: point it past the partition and reading fails
+    broken = bytearray(image)
+    meta_block = volume.metadata_extents[0]
+    entry_sector = volume.partition_starts[0][0] + volume.maps[1].metadata_file
+    struct.pack_into("<I", broken, entry_sector * 2048 + 180, 5)  # extent starts 5 blocks later
+    discs._retag(memoryview(broken)[entry_sector * 2048:(entry_sector + 1) * 2048].cast("B"))
+    assert meta_block.block == 0
+    with pytest.raises(DiscFormatError):
+        udf.read_ovf_env(Image(bytes(broken)))
