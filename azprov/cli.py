@@ -28,6 +28,7 @@ COMMANDS = {
     "endpoint": "azprov.commands:endpoint",
     "config": "azprov.commands:show_config",
     "status": "azprov.status:command",
+    "check": "azprov.check:command",
     "deprovision": "azprov.deprovision:command",
     "fabric": "azprov.fabric.cli:command",
 }
@@ -43,6 +44,7 @@ exit codes:
   6  a provisioning step failed (ProvisioningFailed was reported to Azure)
   7  azprov refused to provision this VM (another provisioner, a pool VM, no osProfile)
   8  another azprov is running
+  10 azprov check: an image captured now would not provision (every problem is listed)
 """
 
 EPILOG = f"""\
@@ -54,6 +56,7 @@ examples:
   azprov report-ready -v              post Ready by hand, showing every HTTP attempt
   azprov report-failure --reason "disk setup failed"
   azprov deprovision --user           prepare this VM for capture as a generalized image
+  azprov check                        the last build step: fails unless an image captured now would provision
   azprov fabric serve --wireserver 127.0.0.1:8080 --imds 127.0.0.1:8081
 
 {EXIT_CODES_HELP}
@@ -198,6 +201,18 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true",
                    help="wait for azprov.service to finish; exit 0 if provisioned, else 1")
 
+    p = command("check", "fail unless an image captured now would provision (the pre-capture gate)",
+                "Check the image (this system, or the tree at --root) for everything that would keep "
+                "a VM made from it from provisioning: azprov.service installed and enabled, no kill "
+                "switch, no other provisioner, a configuration that loads, no SSH host keys, "
+                "machine id, DHCP leases or azprov state left, no admin user azprov provisioned "
+                "earlier, no network configuration pinned to a MAC address, and azprov's Python "
+                "dependencies importable by the image's own interpreter.  Lists every problem with "
+                "the command that fixes it and exits 10; exits 0 only when there is none.  Run it "
+                "as root, as the last step before capture.")
+    _add_root(p), _add_json(p)
+    p.add_argument("--self-test", action="store_true", help=argparse.SUPPRESS)
+
     p = command("deprovision", "prepare this VM for capture as a generalized image",
                 "Re-enable azprov.service and remove azprov's state, the SSH host keys, DHCP "
                 "leases and /etc/machine-id, so that VMs created from an image of this disk "
@@ -263,7 +278,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     destination = setup_logging(args.verbose, console=args.command == "provision")
     try:
-        config = _load_config(args)
+        # check reads the image's configuration itself: a broken one is a problem it lists
+        config = None if args.command == "check" else _load_config(args)
         return int(_handler(args.handler)(args, config))
     except AzprovError as error:
         if not (destination == "journal" and getattr(error, "logged", False)):  # said once in the journal

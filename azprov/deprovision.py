@@ -1,7 +1,10 @@
 """``azprov deprovision``: prepare this VM (or an image tree) for capture as a generalized image.
 
 It re-enables azprov.service, removes azprov's state and provisioning history, its KVP
-``PROVISIONING_REPORT`` record, the SSH host keys, the DHCP leases and the machine id, and with ``--user`` the admin user azprov provisioned (its home and sudoers line).
+``PROVISIONING_REPORT`` record, the SSH host keys, the DHCP leases and the machine id, and with
+``--user`` every admin user azprov provisioned (home, sudoers line).  A plain run keeps the record
+of those users (:mod:`azprov.admins`), so a later ``--user`` still finds them after the state is
+gone; ``azprov check`` fails while one is present.
 It lists what it will do and asks first (y/N on a terminal) unless ``--force``; without a
 terminal and without ``--force`` it refuses.
 
@@ -21,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
-from azprov import attempts, kvp, provisioning_data
+from azprov import admins, attempts, kvp, provisioning_data
 from azprov import state as state_file
 from azprov import unit
 from azprov.errors import ConfirmationRequired, ExitCode, StepFailed
@@ -37,6 +40,7 @@ LEASES = (
     "/var/lib/dhclient/dhclient-*.lease",
     "/var/lib/dhclient/dhclient-*.leases",
     "/var/lib/NetworkManager/dhclient-*.lease",
+    "/var/lib/NetworkManager/internal-*.lease",
     "/var/lib/dhcpcd/*.lease",
 )
 MACHINE_ID = "/etc/machine-id"
@@ -57,7 +61,7 @@ def _remove_all(host: Host, paths: List[str]) -> Callable[[], None]:
     return run
 
 
-def _present(host: Host, patterns) -> List[str]:
+def present(host: Host, patterns) -> List[str]:
     found = []
     for pattern in patterns:
         found.extend(p for p in host.glob(pattern)
@@ -97,6 +101,7 @@ def user_removal(host: Host, username: str) -> Action:
             text = existing.decode("utf-8", "replace")
             users = [u for u in user_step.sudoers_users(text) if u != username]
             user_step.write_sudoers(host, users, user_step.password_users(text))
+        admins.forget(host, [username])
 
     home = f", its home {entry.home}" if entry else " (already gone)"
     return Action(f"remove the admin user {username}{home} and its sudo rights", run)
@@ -105,10 +110,10 @@ def user_removal(host: Host, username: str) -> Action:
 def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) -> List[Action]:
     actions = []
     if remove_user:
-        if recorded is None or not recorded.admin_username:
+        users = admins.provisioned(host, recorded)
+        if not users:
             log.warning("no provisioned admin user is recorded: --user has nothing to remove")
-        else:
-            actions.append(user_removal(host, recorded.admin_username))
+        actions.extend(user_removal(host, username) for username in users)
     actions.append(Action(f"enable {unit.UNIT} so that the next boot provisions",
                           lambda: unit.enable(host)))
     if recorded is not None or host.lexists(state_file.STATE_FILE):
@@ -125,11 +130,11 @@ def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) ->
     if saved:
         actions.append(Action(f"remove what the provisioning disc and IMDS carried: {', '.join(saved)}",
                               _remove_all(host, saved)))
-    keys = _present(host, [HOST_KEYS])
+    keys = present(host, [HOST_KEYS])
     if keys:
         actions.append(Action(f"remove the SSH host keys ({len(keys)} files in /etc/ssh)",
                               _remove_all(host, keys)))
-    leases = _present(host, LEASES)
+    leases = present(host, LEASES)
     if leases:
         actions.append(Action(f"remove DHCP leases: {', '.join(leases)}", _remove_all(host, leases)))
     actions.append(Action(f"empty {MACHINE_ID} (systemd makes a new machine id at the next boot)",
@@ -164,6 +169,12 @@ def command(args, config) -> int:
         print(f"azprov deprovision will, on {where}:")
         for action in actions:
             print(f"  - {action.description}")
+        kept = [] if args.user else [name for name in admins.provisioned(host, state_file.load(host))
+                                     if host.user(name) is not None]
+        if kept:
+            print(f"  - keep the record of the admin user{'s' if len(kept) > 1 else ''} "
+                  f"{', '.join(kept)}: `azprov deprovision --user` removes "
+                  f"{'them' if len(kept) > 1 else 'it'}, and `azprov check` fails until then")
         sys.stdout.flush()
         if not _confirm(args.force):
             print("cancelled: nothing was changed")

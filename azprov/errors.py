@@ -43,6 +43,7 @@ class ExitCode(enum.IntEnum):
     PROVISIONING = 6  # a provisioning step failed (ProvisioningFailed was reported if possible)
     REFUSED = 7  # azprov refused to provision this VM (another provisioner, pool VM, ...)
     BUSY = 8  # another azprov instance holds the lock
+    NOT_READY = 10  # azprov check: an image captured now would not provision (problems listed)
 
 
 class AzprovError(Exception):

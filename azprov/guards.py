@@ -1,7 +1,8 @@
 """Refusals: VMs azprov must not provision as normal, each with a clear reason.
 
 - Another provisioner would race it: WALinuxAgent (installed, its unit enabled, provisioning not
-  disabled in ``/etc/waagent.conf``) or cloud-init with the Azure datasource (installed, not
+  disabled in ``/etc/waagent.conf``; with ``Provisioning.Agent=disabled`` it only runs VM
+  extensions and is welcome) or cloud-init with the Azure datasource (installed, not
   disabled by ``/etc/cloud/cloud-init.disabled``, ``datasource_list`` including Azure, or unset,
   which means all).  ``refuse_other_provisioners = false`` makes this a warning.
 - A pre-provisioned pool VM (``ppsType`` other than None): it needs the reprovisioning flow.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from azprov.errors import CustomDataMissing, NoOsProfile, NoWayToLogIn, OtherProvisioner, PoolVm
 from azprov.host import Host
@@ -81,8 +82,8 @@ def _key_values(text: str) -> dict:
     return values
 
 
-def waagent_provisions(host: Host) -> Optional[str]:
-    """Why WALinuxAgent would provision this VM too, or None."""
+def _waagent(host: Host) -> Optional[Tuple[str, str, dict]]:
+    """WALinuxAgent's binary, enable link and configuration when it is installed and enabled."""
     binary = next((path for path in WAAGENT_BINARIES if host.exists(path)), None)
     if binary is None:
         return None
@@ -90,13 +91,34 @@ def waagent_provisions(host: Host) -> Optional[str]:
     if not links:
         log.info("WALinuxAgent is installed (%s) but its unit is not enabled", binary)
         return None
-    conf = _key_values(host.read_text(WAAGENT_CONF) or "")
-    agent = conf.get("provisioning.agent", "auto")
-    if agent in ("disabled", "cloud-init") or conf.get("provisioning.enabled") in ("n", "no", "false"):
-        log.warning("WALinuxAgent is enabled (%s) with provisioning off in %s; it still posts "
-                    "its own Ready report", links[0], WAAGENT_CONF)
+    return binary, links[0], _key_values(host.read_text(WAAGENT_CONF) or "")
+
+
+def _provisioning_off(conf: dict) -> bool:
+    return (conf.get("provisioning.agent", "auto") in ("disabled", "cloud-init")
+            or conf.get("provisioning.enabled") in ("n", "no", "false"))
+
+
+def waagent_extensions_only(host: Host) -> bool:
+    """WALinuxAgent runs for VM extensions only (``Provisioning.Agent=disabled``): the supported
+    way to keep extensions.  It posts its own Ready as soon as it starts, so azprov's unit is
+    ordered before it and sends READY=1 only after azprov's Ready was accepted."""
+    found = _waagent(host)
+    return found is not None and _provisioning_off(found[2])
+
+
+def waagent_provisions(host: Host) -> Optional[str]:
+    """Why WALinuxAgent would provision this VM too, or None."""
+    found = _waagent(host)
+    if found is None:
         return None
-    return (f"WALinuxAgent is installed ({binary}), enabled ({links[0]}) and provisions "
+    binary, link, conf = found
+    if _provisioning_off(conf):
+        log.info("WALinuxAgent is enabled (%s) for extensions only (provisioning off in %s): "
+                 "it starts after azprov", link, WAAGENT_CONF)
+        return None
+    agent = conf.get("provisioning.agent", "auto")
+    return (f"WALinuxAgent is installed ({binary}), enabled ({link}) and provisions "
             f"(Provisioning.Agent={agent} in {WAAGENT_CONF})")
 
 

@@ -33,14 +33,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional
 
-from azprov import USER_AGENT, attempts, kvp
+from azprov import USER_AGENT, admins, attempts, kvp
 from azprov import log as azlog
 from azprov import provisioning_data, sources
 from azprov import state as state_file
 from azprov import unit
 from azprov.errors import (AzprovError, FabricUnreachable, InternalError, encode_description,
                            encode_success, utf8_size)
-from azprov.guards import check_custom_data, check_login, check_metadata, check_other_provisioners
+from azprov.guards import (check_custom_data, check_login, check_metadata, check_other_provisioners,
+                           waagent_extensions_only)
 from azprov.health import HealthStatus
 from azprov.host import Host
 from azprov.identity import normalize_vm_id, read_dmi_vm_id, same_vm_id
@@ -162,11 +163,20 @@ class Provisioning:
                 changes[host_keys.NAME] = self.keys.result()
         elif host_keys.enabled(self.settings):
             changes[host_keys.NAME] = False
-        self.notifier.ready("provisioned; reporting Ready to Azure")
+        if self.settings.create_user:  # kept by a plain deprovision: see azprov.admins
+            with self.phase("admins"):
+                admins.remember(self.host, metadata.os_profile.admin_username)
+        # READY=1 releases sshd and logins now; a WALinuxAgent kept for extensions is ordered
+        # after this unit too and posts its own Ready at once, so with it READY=1 waits for ours.
+        hold_ready = waagent_extensions_only(self.host)
+        if not hold_ready:
+            self.notifier.ready("provisioned; reporting Ready to Azure")
         self.tell_host(encode_success(agent=USER_AGENT, vm_id=self.vm_id))
         with self.phase("report"):
             goal_state = self.fabric.wireserver.report(HealthStatus.ready_status()) or served
             self.ready_accepted = True
+        if hold_ready:
+            self.notifier.ready("provisioned; Ready accepted, WALinuxAgent may start")
         recorded = state_file.State(
             vm_id=self.vm_id, incarnation=goal_state.incarnation,
             container_id=goal_state.container_id, instance_id=goal_state.instance_id,

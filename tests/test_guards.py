@@ -33,10 +33,28 @@ def test_walinuxagent_enabled_and_provisioning_is_refused(tmp_path, config):
 
 @pytest.mark.parametrize("conf", ["Provisioning.Agent=disabled\n", "Provisioning.Enabled=n\n",
                                   "Provisioning.Agent=cloud-init\n"])
-def test_walinuxagent_with_provisioning_off_is_allowed_with_a_warning(tmp_path, conf, caplog):
+def test_walinuxagent_for_extensions_only_is_accepted(tmp_path, conf, caplog, config):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="azprov")
     host = root_with(tmp_path, waagent=True, waagent_conf=conf)
     assert guards.waagent_provisions(host) is None
-    assert "still posts its own Ready" in caplog.text
+    guards.check_other_provisioners(host, config.provisioning)
+    assert guards.waagent_extensions_only(host)
+    assert "for extensions only" in caplog.text
+
+
+@pytest.mark.parametrize("conf", ["Provisioning.Agent=auto\n", "Provisioning.Agent=waagent\n",
+                                  "# Provisioning.Agent=disabled\nProvisioning.Agent=auto\n", ""])
+def test_walinuxagent_that_would_provision_is_still_refused(tmp_path, conf, config):
+    host = root_with(tmp_path, waagent=True, waagent_conf=conf)
+    assert not guards.waagent_extensions_only(host)
+    with pytest.raises(guards.OtherProvisioner, match="WALinuxAgent"):
+        guards.check_other_provisioners(host, config.provisioning)
+
+
+def test_an_image_without_walinuxagent_is_not_extensions_mode(tmp_path):
+    assert not guards.waagent_extensions_only(root_with(tmp_path))
 
 
 def test_walinuxagent_installed_but_not_enabled_is_allowed(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 from typing import Dict, Iterable, Optional, Tuple
 
@@ -225,6 +226,69 @@ def make_scratch_root(
         _write(root, "usr/bin/cloud-init", "#!/bin/false\n", 0o755)
         _write(root, "etc/cloud/cloud.cfg", cloud_cfg if cloud_cfg is not None
                else "datasource_list: [ Azure, None ]\n")
+    return root
+
+
+LAUNCHER = """#!/usr/bin/python3
+import sys
+from azprov.cli import main
+sys.exit(main())
+"""
+# What azprov imports at run time, copied from the interpreter running the tests.
+RUNTIME_PACKAGES = ("requests", "urllib3", "idna", "charset_normalizer", "certifi", "defusedxml")
+
+
+def _link(source: str, dest: str) -> None:
+    """Hard-link ``source`` to ``dest`` (a copy across file systems)."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def install_python(root: str, *, without: Iterable[str] = ()) -> str:
+    """Give the tree a real interpreter: this machine's ``python3`` with the shared libraries it
+    loads (``ldd``), its standard library, azprov (this checkout) and its dependencies in
+    ``/usr/lib/python3/dist-packages``, and ``/usr/bin/azprov`` as the .deb installs it.  Enough
+    for ``chroot ROOT /usr/bin/azprov ...`` to run (root only).  ``without``: packages left out.
+    Files are hard links where possible: never write through them."""
+    import importlib
+    import subprocess
+    import sysconfig
+
+    def with_libraries(binary: str) -> None:
+        libs = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+        for path in [binary] + [word for word in libs.split() if word.startswith("/")]:
+            dest = os.path.join(root, path.lstrip("/"))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            if not os.path.lexists(dest):
+                _link(os.path.realpath(path), dest)
+
+    interpreter = os.path.realpath("/usr/bin/python3")
+    with_libraries(interpreter)
+    python3 = os.path.join(root, "usr/bin/python3")
+    if not os.path.lexists(python3):
+        os.symlink(os.path.basename(interpreter), python3)
+    stdlib = sysconfig.get_paths(vars={"installed_base": "/usr", "base": "/usr"})["stdlib"]
+    dest = os.path.join(root, stdlib.lstrip("/"))
+    if not os.path.isdir(dest):
+        shutil.copytree(stdlib, dest, symlinks=True, copy_function=_link,
+                        ignore=shutil.ignore_patterns("test", "idlelib", "tkinter", "site-packages",
+                                                      "dist-packages", "__pycache__"))
+    site = os.path.join(root, "usr/lib/python3/dist-packages")
+    os.makedirs(site, exist_ok=True)
+    skip = set(without)
+    for name in RUNTIME_PACKAGES + ("azprov",):
+        if name in skip or os.path.exists(os.path.join(site, name)):
+            continue
+        source = os.path.join(REPO, "azprov") if name == "azprov" else \
+            os.path.dirname(importlib.import_module(name).__file__)
+        shutil.copytree(source, os.path.join(site, name), copy_function=_link,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for directory, _, files in os.walk(source):
+            for extension in (f for f in files if f.endswith(".so")):
+                with_libraries(os.path.join(directory, extension))
+    _write(root, "usr/bin/azprov", LAUNCHER, 0o755)
     return root
 
 

@@ -1,0 +1,285 @@
+"""``azprov check``: the pre-capture gate.  Exit 0 only when an image captured now would provision.
+
+``azprov status`` describes; ``check`` decides.  Each check below returns the problems it finds,
+each with the command that fixes it, and the command exits :data:`ExitCode.NOT_READY` (10) when
+there is any, so the last step of a Packer, Image Builder or gallery build fails the build
+instead of producing an image whose VMs sit in "creating".  It reads the image (``--root``) and
+changes nothing; the only command it runs is the image's own ``azprov`` under its own
+interpreter (``chroot`` for a tree), to prove that azprov.service could start at all.
+
+The checks reuse what provisioning and deprovisioning decide with: the guards for other
+provisioners, the configuration loader, deprovision's lists of host keys and leases, the state
+and the record of provisioned admin users.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass
+from typing import Callable, List, Optional, Tuple
+
+from azprov import admins, guards, network, unit
+from azprov import state as state_file
+from azprov.errors import AzprovError, ExitCode
+from azprov.host import READ_LIMIT, Host
+from azprov.steps import user as user_step
+
+log = logging.getLogger(__name__)
+
+DEPROVISION = "sudo azprov deprovision --force"
+KILL_SWITCH = "/etc/azprov/disabled"
+KERNEL_KILL_SWITCH = "azprov=disabled"
+# Where a kernel command line that every boot of the image gets is kept.
+KERNEL_CMDLINE_FILES = ("/etc/default/grub", "/etc/default/grub.d/*.cfg", "/etc/kernel/cmdline",
+                        "/boot/grub/grub.cfg", "/boot/grub2/grub.cfg", "/boot/grub2/grubenv",
+                        "/boot/loader/entries/*.conf")
+MACHINE_IDS = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+# What the image's own interpreter must import for azprov.service to provision.
+SELF_TEST_MODULES = ("azprov.cli", "azprov.provision", "azprov.clients", "azprov.http",
+                     "azprov.config", "azprov.wireserver", "azprov.imds", "requests",
+                     "defusedxml.ElementTree")
+
+
+@dataclass(frozen=True)
+class Problem:
+    check: str  # which check found it (a key of CHECKS)
+    problem: str  # what is wrong, naming the file
+    fix: str  # the command (or edit) that fixes it
+
+
+Check = Callable[[Host, Optional[str]], List[Problem]]
+
+
+def check_unit(host: Host, config_file: Optional[str]) -> List[Problem]:
+    masked = host.lexists(f"/etc/systemd/system/{unit.UNIT}") and \
+        os.path.islink(host.path(f"/etc/systemd/system/{unit.UNIT}")) and \
+        os.readlink(host.path(f"/etc/systemd/system/{unit.UNIT}")) == "/dev/null"
+    if masked:
+        return [Problem("unit", f"{unit.UNIT} is masked: it never starts", f"sudo systemctl unmask {unit.UNIT}")]
+    if unit.unit_file(host) is None:
+        return [Problem("unit", f"{unit.UNIT} is not installed (looked in {', '.join(unit.UNIT_DIRS)})",
+                        "install the azprov package: sudo apt install ./azprov_*_all.deb "
+                        "(or sudo dnf install ./azprov-*.noarch.rpm)")]
+    if not unit.is_enabled(host):
+        return [Problem("unit", f"{unit.UNIT} is disabled: VMs from this image would never provision",
+                        DEPROVISION)]
+    return []
+
+
+def check_kill_switch(host: Host, config_file: Optional[str]) -> List[Problem]:
+    problems = []
+    if host.lexists(KILL_SWITCH):
+        problems.append(Problem("kill_switch", f"{KILL_SWITCH} exists: azprov.service would not run",
+                                f"sudo rm {KILL_SWITCH}"))
+    pattern = re.compile(r"(^|[\s\"'])" + re.escape(KERNEL_KILL_SWITCH) + r"($|[\s\"'])")
+    for wanted in KERNEL_CMDLINE_FILES:
+        for path in host.glob(wanted):
+            lines = (host.read_text(path) or "").splitlines()
+            if any(pattern.search(line) for line in lines if not line.lstrip().startswith("#")):
+                problems.append(Problem("kill_switch", f"{path} puts {KERNEL_KILL_SWITCH} on the kernel "
+                                        "command line: azprov.service would not run",
+                                        f"remove {KERNEL_KILL_SWITCH} from {path} (then update-grub or "
+                                        "grub2-mkconfig where the file is grub's)"))
+    return problems
+
+
+def check_other_provisioners(host: Host, config_file: Optional[str]) -> List[Problem]:
+    problems = []
+    why = guards.waagent_provisions(host)
+    if why:
+        problems.append(Problem("other_provisioner", why + ": provisioning would be refused",
+                                "sudo apt-get purge waagent walinuxagent (dnf remove WALinuxAgent), or for "
+                                "VM extensions set Provisioning.Agent=disabled in /etc/waagent.conf"))
+    why = guards.cloud_init_provisions(host)
+    if why:
+        problems.append(Problem("other_provisioner", why + ": provisioning would be refused",
+                                "sudo apt-get purge cloud-init (dnf remove cloud-init), or "
+                                f"sudo touch {guards.CLOUD_INIT_DISABLED}"))
+    return problems
+
+
+def check_config(host: Host, config_file: Optional[str]) -> List[Problem]:
+    from azprov.config import load_config
+
+    try:
+        load_config(root=host.root, config_file=config_file)
+    except AzprovError as error:
+        return [Problem("config", f"the configuration does not load: {error}",
+                        "fix the file and key named; `azprov config` shows the result")]
+    return []
+
+
+def check_leftovers(host: Host, config_file: Optional[str]) -> List[Problem]:
+    """What deprovision removes: state, host keys, leases, machine id."""
+    from azprov import deprovision
+
+    problems = []
+    if host.lexists(state_file.STATE_FILE):
+        problems.append(Problem("state", f"azprov's state {state_file.STATE_FILE} is still here: VMs "
+                                "from this image would skip the parts already recorded", DEPROVISION))
+    keys = deprovision.present(host, [deprovision.HOST_KEYS])
+    if keys:
+        problems.append(Problem("host_keys", f"SSH host keys left ({', '.join(keys)}): every VM from "
+                                "this image would share them", DEPROVISION))
+    for path in MACHINE_IDS:
+        if os.path.islink(host.path(path)):
+            continue  # Debian's /var/lib/dbus/machine-id -> /etc/machine-id
+        text = host.read_text(path)
+        if text and text.strip() and text.strip() != "uninitialized":
+            problems.append(Problem("machine_id", f"{path} is not empty: every VM from this image would "
+                                    "share one machine id (DHCP DUID, journal)", DEPROVISION))
+    leases = deprovision.present(host, deprovision.LEASES)
+    if leases:
+        problems.append(Problem("leases", f"DHCP leases left ({', '.join(leases)}): new VMs would ask "
+                                "for the build VM's address first", DEPROVISION))
+    return problems
+
+
+def user_leftovers(host: Host, username: str) -> List[str]:
+    """What is left of ``username`` in the image: account, home with keys, sudo rights."""
+    left = []
+    entry = host.user(username)
+    if entry is not None:
+        left.append(f"account (uid {entry.uid})")
+    home = entry.home if entry is not None else f"/home/{username}"
+    keys = f"{home.rstrip('/')}/.ssh/authorized_keys"
+    if host.lexists(keys):
+        left.append(f"SSH keys {keys}")
+    elif entry is not None and host.lexists(home):
+        left.append(f"home {home}")
+    dropin = host.read_text(user_step.SUDOERS_DROPIN) or ""
+    if username in user_step.sudoers_users(dropin):
+        left.append(f"sudo rights in {user_step.SUDOERS_DROPIN}")
+    return left
+
+
+def check_admin_users(host: Host, config_file: Optional[str]) -> List[Problem]:
+    problems = []
+    for username in admins.provisioned(host, state_file.load(host)):
+        left = user_leftovers(host, username)
+        if left:
+            problems.append(Problem("admin_user", f"the admin user {username} that azprov provisioned on "
+                                    f"an earlier VM is still here ({', '.join(left)}): every VM from this "
+                                    "image would let its key holder in",
+                                    "sudo azprov deprovision --user --force"))
+    return problems
+
+
+def check_network(host: Host, config_file: Optional[str]) -> List[Problem]:
+    return [Problem("network", f"{found.path} pins the network to MAC address {found.mac} "
+                    f"({found.what}): VMs from this image (other MACs) would get no network",
+                    network.FIX.get(found.kind, "replace it with DHCP on every NIC, whatever its MAC"))
+            for found in network.mac_pinned(host)]
+
+
+def _exec_start(host: Host) -> Optional[str]:
+    """The program azprov.service starts, as its unit file and drop-ins say (last one wins)."""
+    path = unit.unit_file(host)
+    files = [path] if path else []
+    for directory in unit.UNIT_DIRS:
+        files += host.glob(f"{directory}/{unit.UNIT}.d/*.conf")
+    program = None
+    for name in files:
+        for line in (host.read_text(name) or "").splitlines():
+            key, _, value = line.strip().partition("=")
+            if key.strip() == "ExecStart":
+                words = value.split()
+                program = words[0].lstrip("-@:+!") if words else None
+    return program
+
+
+def _interpreter(host: Host, program: str) -> List[str]:
+    """The interpreter of ``program``'s ``#!`` line with ``-B`` (no byte-code written into the
+    image), or nothing when it is not a Python script (then it is run as it is)."""
+    head = (host.read_file(host.resolve(program), limit=READ_LIMIT) or b"")[:256]
+    words = head.split(b"\n", 1)[0][2:].decode("utf-8", "replace").split() if head.startswith(b"#!") else []
+    if words and os.path.basename(words[0]) == "env":
+        words = words[1:]
+    if not words or not os.path.basename(words[0]).startswith("python"):
+        return []
+    return [*words, "-B"]
+
+
+def check_python(host: Host, config_file: Optional[str]) -> List[Problem]:
+    """The image's own azprov, under its own interpreter, imports everything provisioning needs."""
+    program = _exec_start(host)
+    if not program:
+        if unit.unit_file(host) is None:
+            return []  # the unit check says it is not installed
+        return [Problem("python", f"{unit.UNIT} has no ExecStart", "reinstall the azprov package")]
+    if not host.exists(program):
+        return [Problem("python", f"{program} (the unit's ExecStart) is not in the image",
+                        "install the azprov package, or fix ExecStart= with sudo systemctl edit azprov.service")]
+    argv = [*_interpreter(host, program), program, "check", "--self-test"]
+    if not host.live:
+        argv = ["chroot", host.root, *argv]
+    try:
+        result = host.run(argv, timeout=120, check=False)
+    except AzprovError as error:
+        return [Problem("python", f"could not run {program} in the image: {error}",
+                        "run azprov check as root on a machine of the image's architecture")]
+    if result.returncode != 0 or "imports: ok" not in result.stdout:
+        output = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        return [Problem("python", f"{program} cannot start under the image's interpreter (exit "
+                        f"{result.returncode}: {output[-1][:300] if output else 'no output'})",
+                        "install azprov's dependencies: sudo apt install python3-requests "
+                        "python3-defusedxml (dnf install python3-requests python3-defusedxml)")]
+    return []
+
+
+CHECKS: Tuple[Tuple[str, Check], ...] = (
+    ("unit", check_unit),
+    ("kill_switch", check_kill_switch),
+    ("other_provisioner", check_other_provisioners),
+    ("config", check_config),
+    ("leftovers", check_leftovers),
+    ("admin_user", check_admin_users),
+    ("network", check_network),
+    ("python", check_python),
+)
+
+
+def run_checks(host: Host, config_file: Optional[str] = None) -> List[Problem]:
+    problems: List[Problem] = []
+    for name, function in CHECKS:
+        try:
+            problems.extend(function(host, config_file))
+        except AzprovError as error:  # an unreadable file is a reason not to capture, not a crash
+            problems.append(Problem(name, f"could not check: {error}", "see the message"))
+    return problems
+
+
+def self_test() -> int:
+    """``azprov check --self-test``: import what provisioning needs (run under the image's interpreter)."""
+    import importlib
+
+    for module in SELF_TEST_MODULES:
+        importlib.import_module(module)
+    print(f"imports: ok (Python {sys.version.split()[0]})")
+    return 0
+
+
+def command(args, config) -> int:
+    """``azprov check [--root DIR] [--json]``."""
+    if getattr(args, "self_test", False):
+        return self_test()
+    host = Host(args.root)
+    problems = run_checks(host, getattr(args, "config", None))
+    if os.geteuid() != 0:
+        problems.append(Problem("root", "not run as root: azprov's state, other users' homes and "
+                                "the image's interpreter cannot all be checked", "sudo azprov check"))
+    if getattr(args, "json", False):
+        json.dump({"root": host.root, "ready_for_capture": not problems,
+                   "problems": [asdict(p) for p in problems]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        where = "this system" if host.live else host.root
+        for problem in problems:
+            print(f"problem: {problem.problem}\n    fix: {problem.fix}")
+        print(f"ready for capture: yes ({where})" if not problems
+              else f"ready for capture: no ({len(problems)} problem{'s' if len(problems) > 1 else ''} on {where})")
+    return int(ExitCode.OK if not problems else ExitCode.NOT_READY)

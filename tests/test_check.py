@@ -1,0 +1,280 @@
+"""``azprov check``: the pre-capture gate, on real image trees.
+
+Every tree here is a scratch image (tests/support/scratch_root.py) with a real interpreter
+(``install_python``), generalized by the real ``azprov deprovision``: that image passes.  Each
+failure case breaks it in one way and runs the real CLI on it: exit 10, the problem named, with
+its fix.  The guide's path (provision, deprovision, deprovision --user, check) runs over real
+HTTP against the fabric emulator with the real useradd.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from support import cli
+from support.scratch_root import install_python, make_scratch_root
+
+pytestmark = cli.requires_root  # chroot into the tree; azprov's state is root-only
+
+NOT_READY = 10
+
+
+def write(root: str, path: str, text: str, mode: int = 0o644) -> None:
+    full = os.path.join(root, path.lstrip("/"))
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "w") as handle:
+        handle.write(text)
+    os.chmod(full, mode)
+
+
+def check(root: str):
+    result = cli.azprov("check", "--root", root, "--json")
+    assert result.returncode in (0, NOT_READY), result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["ready_for_capture"] == (result.returncode == 0)
+    for problem in report["problems"]:
+        assert problem["problem"] and problem["fix"], problem
+    return result.returncode, report["problems"]
+
+
+@pytest.fixture
+def image(tmp_path) -> str:
+    """A generalized image tree that passes every check."""
+    root = install_python(make_scratch_root(str(tmp_path / "image")))
+    done = cli.azprov("deprovision", "--force", "--root", root)
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def test_a_generalized_image_passes(image):
+    assert check(image) == (0, [])
+    text = cli.azprov("check", "--root", image)
+    assert text.returncode == 0 and "ready for capture: yes" in text.stdout
+
+
+def test_problems_are_listed_with_their_fix_and_exit_10(image):
+    write(image, "/etc/azprov/disabled", "")
+    write(image, "/etc/ssh/ssh_host_ed25519_key", "key", 0o600)
+    result = cli.azprov("check", "--root", image)
+    assert result.returncode == NOT_READY, result.stdout + result.stderr
+    assert result.stdout.count("problem: ") == 2 and result.stdout.count("    fix: ") == 2
+    assert "sudo rm /etc/azprov/disabled" in result.stdout
+    assert "ready for capture: no (2 problems" in result.stdout
+
+
+def _disable(root):
+    os.remove(os.path.join(root, "etc/systemd/system/multi-user.target.wants/azprov.service"))
+
+
+def _uninstall(root):
+    _disable(root)
+    os.remove(os.path.join(root, "usr/lib/systemd/system/azprov.service"))
+
+
+def _mask(root):
+    os.symlink("/dev/null", os.path.join(root, "etc/systemd/system/azprov.service"))
+
+
+def _waagent(conf):
+    def apply(root):
+        write(root, "/usr/sbin/waagent", "#!/bin/false\n", 0o755)
+        write(root, "/usr/lib/systemd/system/walinuxagent.service", "[Service]\nExecStart=/usr/sbin/waagent -daemon\n")
+        os.symlink("/usr/lib/systemd/system/walinuxagent.service",
+                   os.path.join(root, "etc/systemd/system/multi-user.target.wants/walinuxagent.service"))
+        write(root, "/etc/waagent.conf", conf)
+    return apply
+
+
+def _cloud_init(cfg, disabled=False):
+    def apply(root):
+        write(root, "/usr/bin/cloud-init", "#!/bin/false\n", 0o755)
+        write(root, "/etc/cloud/cloud.cfg", cfg)
+        if disabled:
+            write(root, "/etc/cloud/cloud-init.disabled", "")
+    return apply
+
+
+def _file(path, text, mode=0o644):
+    return lambda root: write(root, path, text, mode)
+
+
+def _state(root):
+    write(root, "/var/lib/azprov/state.json", json.dumps({
+        "vm_id": "0f3c2b1a-9e8d-4c7b-a6f5-e4d3c2b1a098", "incarnation": 1, "container_id": "c",
+        "instance_id": "i", "ready_at": "2024-01-01T00:00:00+00:00"}), 0o600)
+
+
+def _remembered_keys(root):
+    """The account is gone, its home and keys are not, and the record still names it."""
+    write(root, "/home/bob/.ssh/authorized_keys", "ssh-ed25519 AAAA bob\n", 0o600)
+    write(root, "/var/lib/azprov/admin-users", "bob\n", 0o600)
+
+
+def _dbus_link(root):
+    os.makedirs(os.path.join(root, "var/lib/dbus"), exist_ok=True)
+    os.symlink("/etc/machine-id", os.path.join(root, "var/lib/dbus/machine-id"))
+
+
+def _remove(path):
+    return lambda root: os.remove(os.path.join(root, path.lstrip("/")))
+
+
+def _no_package(name):
+    def apply(root):
+        import shutil
+
+        shutil.rmtree(os.path.join(root, "usr/lib/python3/dist-packages", name))
+    return apply
+
+
+def _exec_start(program):
+    return _file("/etc/systemd/system/azprov.service.d/override.conf",
+                 f"[Service]\nExecStart=\nExecStart={program} provision\n")
+
+
+NETPLAN_PINNED = """\
+network:
+  version: 2
+  ethernets:
+    eth0:
+      dhcp4: true
+      match:
+        macaddress: 00:0d:3a:12:34:56
+      set-name: eth0
+"""
+NM_PINNED = """\
+[connection]
+id=cloud-init eth0
+type=ethernet
+
+[ethernet]
+mac-address=00:0D:3A:12:34:56
+
+[ipv4]
+method=auto
+"""
+
+FAILURES = {
+    "unit disabled": (_disable, "unit", "azprov deprovision"),
+    "unit not installed": (_uninstall, "unit", "install the azprov package"),
+    "unit masked": (_mask, "unit", "systemctl unmask"),
+    "kill switch file": (_file("/etc/azprov/disabled", ""), "kill_switch", "rm /etc/azprov/disabled"),
+    "kill switch in grub": (_file("/etc/default/grub", 'GRUB_CMDLINE_LINUX="console=ttyS0 azprov=disabled"\n'),
+                            "kill_switch", "/etc/default/grub"),
+    "kill switch in BLS entry": (_file("/boot/loader/entries/x.conf", "options root=/dev/sda1 azprov=disabled\n"),
+                                 "kill_switch", "/boot/loader/entries/x.conf"),
+    "walinuxagent provisions": (_waagent("Provisioning.Agent=auto\n"), "other_provisioner", "Provisioning.Agent=disabled"),
+    "walinuxagent default conf": (_waagent(""), "other_provisioner", "purge waagent"),
+    "cloud-init with azure": (_cloud_init("datasource_list: [ Azure, None ]\n"), "other_provisioner", "cloud-init"),
+    "cloud-init every datasource": (_cloud_init("users: [default]\n"), "other_provisioner", "cloud-init"),
+    "configuration does not load": (_file("/etc/azprov/azprov.toml", "[wireserver]\nadress = '1.2.3.4'\n"),
+                                    "config", "azprov config"),
+    "configuration drop-in does not load": (_file("/etc/azprov/azprov.toml.d/10-x.toml", "[http]\njitter = 'yes'\n"),
+                                            "config", "azprov config"),
+    "ssh host keys": (_file("/etc/ssh/ssh_host_rsa_key.pub", "ssh-rsa AAAA"), "host_keys", "deprovision"),
+    "machine-id": (_file("/etc/machine-id", "0123456789abcdef0123456789abcdef\n"), "machine_id", "deprovision"),
+    "dbus machine-id copy": (_file("/var/lib/dbus/machine-id", "0123456789abcdef0123456789abcdef\n"),
+                             "machine_id", "deprovision"),
+    "dhclient lease": (_file("/var/lib/dhcp/dhclient.eth0.leases", "lease {}\n"), "leases", "deprovision"),
+    "networkd lease": (_file("/run/systemd/netif/leases/2", "ADDRESS=10.0.0.4\n"), "leases", "deprovision"),
+    "NetworkManager internal lease": (_file("/var/lib/NetworkManager/internal-0b5d-eth0.lease", "ADDRESS=10.0.0.4\n"),
+                                      "leases", "deprovision"),
+    "azprov state": (_state, "state", "deprovision"),
+    "admin user left in sudoers": (_file("/etc/sudoers.d/90-azprov", "bob ALL=(ALL) NOPASSWD:ALL\n", 0o440),
+                                   "admin_user", "deprovision --user"),
+    "admin user's keys left": (_remembered_keys, "admin_user", "deprovision --user"),
+    "netplan pinned to a MAC": (_file("/etc/netplan/50-cloud-init.yaml", NETPLAN_PINNED), "network", "hv_netvsc"),
+    "networkd pinned to a MAC": (_file("/etc/systemd/network/10-eth0.network", "[Match]\nMACAddress=00:0d:3a:12:34:56\n[Network]\nDHCP=yes\n"),
+                                 "network", "Driver=hv_netvsc"),
+    "networkd link pinned to a MAC": (_file("/etc/systemd/network/10-eth0.link", "[Match]\nPermanentMACAddress=00:0d:3a:12:34:56\n[Link]\nName=eth0\n"),
+                                      "network", "Driver=hv_netvsc"),
+    "NetworkManager keyfile pinned to a MAC": (_file("/etc/NetworkManager/system-connections/cloud-init-eth0.nmconnection", NM_PINNED, 0o600),
+                                               "network", "keyfile"),
+    "ifcfg pinned to a MAC": (_file("/etc/sysconfig/network-scripts/ifcfg-eth0", 'DEVICE=eth0\nHWADDR="00:0D:3A:12:34:56"\nBOOTPROTO=dhcp\n'),
+                              "network", "HWADDR"),
+    "ifupdown pinned to a MAC": (_file("/etc/network/interfaces.d/eth0", "iface eth0 inet dhcp\n  hwaddress ether 00:0d:3a:12:34:56\n"),
+                                 "network", "hwaddress"),
+    "udev names pinned to MACs": (_file("/etc/udev/rules.d/70-persistent-net.rules",
+                                        'SUBSYSTEM=="net", ATTR{address}=="00:0d:3a:12:34:56", NAME="eth0"\n'),
+                                  "network", "rule"),
+    "no interpreter in the image": (_remove("/usr/bin/python3"), "python", "python3-requests"),
+    "a dependency missing": (_no_package("defusedxml"), "python", "python3-defusedxml"),
+    "requests missing": (_no_package("requests"), "python", "python3-requests"),
+    "ExecStart names a missing program": (_exec_start("/opt/azprov/bin/azprov"), "python", "ExecStart"),
+}
+
+@pytest.mark.parametrize("name", sorted(FAILURES))
+def test_each_reason_fails_the_image(image, name):
+    breaks, kind, fix = FAILURES[name]
+    breaks(image)
+    code, problems = check(image)
+    assert code == NOT_READY, problems
+    assert [p["check"] for p in problems] == [kind], problems
+    assert fix in problems[0]["fix"] or fix in problems[0]["problem"], problems
+
+
+ACCEPTED = {
+    "walinuxagent for extensions only": _waagent("Provisioning.Agent=disabled\nExtensions.Enabled=y\n"),
+    "cloud-init without azure": _cloud_init("datasource_list: [ NoCloud, None ]\n"),
+    "cloud-init disabled": _cloud_init("datasource_list: [ Azure ]\n", disabled=True),
+    "netplan matching the driver": _file("/etc/netplan/90-azure-dhcp.yaml",
+                                         "network:\n  version: 2\n  ethernets:\n    azure:\n      match:\n"
+                                         "        driver: hv_netvsc\n      dhcp4: true\n"),
+    "networkd setting (not matching) a MAC": _file("/etc/systemd/network/10-x.link",
+                                                   "[Match]\nDriver=hv_netvsc\n[Link]\nMACAddressPolicy=persistent\n"),
+    "NetworkManager cloned MAC only": _file("/etc/NetworkManager/system-connections/x.nmconnection",
+                                            "[ethernet]\ncloned-mac-address=stable\n# mac-address=00:0d:3a:12:34:56\n", 0o600),
+    "kill switch commented out in grub": _file("/etc/default/grub", 'GRUB_CMDLINE_LINUX="console=ttyS0"\n# azprov=disabled\n'),
+    "a valid configuration": _file("/etc/azprov/azprov.toml", "[wireserver]\ndeadline = 600\n"),
+    "a removed user's stale record": _file("/var/lib/azprov/admin-users", "gone\n", 0o600),
+    "dbus machine-id linked to /etc": _dbus_link,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACCEPTED))
+def test_what_provisions_fine_passes(image, name):
+    ACCEPTED[name](image)
+    assert check(image) == (0, [])
+
+
+@pytest.mark.emulator
+def test_the_guide_path_provision_deprovision_check(tmp_path, emulator):
+    """A build VM made from an azprov image: provisioned (real useradd), then generalized.  A plain
+    deprovision keeps the record of the admin user; check fails on it until --user removes it."""
+    root = install_python(make_scratch_root(str(tmp_path / "image")))
+    fabric = emulator({"admin_username": "builder"})
+    result = cli.provision(root, fabric)
+    assert result.returncode == 0, result.stderr
+
+    code, problems = check(root)
+    assert code == NOT_READY
+    assert {p["check"] for p in problems} >= {"unit", "state", "host_keys", "admin_user"}, problems
+
+    plain = cli.azprov("deprovision", "--force", "--root", root)
+    assert plain.returncode == 0, plain.stderr
+    assert "keep the record of the admin user builder" in plain.stdout
+    code, problems = check(root)
+    assert code == NOT_READY and [p["check"] for p in problems] == ["admin_user"], problems
+    assert "builder" in problems[0]["problem"] and "--user" in problems[0]["fix"]
+
+    # the state is gone, yet --user still finds the user azprov created
+    assert not os.path.exists(os.path.join(root, "var/lib/azprov/state.json"))
+    removed = cli.azprov("deprovision", "--user", "--force", "--root", root)
+    assert removed.returncode == 0, removed.stderr
+    assert "remove the admin user builder" in removed.stdout
+    assert "builder:" not in open(os.path.join(root, "etc/passwd")).read()
+    assert not os.path.exists(os.path.join(root, "home/builder"))
+    assert not os.path.exists(os.path.join(root, "etc/sudoers.d/90-azprov"))
+    assert check(root) == (0, [])
+
+
+def test_check_is_not_a_usage_error_and_changes_nothing(image):
+    from support.scratch_root import snapshot
+
+    write(image, "/etc/azprov/disabled", "")
+    before = snapshot(image)
+    assert cli.azprov("check", "--root", image).returncode == NOT_READY != 2
+    assert snapshot(image) == before
