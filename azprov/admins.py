@@ -1,7 +1,7 @@
 """The admin users azprov provisioned on this image: ``/var/lib/azprov/admin-users``.
 
-One user name a line, written before the user step creates the account (so a run killed right
-after ``useradd`` still remembers it).  Unlike the state, a plain ``azprov deprovision`` keeps this
+One user name a line, written once the steps are done and before Ready (a run that fails or is
+killed earlier is retried at the next boot, which writes it then).  Unlike the state, a plain ``azprov deprovision`` keeps this
 record: the user it names is still in the image, and a later ``azprov deprovision --user`` must be
 able to remove it.  ``azprov check`` fails while a remembered user is still present.  Names are
 validated on read and write, so a tampered file can name nothing but portable user names (and

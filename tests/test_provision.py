@@ -563,3 +563,59 @@ def test_host_keys_run_concurrently_and_ready_waits_for_them(scratch_root, confi
     provision(host, settings, connect=fabric.connect, notifier=Notifier())
     assert events["goal_state"] < events["keys"], "the flow waited for ssh-keygen before the fabric"
     assert events["keys"] <= events["ready"], "READY=1 before the host keys existed"
+def _ready_after(root: str, fabric, tmp_path) -> int:
+    """Run the real ``azprov provision`` with a real ``NOTIFY_SOCKET``; how many health reports the
+    fabric had received when READY=1 arrived."""
+    import socket
+    import subprocess
+    import threading
+
+    path = str(tmp_path / "notify")
+    seen = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(60)
+
+        def listen():
+            while True:
+                try:
+                    message = sock.recv(4096).decode()
+                except OSError:
+                    return
+                if "READY=1" in message.split("\n"):
+                    seen.append(len(fabric.reports))
+                    return
+
+        thread = threading.Thread(target=listen, daemon=True)
+        thread.start()
+        env = dict(cli.environment(), NOTIFY_SOCKET=path)
+        result = subprocess.run(cli.command("provision", "--root", root, *cli.fabric_args(fabric)),
+                                capture_output=True, text=True, timeout=120, env=env,
+                                stdin=subprocess.DEVNULL)
+        thread.join(10)
+    assert result.returncode == 0, result.stderr
+    assert seen, "no READY=1"
+    return seen[0]
+
+
+@pytest.mark.emulator
+@cli.requires_root
+def test_with_walinuxagent_for_extensions_ready_1_waits_for_azprovs_ready(tmp_path, emulator):
+    """WALinuxAgent (Provisioning.Agent=disabled) starts once azprov sends READY=1 and posts its
+    own Ready at once: azprov's Ready must already be accepted by then."""
+    from support.scratch_root import make_scratch_root
+
+    root = make_scratch_root(str(tmp_path / "root"), waagent=True,
+                             waagent_conf="Provisioning.Agent=disabled\n")
+    fabric = emulator({})
+    assert _ready_after(root, fabric, tmp_path) == 1
+    assert fabric.reports[0]["state"] == "Ready"
+
+
+@pytest.mark.emulator
+@cli.requires_root
+def test_without_walinuxagent_ready_1_comes_before_the_report(scratch_root, emulator, tmp_path):
+    """sshd and logins are released as soon as the login state is in place, before the report."""
+    fabric = emulator({})
+    assert _ready_after(scratch_root, fabric, tmp_path) == 0
+    assert [r["state"] for r in fabric.reports] == ["Ready"]

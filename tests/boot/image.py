@@ -43,6 +43,8 @@ PACKAGES = (
     "python3-systemd", "openssh-server", "openssh-client", "sudo", "passwd", "iproute2",
     "sshpass",  # the recorder's SSH password login (provisioning disc tests)
 )
+# The variant for WALinuxAgent kept for VM extensions next to azprov: Debian's own package.
+WAAGENT_PACKAGES = PACKAGES + ("waagent",)
 # Bump when the way the base tree is made changes (invalidates the cache).
 RECIPE = 1
 HOST_TOOLS = {"mmdebstrap": "mmdebstrap", "systemd-nspawn": "systemd-container", "ip": "iproute2",
@@ -129,21 +131,22 @@ def _sources() -> Optional[Path]:
     return None
 
 
-def cache_key() -> str:
+def cache_key(packages: Sequence[str] = PACKAGES) -> str:
     sources = _sources()
     data = {
         "suite": SUITE,
-        "packages": sorted(PACKAGES),
+        "packages": sorted(packages),
         "recipe": RECIPE,
         "sources": sources.read_text() if sources else "http://deb.debian.org/debian",
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def base_tree() -> Path:
-    """The cached mmdebstrap tree (built now if absent); never modified by the tests."""
+def base_tree(packages: Sequence[str] = PACKAGES) -> Path:
+    """The cached mmdebstrap tree with ``packages`` (built now if absent); never modified by the
+    tests.  Each package list is its own cached tree."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    key = cache_key()
+    key = cache_key(packages)
     tree = CACHE / f"base-{key}"
     with open(CACHE / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -160,14 +163,14 @@ def base_tree() -> Path:
             target = building / "root"
             sources = _sources()
             argv = ["mmdebstrap", "--quiet", "--variant=apt", "--mode=root", "--format=directory",
-                    f"--include={','.join(PACKAGES)}", SUITE, str(target)]
+                    f"--include={','.join(packages)}", SUITE, str(target)]
             if sources is not None:
                 argv.append(str(sources))
             started = time.monotonic()
             run(argv, timeout=900)
             (building / "seconds").write_text(f"{time.monotonic() - started:.1f}\n")
             os.rename(target, tree)
-            (CACHE / f"base-{key}.complete").write_text(json.dumps({"packages": PACKAGES, "suite": SUITE}) + "\n")
+            (CACHE / f"base-{key}.complete").write_text(json.dumps({"packages": list(packages), "suite": SUITE}) + "\n")
         finally:
             remove_tree(building)
         return tree
@@ -286,7 +289,22 @@ def enable_link(tree: Path, unit: str, target: str = "multi-user.target") -> Pat
     return tree / "etc/systemd/system" / f"{target}.wants" / unit
 
 
-def make_image(workspace: Workspace, base: Path, deb: Path, name: str = "image") -> List[Path]:
+def set_waagent_conf(tree: Path, settings: Dict[str, str]) -> None:
+    """Set ``Key=value`` lines in the image's ``/etc/waagent.conf`` (replaced where present)."""
+    path = tree / "etc/waagent.conf"
+    lines = path.read_text().splitlines()
+    for key, value in settings.items():
+        wanted = f"{key}={value}"
+        found = [i for i, line in enumerate(lines) if line.split("=", 1)[0].strip() == key]
+        for i in found:
+            lines[i] = wanted
+        if not found:
+            lines.append(wanted)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def make_image(workspace: Workspace, base: Path, deb: Path, name: str = "image",
+               waagent: Optional[Dict[str, str]] = None) -> List[Path]:
     """Make the bootable image on top of ``base``: install ``deb``, the recorder unit, generalize.
 
     Built in an overlay that is unmounted again; returns the layers (top first) a scenario
@@ -314,6 +332,9 @@ def make_image(workspace: Workspace, base: Path, deb: Path, name: str = "image")
         link.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(f"/etc/systemd/system/{RECORDER_UNIT}", link)
         (dest / RECORDER_DIR).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+        if waagent is not None:  # WALinuxAgent kept next to azprov: its configuration
+            set_waagent_conf(dest, waagent)
 
         # Generalize, as an image pipeline leaves a captured disk.
         for key in (dest / "etc/ssh").glob("ssh_host_*"):
