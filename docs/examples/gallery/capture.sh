@@ -4,8 +4,9 @@
 #
 # Before running it, the build VM must have azprov installed and WALinuxAgent/cloud-init removed
 # (docs/examples/packer/install-azprov.sh does both).  This script then:
-#   1. runs "azprov deprovision --force" in the VM over SSH and deletes the login user (the VM
-#      cannot be logged in to after that),
+#   1. runs "azprov deprovision --force --user" in the VM over SSH, deletes the login user (the
+#      VM cannot be logged in to after that) and runs "azprov check", which stops the capture
+#      unless an image captured now would provision,
 #   2. deallocates and generalizes the VM,
 #   3. creates the gallery and the image definition if they do not exist,
 #   4. creates the image version from the VM and prints its resource ID.
@@ -42,16 +43,17 @@ fi
 
 # 1. Generalize the guest, as root in one shell: once the login user is deleted, a new sudo
 #    would fail.  That user was created by the marketplace image's agent, not by azprov, so it
-#    is deleted by name ($SUDO_USER).  "azprov status" warns if the image would not provision.
+#    is deleted by name ($SUDO_USER).  "azprov check" exits non-zero, listing each problem with
+#    its fix, if the image would not provision: the script stops before generalizing.
 if [[ -n $SSH_TARGET ]]; then
     log "deprovisioning the guest on $SSH_TARGET"
     ssh -o BatchMode=yes "$SSH_TARGET" sudo sh -ex <<'REMOTE'
 test -n "$SUDO_USER"
 test "$SUDO_USER" != root
-azprov deprovision --force
+azprov deprovision --force --user
 rm -f /etc/sudoers.d/90-cloud-init-users /etc/sudoers.d/waagent
-userdel --force --remove "$SUDO_USER"
-azprov status || true
+if id "$SUDO_USER" >/dev/null 2>&1; then userdel --force --remove "$SUDO_USER"; fi
+azprov check
 sync
 REMOTE
 else

@@ -126,21 +126,23 @@ build {
   # Put your own provisioners here.
 
   # Last step.  It replaces the usual "waagent -force -deprovision+user" step of Packer's
-  # Azure examples: waagent is gone by now.  "azprov deprovision --force" generalizes the guest.
-  # The build user ("packer") was created by the marketplace image's own agent, not by azprov,
-  # so it is deleted here by name ($SUDO_USER), with the sudoers entry that agent gave it.  All
-  # in one root shell: once the user is gone, a new sudo would fail.  "azprov status" warns if
-  # an image captured now would not provision: read it in the build log.  skip_clean: Packer
-  # cannot remove its script file without the user; Debian and Ubuntu empty /tmp at boot.
+  # Azure examples: waagent is gone by now.  "azprov deprovision --force --user" generalizes the
+  # guest and removes any admin user azprov provisioned (when the source image was an azprov
+  # image).  The build user ("packer") was created by the marketplace image's own agent, not by
+  # azprov, so it is deleted here by name ($SUDO_USER), with the sudoers entry that agent gave
+  # it.  All in one root shell: once the user is gone, a new sudo would fail.  "azprov check" is
+  # the gate: it exits non-zero, and fails the build, unless an image captured now would
+  # provision; its output lists each problem with its fix.  skip_clean: Packer cannot remove its
+  # script file without the user; Debian and Ubuntu empty /tmp at boot.
   provisioner "shell" {
     execute_command = "chmod +x {{ .Path }}; {{ .Vars }} sudo -E sh '{{ .Path }}'"
     inline = [
       "test -n \"$SUDO_USER\"",
       "test \"$SUDO_USER\" != root",
-      "azprov deprovision --force",
+      "azprov deprovision --force --user",
       "rm -f /etc/sudoers.d/90-cloud-init-users /etc/sudoers.d/waagent",
-      "userdel --force --remove \"$SUDO_USER\"",
-      "azprov status || true",
+      "if id \"$SUDO_USER\" >/dev/null 2>&1; then userdel --force --remove \"$SUDO_USER\"; fi",
+      "azprov check",
       "sync",
     ]
     inline_shebang = "/bin/sh -ex"
