@@ -96,3 +96,24 @@ def test_the_lock_directory_is_private_but_a_missing_run_is_not(tmp_path):
     with state.acquire(host, wait=0):
         assert stat.S_IMODE(os.stat(host.path("/run")).st_mode) == 0o755
         assert stat.S_IMODE(os.stat(host.path("/run/azprov")).st_mode) == 0o700
+
+
+@pytest.mark.parametrize("trap", ["dir-link", "file-link", "file-dir"])
+def test_check_refuses_a_state_path_save_would_refuse(scratch_root, tmp_path, trap):
+    from azprov import errors
+
+    host = Host(scratch_root)
+    state_dir = host.path(state.STATE_DIR)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if trap == "dir-link":
+        os.symlink(str(elsewhere), state_dir)
+    else:
+        os.mkdir(state_dir, 0o700)
+        if trap == "file-link":
+            os.symlink("/etc/shadow", host.path(state.STATE_FILE))
+        else:
+            os.mkdir(host.path(state.STATE_FILE))
+    with pytest.raises(errors.UnsafePath):
+        state.check(host)
+    assert os.listdir(str(elsewhere)) == []

@@ -283,3 +283,17 @@ def test_set_kernel_hostname_sets_the_kernel_name_in_a_private_uts_namespace(tmp
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "False", "azprov-uts-test"]
     assert subprocess.run(["hostname"], capture_output=True, text=True).stdout == before
+
+
+def test_check_refuses_a_symlinked_etc_hostname_before_anything_changes(scratch_root, config):
+    import os
+
+    from azprov import errors
+    from azprov.host import Host
+    from support.fakes import metadata
+
+    path = os.path.join(scratch_root, "etc/hostname")
+    os.remove(path)
+    os.symlink("/etc/shadow", path)
+    with pytest.raises(errors.UnsafePath, match="symbolic link"):
+        hostname.check(Host(scratch_root), metadata(), config.provisioning)

@@ -97,3 +97,18 @@ def test_is_running_reads_jobs_state_and_main_pid(scratch_root, jobs, show, runn
     runner = FakeRunner(systemctl)
     assert unit.is_running(live_host(scratch_root, runner)) is running
     assert runner.calls[0] == ["systemctl", "list-jobs", "--no-legend", "--no-pager", "azprov.service"]
+
+
+def test_check_refuses_a_symlinked_wants_directory(scratch_root, tmp_path):
+    import shutil
+
+    from azprov import errors
+
+    wants = os.path.join(scratch_root, os.path.dirname(unit.WANTS_LINK.lstrip("/")))
+    shutil.move(wants, str(tmp_path / "wants"))
+    os.symlink(str(tmp_path / "wants"), wants)
+    with pytest.raises(errors.UnsafePath):
+        unit.check(Host(scratch_root))
+    from support.scratch_root import make_scratch_root
+
+    unit.check(Host(make_scratch_root(str(tmp_path / "clean"))))
