@@ -134,6 +134,25 @@ def test_useradd_creates_the_admin_user_in_the_image(scratch_root, config):
 
 
 @requires_root
+def test_a_new_user_joins_the_admin_group_in_its_own_useradd(scratch_root, config):
+    """One process fewer on the first boot's critical path: useradd -G, no usermod -a -G."""
+    from azprov.host import run_subprocess
+
+    calls = []
+
+    def recording(argv, timeout, input):
+        calls.append(list(argv))
+        return run_subprocess(argv, timeout, input)
+
+    host = Host(scratch_root, runner=recording)
+    assert user.apply(host, metadata(admin_username="azureuser"), config.provisioning) is True
+    useradd = [argv for argv in calls if argv[0].endswith("useradd")]
+    assert len(useradd) == 1 and useradd[0][useradd[0].index("-G") + 1] == "sudo"
+    assert not [argv for argv in calls if argv[0].endswith("usermod") and "-G" in argv]
+    assert "azureuser" in host.group("sudo").members
+
+
+@requires_root
 def test_an_existing_user_keeps_its_uid_and_files(tmp_path, config):
     root = make_scratch_root(str(tmp_path / "r"), users=[("azureuser", 1500)])
     open(os.path.join(root, "home/azureuser/notes"), "w").write("mine")
