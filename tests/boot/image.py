@@ -335,6 +335,12 @@ def make_image(workspace: Workspace, base: Path, deb: Path, name: str = "image",
 
         if waagent is not None:  # WALinuxAgent kept next to azprov: its configuration
             set_waagent_conf(dest, waagent)
+            # Debian's unit has ConditionVirtualization=microsoft (Hyper-V); this is nspawn.
+            # Test-only drop-in: an empty assignment resets the unit's conditions.
+            dropin = dest / "etc/systemd/system/walinuxagent.service.d"
+            dropin.mkdir(parents=True, exist_ok=True)
+            (dropin / "azprov-boottest.conf").write_text(
+                "# boot tests only: run under systemd-nspawn too\n[Unit]\nConditionVirtualization=\n")
 
         # Generalize, as an image pipeline leaves a captured disk.
         for key in (dest / "etc/ssh").glob("ssh_host_*"):
