@@ -79,13 +79,13 @@ def emulator_process(conn, rate: float, burst: int, retry_after: str, keep_retry
                      backlog: int, limit: float) -> None:
     """Serve one run: send the URL, wait for "stop" (at most ``limit`` s), send the results."""
     from azprov.fabric import FabricEmulator, Scenario
-    from azprov.fabric import server as fabric_server
+    from azprov.fabric import listeners as fabric_listeners
 
     if backlog:
         # socketserver's listen backlog is 5; N simultaneous connects would overflow it and the
         # kernel would drop SYNs (1 s client retransmit), which is the emulator's limit, not the
         # fabric's.  Only this benchmark's emulator is changed.
-        fabric_server._Server.request_queue_size = backlog
+        fabric_listeners.Server.request_queue_size = backlog
 
     class NoRetryAfterFabric(FabricEmulator):
         """The scenario's rate limit always sends Retry-After; this drops it from the 429s."""

@@ -22,7 +22,7 @@ import pytest
 from azprov.errors import ConfigError, ProtocolError
 from azprov.fabric import FabricEmulator, Scenario, ScenarioError, load_scenario
 from azprov.fabric.cli import parse_listen
-from azprov.fabric.documents import DEFAULT_PUBLIC_KEY
+from azprov.fabric.instance import DEFAULT_PUBLIC_KEY
 from azprov.goalstate import GOAL_STATE_MAX_BYTES, GoalState, MissingRoleInstance, parse_goal_state
 from azprov.health import HealthStatus, build_health_report
 from azprov.http import HttpClient, RetryPolicy

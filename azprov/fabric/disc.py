@@ -16,7 +16,7 @@ import struct
 from typing import Optional
 from xml.etree import ElementTree
 
-from azprov.fabric.documents import DEFAULT_ADMIN_USERNAME, DEFAULT_COMPUTER_NAME, DEFAULT_PUBLIC_KEY
+from azprov.fabric.instance import DEFAULT_ADMIN_USERNAME, DEFAULT_COMPUTER_NAME, DEFAULT_PUBLIC_KEY
 from azprov.fabric.scenario import Scenario
 
 OVF_NS = "http://schemas.dmtf.org/ovf/environment/1"

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from azprov.errors import ScenarioError
+from azprov.fabric import values as read
+from azprov.fabric.instance import ImdsSettings, instance_document
 
 
 # Endpoints a scenario can script, and the keys their steps accept.
@@ -41,76 +43,6 @@ _IMDS_KEYS = _LISTENER_KEYS | {
     "api_versions", "compute", "extended", "document", "raw_body", "remove", "steps",
 }
 _RATE_LIMIT_KEYS = frozenset({"requests_per_second", "burst", "retry_after"})
-
-
-# --- small strict readers; ``where`` is the dotted key named in every error -----------------
-
-def _check_keys(table: Mapping, allowed: frozenset, where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            import difflib
-
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            name = f"{where}.{key}" if where else str(key)
-            raise ScenarioError(
-                f"scenario: unknown key {name!r}{hint}; known here: {', '.join(sorted(allowed))}"
-            )
-
-
-def _table(value: Any, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise ScenarioError(f"scenario: {where} must be a table/object, not {type(value).__name__}")
-    return value
-
-
-def _number(value: Any, where: str, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ScenarioError(f"scenario: {where} must be a number of seconds, not {value!r}")
-    if value < 0 or (positive and value == 0):
-        raise ScenarioError(f"scenario: {where} must be {'above' if positive else 'at least'} 0, not {value!r}")
-    return float(value)
-
-
-def _integer(value: Any, where: str, minimum: int = 0, maximum: Optional[int] = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ScenarioError(f"scenario: {where} must be an integer, not {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and at most {maximum}" if maximum is not None else ""
-        raise ScenarioError(f"scenario: {where} must be at least {minimum}{upper}, not {value}")
-    return value
-
-
-def _string(value: Any, where: str, empty_ok: bool = False) -> str:
-    if not isinstance(value, str) or (not empty_ok and not value):
-        raise ScenarioError(f"scenario: {where} must be a non-empty string, not {value!r}")
-    return value
-
-
-def _boolean(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ScenarioError(f"scenario: {where} must be true or false, not {value!r}")
-    return value
-
-
-def _retry_after(value: Any, where: str) -> str:
-    """A Retry-After header value: a string as given (dates too), or a number of seconds."""
-    if isinstance(value, str):
-        if not value or any(c in value for c in "\r\n"):
-            raise ScenarioError(f"scenario: {where} must be a one-line header value, not {value!r}")
-        return value
-    seconds = _number(value, where)
-    return str(int(seconds)) if seconds == int(seconds) else str(seconds)
-
-
-def _read_file(name: Any, where: str, base_dir: Optional[Path]) -> bytes:
-    path = Path(_string(name, where))
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ScenarioError(f"scenario: {where}: cannot read {path}: {exc.strerror or exc}") from None
 
 
 # --- the model ------------------------------------------------------------------------------
@@ -171,55 +103,55 @@ class Step:
 
     @classmethod
     def from_dict(cls, data: Any, endpoint: str, where: str, base_dir: Optional[Path] = None) -> "Step":
-        table = _table(data, where)
-        _check_keys(table, _STEP_KEYS[endpoint], where)
+        table = read.table(data, where)
+        read.check_keys(table, _STEP_KEYS[endpoint], where)
         values: Dict[str, Any] = {}
         if "status" in table:
-            values["status"] = _integer(table["status"], f"{where}.status", 100, 599)
+            values["status"] = read.integer(table["status"], f"{where}.status", 100, 599)
         if "body" in table and "body_file" in table:
             raise ScenarioError(f"scenario: {where}: give body or body_file, not both")
         if "body" in table:
-            values["body"] = _string(table["body"], f"{where}.body", empty_ok=True).encode("utf-8")
+            values["body"] = read.string(table["body"], f"{where}.body", empty_ok=True).encode("utf-8")
         if "body_file" in table:
-            values["body"] = _read_file(table["body_file"], f"{where}.body_file", base_dir)
+            values["body"] = read.read_file(table["body_file"], f"{where}.body_file", base_dir)
         if "headers" in table:
             headers = []
-            for name, value in _table(table["headers"], f"{where}.headers").items():
-                text = _string(value, f"{where}.headers.{name}", empty_ok=True)
+            for name, value in read.table(table["headers"], f"{where}.headers").items():
+                text = read.string(value, f"{where}.headers.{name}", empty_ok=True)
                 if not name or any(c in name for c in " \t\r\n:") or any(c in text for c in "\r\n"):
                     raise ScenarioError(f"scenario: {where}.headers.{name}: not a valid header")
                 headers.append((name, text))
             values["headers"] = tuple(headers)
         if "retry_after" in table:
-            values["retry_after"] = _retry_after(table["retry_after"], f"{where}.retry_after")
+            values["retry_after"] = read.retry_after(table["retry_after"], f"{where}.retry_after")
         if "delay" in table:
-            values["delay"] = _number(table["delay"], f"{where}.delay")
+            values["delay"] = read.number(table["delay"], f"{where}.delay")
         if "drop" in table:
-            values["drop"] = _boolean(table["drop"], f"{where}.drop")
+            values["drop"] = read.boolean(table["drop"], f"{where}.drop")
         if "truncate" in table:
             value = table["truncate"]
             if isinstance(value, bool):
                 if value:
                     values["truncate"] = -1
             else:
-                values["truncate"] = _integer(value, f"{where}.truncate")
+                values["truncate"] = read.integer(value, f"{where}.truncate")
         if "trickle" in table:
-            values["trickle"] = _number(table["trickle"], f"{where}.trickle", positive=True)
+            values["trickle"] = read.number(table["trickle"], f"{where}.trickle", positive=True)
         if "repeat" in table:
-            values["repeat"] = _integer(table["repeat"], f"{where}.repeat", 1)
+            values["repeat"] = read.integer(table["repeat"], f"{where}.repeat", 1)
         if "oversize" in table:
-            values["oversize"] = _integer(table["oversize"], f"{where}.oversize", 1)
+            values["oversize"] = read.integer(table["oversize"], f"{where}.oversize", 1)
         if "no_role_instance" in table:
-            values["no_role_instance"] = _boolean(table["no_role_instance"], f"{where}.no_role_instance")
+            values["no_role_instance"] = read.boolean(table["no_role_instance"], f"{where}.no_role_instance")
         if "new_incarnation" in table:
             value = table["new_incarnation"]
             if value is True:
                 values["bump_incarnation"] = True
             else:
-                values["new_incarnation"] = _integer(value, f"{where}.new_incarnation")
+                values["new_incarnation"] = read.integer(value, f"{where}.new_incarnation")
         for name in ("new_container_id", "new_instance_id"):
             if name in table:
-                values[name] = _string(table[name], f"{where}.{name}")
+                values[name] = read.string(table[name], f"{where}.{name}")
         if values.get("drop"):
             extra = sorted(set(table) - {"drop", "delay", "repeat"})
             if extra:
@@ -246,9 +178,9 @@ class Listener:
         values: Dict[str, Any] = {}
         for name in ("refuse_for", "unavailable_for"):
             if name in table:
-                values[name] = _number(table[name], f"{where}.{name}")
+                values[name] = read.number(table[name], f"{where}.{name}")
         if "retry_after" in table:
-            values["retry_after"] = _retry_after(table["retry_after"], f"{where}.retry_after")
+            values["retry_after"] = read.retry_after(table["retry_after"], f"{where}.retry_after")
         return cls(**values)
 
 
@@ -259,16 +191,6 @@ class RateLimit:
     requests_per_second: float
     burst: int
     retry_after: str = "1"
-
-
-@dataclass(frozen=True)
-class ImdsSettings:
-    api_versions: Optional[Tuple[str, ...]] = None  # None: the emulator's list of real versions
-    compute: Dict[str, Any] = field(default_factory=dict)  # deep-merged into the document
-    extended: Dict[str, Any] = field(default_factory=dict)  # deep-merged into "extended"
-    document: Optional[Dict[str, Any]] = None  # replaces the whole document
-    raw_body: Optional[bytes] = None  # served as-is
-    remove: Tuple[str, ...] = ()  # dotted paths deleted from the document
 
 
 @dataclass(frozen=True)
@@ -306,26 +228,26 @@ class Scenario:
         if not isinstance(data, Mapping):
             raise ScenarioError(f"scenario: the top level must be a table/object, not {type(data).__name__}")
         table = dict(data)
-        _check_keys(table, _TOP_KEYS, "")
+        read.check_keys(table, _TOP_KEYS, "")
         values: Dict[str, Any] = {"source": source}
         if "description" in table:
-            values["description"] = _string(table["description"], "description", empty_ok=True)
+            values["description"] = read.string(table["description"], "description", empty_ok=True)
         if "incarnation" in table:
-            values["incarnation"] = _integer(table["incarnation"], "incarnation")
+            values["incarnation"] = read.integer(table["incarnation"], "incarnation")
         for name in ("container_id", "instance_id", "vm_id", "vm_name", "computer_name", "admin_username"):
             if name in table:
-                values[name] = _string(table[name], name)
+                values[name] = read.string(table[name], name)
         if "public_keys" in table:
             values["public_keys"] = _public_keys(table["public_keys"])
         for name in ("admin_password", "custom_data", "user_data"):
             if name in table:
-                values[name] = _string(table[name], name, empty_ok=name != "admin_password")
+                values[name] = read.string(table[name], name, empty_ok=name != "admin_password")
         if "disable_password_authentication" in table:
-            values["disable_password_authentication"] = _boolean(
+            values["disable_password_authentication"] = read.boolean(
                 table["disable_password_authentication"], "disable_password_authentication")
         if "wireserver" in table:
-            wireserver = _table(table["wireserver"], "wireserver")
-            _check_keys(wireserver, _LISTENER_KEYS, "wireserver")
+            wireserver = read.table(table["wireserver"], "wireserver")
+            read.check_keys(wireserver, _LISTENER_KEYS, "wireserver")
             values["wireserver"] = Listener.from_table(wireserver, "wireserver")
 
         steps: Dict[str, Tuple[Step, ...]] = {}
@@ -333,8 +255,8 @@ class Scenario:
         if isinstance(imds, list):  # shorthand: the list of IMDS steps
             imds = {"steps": imds}
         if imds is not None:
-            imds = _table(imds, "imds")
-            _check_keys(imds, _IMDS_KEYS, "imds")
+            imds = read.table(imds, "imds")
+            read.check_keys(imds, _IMDS_KEYS, "imds")
             values["imds_listener"] = Listener.from_table(imds, "imds")
             values["imds"] = _imds_settings(imds)
             if "steps" in imds:
@@ -347,9 +269,7 @@ class Scenario:
             values["rate_limit"] = _rate_limit(table["rate_limit"])
         scenario = cls(**values)
         if scenario.imds.remove:  # a path that is not in the document is a typo: say so now
-            from azprov.fabric.documents import imds_document
-
-            imds_document(scenario, extended=True)
+            scenario.imds_document(extended=True)
         return scenario
 
     @property
@@ -357,6 +277,14 @@ class Scenario:
         if self.disable_password_authentication is not None:
             return self.disable_password_authentication
         return self.admin_password is None
+
+    def imds_document(self, extended: bool) -> Dict[str, Any]:
+        """The IMDS instance document this scenario serves."""
+        return instance_document(
+            self.imds, extended, vm_id=self.vm_id, vm_name=self.vm_name, computer_name=self.computer_name,
+            admin_username=self.admin_username, public_keys=self.public_keys,
+            password_authentication_disabled=self.password_authentication_disabled,
+            user_data=self.user_data, has_custom_data=self.custom_data is not None)
 
     def steps_for(self, endpoint: str) -> Tuple[Step, ...]:
         return self.steps.get(endpoint, ())
@@ -377,12 +305,12 @@ def _public_keys(value: Any) -> Tuple[Tuple[str, Optional[str]], ...]:
         if isinstance(item, str):
             keys.append((item, None))
             continue
-        entry = _table(item, where)
-        _check_keys(entry, frozenset({"keyData", "path"}), where)
+        entry = read.table(item, where)
+        read.check_keys(entry, frozenset({"keyData", "path"}), where)
         if "keyData" not in entry:
             raise ScenarioError(f"scenario: {where} has no keyData")
-        path = _string(entry["path"], f"{where}.path", empty_ok=True) if "path" in entry else None
-        keys.append((_string(entry["keyData"], f"{where}.keyData", empty_ok=True), path))
+        path = read.string(entry["path"], f"{where}.path", empty_ok=True) if "path" in entry else None
+        keys.append((read.string(entry["keyData"], f"{where}.keyData", empty_ok=True), path))
     return tuple(keys)
 
 
@@ -392,17 +320,17 @@ def _imds_settings(table: dict) -> ImdsSettings:
         versions = table["api_versions"]
         if not isinstance(versions, list) or not versions:
             raise ScenarioError("scenario: imds.api_versions must be a non-empty list of version strings")
-        values["api_versions"] = tuple(_string(v, f"imds.api_versions[{i}]") for i, v in enumerate(versions))
+        values["api_versions"] = tuple(read.string(v, f"imds.api_versions[{i}]") for i, v in enumerate(versions))
     for name in ("compute", "extended", "document"):
         if name in table:
-            values[name] = json.loads(json.dumps(_table(table[name], f"imds.{name}")))  # a private copy
+            values[name] = json.loads(json.dumps(read.table(table[name], f"imds.{name}")))  # a private copy
     if "raw_body" in table:
-        values["raw_body"] = _string(table["raw_body"], "imds.raw_body", empty_ok=True).encode("utf-8")
+        values["raw_body"] = read.string(table["raw_body"], "imds.raw_body", empty_ok=True).encode("utf-8")
     if "remove" in table:
         remove = table["remove"]
         if not isinstance(remove, list):
             raise ScenarioError("scenario: imds.remove must be a list of dotted paths")
-        values["remove"] = tuple(_string(p, f"imds.remove[{i}]") for i, p in enumerate(remove))
+        values["remove"] = tuple(read.string(p, f"imds.remove[{i}]") for i, p in enumerate(remove))
     if "document" in values and ({"compute", "extended"} & set(values)):
         raise ScenarioError("scenario: imds.document replaces the whole document; "
                             "it cannot be combined with imds.compute or imds.extended")
@@ -413,13 +341,13 @@ def _imds_settings(table: dict) -> ImdsSettings:
 
 
 def _rate_limit(value: Any) -> RateLimit:
-    table = _table(value, "rate_limit")
-    _check_keys(table, _RATE_LIMIT_KEYS, "rate_limit")
+    table = read.table(value, "rate_limit")
+    read.check_keys(table, _RATE_LIMIT_KEYS, "rate_limit")
     if "requests_per_second" not in table:
         raise ScenarioError("scenario: rate_limit needs requests_per_second")
-    rate = _number(table["requests_per_second"], "rate_limit.requests_per_second", positive=True)
-    burst = _integer(table["burst"], "rate_limit.burst", 1) if "burst" in table else max(1, math.ceil(rate))
-    retry_after = _retry_after(table["retry_after"], "rate_limit.retry_after") if "retry_after" in table else "1"
+    rate = read.number(table["requests_per_second"], "rate_limit.requests_per_second", positive=True)
+    burst = read.integer(table["burst"], "rate_limit.burst", 1) if "burst" in table else max(1, math.ceil(rate))
+    retry_after = read.retry_after(table["retry_after"], "rate_limit.retry_after") if "retry_after" in table else "1"
     return RateLimit(rate, burst, retry_after)
 
 
