@@ -16,12 +16,14 @@ import json
 import math
 import os
 import re
-import stat
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from azprov.errors import ConfigError
+
+if typing.TYPE_CHECKING:
+    from azprov.host import Host
 
 CONFIG_FILE = "etc/azprov/azprov.toml"
 DROPIN_DIR = "etc/azprov/azprov.toml.d"
@@ -290,26 +292,25 @@ def _suggest(name: str, known: typing.Iterable[str]) -> str:
 # files
 
 
-def _read_toml(path: str) -> Dict[str, object]:
+def _read_toml(host: "Host", path: str, shown: str) -> Dict[str, object]:
+    """The TOML file at ``path`` in ``host``'s root (``shown`` in messages)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise ConfigError(f"{path}: not a regular file", source=path)
-            data = handle.read(CONFIG_SIZE_LIMIT + 1)
+        data = host.read_bytes(path, CONFIG_SIZE_LIMIT)
     except OSError as exc:
         raise ConfigError(
-            f"{path}: cannot read the configuration file: {exc.strerror or exc}", source=path
+            f"{shown}: cannot read the configuration file: {exc.strerror or exc}", source=shown
         ) from None
-    if len(data) > CONFIG_SIZE_LIMIT:
-        raise ConfigError(
-            f"{path}: configuration file is larger than {CONFIG_SIZE_LIMIT // 1024} KiB",
-            source=path,
-        )
+    except ValueError as exc:
+        if "larger" in str(exc):
+            raise ConfigError(
+                f"{shown}: configuration file is larger than {CONFIG_SIZE_LIMIT // 1024} KiB",
+                source=shown,
+            ) from None
+        raise ConfigError(f"{shown}: {exc}", source=shown) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text: {exc}", source=path) from None
+        raise ConfigError(f"{shown}: not UTF-8 text: {exc}", source=shown) from None
     try:
         import tomllib
     except ModuleNotFoundError:  # Python < 3.11
@@ -317,47 +318,59 @@ def _read_toml(path: str) -> Dict[str, object]:
     try:
         return tomllib.loads(text)
     except RecursionError:
-        raise ConfigError(f"{path}: invalid TOML: values nested too deeply", source=path) from None
+        raise ConfigError(f"{shown}: invalid TOML: values nested too deeply", source=shown) from None
     except ValueError as exc:  # TOMLDecodeError, or an integer too long to convert
-        raise ConfigError(f"{path}: invalid TOML: {exc}", source=path) from None
+        raise ConfigError(f"{shown}: invalid TOML: {exc}", source=shown) from None
 
 
-def _dropins(root: str) -> List[str]:
-    directory = os.path.join(root, DROPIN_DIR)
+def _dropins(host: "Host") -> List[str]:
+    """The in-root paths of the drop-ins, in lexical order."""
+    directory = host.real_path("/" + DROPIN_DIR)
     try:
         names = os.listdir(directory)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as exc:
         raise ConfigError(
             f"{directory}: cannot list the drop-in directory: {exc.strerror or exc}",
             source=directory,
         ) from None
-    return [os.path.join(directory, name) for name in sorted(names) if name.endswith(".toml")]
+    return [f"/{DROPIN_DIR}/{name}" for name in sorted(names) if name.endswith(".toml")]
 
 
 def load_config(
-    root: str = "/",
+    root: Union[str, "Host"] = "/",
     *,
     config_file: Optional[str] = None,
     overrides: Optional[Mapping[str, Mapping[str, object]]] = None,
 ) -> Config:
     """The effective configuration.
 
+    Files are read through the ``Host`` of ``root`` (a path or a Host): symlinks resolve inside the
+    root, so an image tree's absolute link never makes azprov read the build host's file.
     ``config_file`` (``--config FILE``, a path as the user gave it, not under ``root``) replaces
     ``<root>/etc/azprov/azprov.toml`` and must exist; the default file may be absent.  Drop-ins are
     read from ``<root>/etc/azprov/azprov.toml.d/`` either way.  ``overrides`` maps section -> key ->
     value from the command line; ``None`` values mean "not given" and are skipped.
     """
-    main = config_file if config_file is not None else os.path.join(root, CONFIG_FILE)
+    from azprov.host import Host
+
+    # no such root: nothing to read in it (the command using the root says so)
+    host = root if isinstance(root, Host) else Host(root) if os.path.isdir(root) else None
     layers: List[Tuple[str, Mapping[str, object]]] = []
     sources: List[str] = []
-    if config_file is not None or os.path.lexists(main):
-        layers.append((main, _read_toml(main)))
+    if config_file is not None:  # the user's own file, on this machine
+        main = os.path.abspath(config_file)
+        layers.append((config_file, _read_toml(Host("/"), main, config_file)))
+        sources.append(config_file)
+    elif host is not None and host.lexists("/" + CONFIG_FILE):
+        main = host.path("/" + CONFIG_FILE)
+        layers.append((main, _read_toml(host, "/" + CONFIG_FILE, main)))
         sources.append(main)
-    for path in _dropins(root):
-        layers.append((path, _read_toml(path)))
-        sources.append(path)
+    for path in _dropins(host) if host is not None else []:
+        shown = host.path(path)
+        layers.append((shown, _read_toml(host, path, shown)))
+        sources.append(shown)
     if overrides:
         given = {
             section: (

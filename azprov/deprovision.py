@@ -29,20 +29,13 @@ from azprov import state as state_file
 from azprov import unit
 from azprov.errors import ConfirmationRequired, ExitCode, StepFailed
 from azprov.host import Host
+from azprov.leases import LEASE_FILES
 from azprov.steps import user as user_step
 
 log = logging.getLogger(__name__)
 
 HOST_KEYS = "/etc/ssh/ssh_host_*"
-LEASES = (
-    "/run/systemd/netif/leases/*",
-    "/var/lib/dhcp/dhclient*.leases",
-    "/var/lib/dhclient/dhclient-*.lease",
-    "/var/lib/dhclient/dhclient-*.leases",
-    "/var/lib/NetworkManager/dhclient-*.lease",
-    "/var/lib/NetworkManager/internal-*.lease",
-    "/var/lib/dhcpcd/*.lease",
-)
+LEASES = tuple(pattern for _kind, pattern in LEASE_FILES)
 MACHINE_ID = "/etc/machine-id"
 DBUS_MACHINE_ID = "/var/lib/dbus/machine-id"
 LOCK_WAIT = 5.0
@@ -64,8 +57,7 @@ def _remove_all(host: Host, paths: List[str]) -> Callable[[], None]:
 def present(host: Host, patterns) -> List[str]:
     found = []
     for pattern in patterns:
-        found.extend(p for p in host.glob(pattern)
-                     if _is_link(host, p) or not os.path.isdir(host.path(p)))
+        found.extend(p for p in host.glob(pattern) if _is_link(host, p) or not host.is_dir(p))
     return sorted(set(found))
 
 
@@ -77,7 +69,8 @@ def _empty_machine_id(host: Host) -> None:
 
 
 def _is_link(host: Host, path: str) -> bool:
-    return os.path.islink(host.path(path))
+    parent, name = os.path.split(path)
+    return os.path.islink(os.path.join(host.real_path(parent), name))
 
 
 def user_removal(host: Host, username: str) -> Action:

@@ -18,15 +18,20 @@ raises.
 from __future__ import annotations
 
 import datetime
-import glob
+import errno
 import ipaddress
 import logging
 import os
 import re
-import stat
 import struct
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, Union
+
+from azprov.errors import StepFailed
+from azprov.leases import LEASE_FILES
+
+if TYPE_CHECKING:
+    from azprov.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -288,72 +293,60 @@ def _parse_dhcpcd(data: bytes, now: datetime.datetime) -> Optional[str]:
 
 _Parser = Callable[[bytes, datetime.datetime], Optional[str]]
 
-# (label used in Endpoint.source, glob patterns under root, parser)
-LEASE_KINDS: Tuple[Tuple[str, Tuple[str, ...], _Parser], ...] = (
-    ("systemd-networkd lease", ("run/systemd/netif/leases/*",), _parse_networkd),
-    (
-        "dhclient lease",
-        (
-            "var/lib/dhcp/dhclient*.leases",
-            "var/lib/dhclient/dhclient-*.lease*",
-            "var/lib/NetworkManager/dhclient-*.lease",
-        ),
-        _parse_dhclient,
-    ),
-    ("dhcpcd lease", ("var/lib/dhcpcd/*.lease", "var/lib/dhcpcd5/*.lease"), _parse_dhcpcd),
-)
+# the label used in Endpoint.source and the parser of each kind of lease file in LEASE_FILES
+_KINDS: Dict[str, Tuple[str, _Parser]] = {
+    "networkd": ("systemd-networkd lease", _parse_networkd),
+    "dhclient": ("dhclient lease", _parse_dhclient),
+    "dhcpcd": ("dhcpcd lease", _parse_dhcpcd),
+}
 
 
-def _read_lease(path: str) -> bytes:
-    """The bytes of a regular file of at most LEASE_SIZE_LIMIT bytes; OSError/ValueError if not."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise ValueError("not a regular file")
-        data = handle.read(LEASE_SIZE_LIMIT + 1)
-    if len(data) > LEASE_SIZE_LIMIT:
-        raise ValueError(f"larger than {LEASE_SIZE_LIMIT} bytes")
-    return data
-
-
-def _lease_files(root: str) -> List[Tuple[float, str, str, _Parser]]:
-    """Every lease file under root: (mtime, path, label, parser), newest first."""
+def _lease_files(host: "Host") -> List[Tuple[float, str, str, _Parser]]:
+    """Every lease file in the root: (mtime, in-root path, label, parser), newest first."""
     found = []
     seen = set()
-    base = glob.escape(root)
-    for label, patterns, parser in LEASE_KINDS:
-        for pattern in patterns:
-            for path in glob.glob(os.path.join(base, pattern)):
-                if path in seen:
-                    continue
-                seen.add(path)
-                try:
-                    mtime = os.stat(path).st_mtime
-                except OSError as exc:
-                    log.warning("skipping DHCP lease %s: %s", path, exc.strerror or exc)
-                    continue
-                found.append((mtime, path, label, parser))
+    for kind, pattern in LEASE_FILES:
+        label, parser = _KINDS[kind]
+        for path in host.glob(pattern):
+            if path in seen:
+                continue
+            seen.add(path)
+            try:
+                mtime = os.stat(host.real_path(path)).st_mtime
+            except OSError as exc:
+                log.warning("skipping DHCP lease %s: %s", path, exc.strerror or exc)
+                continue
+            except StepFailed:  # a symlink loop inside the root
+                log.warning("skipping DHCP lease %s: %s", path, os.strerror(errno.ELOOP))
+                continue
+            found.append((mtime, path, label, parser))
     found.sort(key=lambda item: (-item[0], item[1]))
     return found
 
 
 def discover_wireserver(
     explicit: Optional[str] = None,
-    root: str = "/",
+    root: Union[str, "Host"] = "/",
     now: Optional[datetime.datetime] = None,
 ) -> Endpoint:
     """The WireServer endpoint: ``explicit`` if given, else the newest lease's option 245, else
     :data:`DEFAULT_WIRESERVER`.
 
     ``explicit`` is used as given (the configuration layer validates it).  Lease files are looked
-    up under ``root``; the newest file carrying a usable option 245 wins, whatever the client.
+    up in ``root`` (a path or a Host; links resolve inside it, never on the build host); the newest file carrying a usable option 245 wins, whatever the client.
     """
     if explicit:
         return Endpoint(explicit, SOURCE_EXPLICIT)
+    from azprov.host import Host
+
+    if not isinstance(root, Host) and not os.path.isdir(root):
+        return Endpoint(DEFAULT_WIRESERVER, SOURCE_DEFAULT)  # no such root: no leases
+    host = root if isinstance(root, Host) else Host(root)
     when = now or datetime.datetime.now(datetime.timezone.utc)
-    for _mtime, path, label, parser in _lease_files(root):
+    for _mtime, in_root, label, parser in _lease_files(host):
+        path = host.path(in_root)
         try:
-            address = parser(_read_lease(path), when)
+            address = parser(host.read_bytes(in_root, LEASE_SIZE_LIMIT), when)
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             log.warning("skipping DHCP lease %s: %s", path, reason)

@@ -153,13 +153,8 @@ def cloud_init_provisions(host: Host) -> Optional[str]:
     if host.exists(CLOUD_INIT_DISABLED):
         log.info("cloud-init is installed but disabled by %s", CLOUD_INIT_DISABLED)
         return None
-    if host.live:
-        try:
-            with open("/proc/cmdline") as handle:
-                if "cloud-init=disabled" in handle.read().split():
-                    return None
-        except OSError:
-            pass
+    if "cloud-init=disabled" in host.probes.kernel_command_line():
+        return None
     sources = None
     where = "default: every datasource"
     for path in [CLOUD_CFG] + host.glob(f"{CLOUD_CFG_DIR}/*.cfg"):

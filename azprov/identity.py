@@ -13,9 +13,12 @@ import logging
 import os
 import re
 import uuid
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 from azprov.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from azprov.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -68,27 +71,35 @@ def same_vm_id(a: Optional[str], b: Optional[str]) -> bool:
     return first == second or first == gen1_swap(second)
 
 
-def read_dmi_vm_id(root: str = "/") -> Optional[str]:
+def read_dmi_vm_id(root: Union[str, "Host"] = "/") -> Optional[str]:
     """The VM id from ``<root>/sys/class/dmi/id/product_uuid`` in IMDS ``vmId`` form, or None.
 
     Without ``<root>/sys/firmware/efi`` (a Gen1 VM) the value is byte-swapped.  A missing,
-    unreadable (the file is root-only) or invalid file gives None and a log line.
+    unreadable (the file is root-only) or invalid file gives None and a log line.  ``root`` is a
+    path or a Host; links resolve inside it.
     """
-    path = os.path.join(root, PRODUCT_UUID)
+    from azprov.host import Host
+
+    if not isinstance(root, Host) and not os.path.isdir(root):
+        return None  # no such root: no DMI
+    host = root if isinstance(root, Host) else Host(root)
+    path = host.path("/" + PRODUCT_UUID)
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(_READ_LIMIT)
+        raw = host.read_bytes("/" + PRODUCT_UUID, _READ_LIMIT)
     except FileNotFoundError:
         log.debug("no DMI product UUID at %s", path)
         return None
     except OSError as exc:
         log.warning("cannot read the DMI product UUID %s: %s", path, exc.strerror or exc)
         return None
+    except ValueError as exc:  # not a regular file, or too long for a UUID
+        log.warning("ignoring the DMI product UUID in %s: %s", path, exc)
+        return None
     try:
         vm_id = normalize_vm_id(raw.decode("ascii"))
     except (UnicodeDecodeError, ProtocolError) as exc:
         log.warning("ignoring the DMI product UUID in %s: %s", path, exc)
         return None
-    if not os.path.isdir(os.path.join(root, EFI_DIR)):
+    if not host.is_dir("/" + EFI_DIR):
         vm_id = gen1_swap(vm_id)  # Gen1 (BIOS): little-endian fields
     return vm_id

@@ -9,7 +9,7 @@ import pytest
 
 from azprov import errors, guards
 from azprov.host import Host
-from support.fakes import metadata
+from support.fakes import FakeRunner, live_host, metadata
 from support.scratch_root import make_scratch_root
 
 
@@ -83,6 +83,13 @@ def test_cloud_init_disabled_or_without_azure_is_allowed(tmp_path):
     open(host.path("/etc/cloud/cloud.cfg.d/99-local.cfg"), "w").write(
         "datasource_list:\n  - NoCloud  # local\n  - None\nother: 1\n")
     assert guards.cloud_init_provisions(host) is None
+
+
+def test_cloud_init_disabled_on_the_kernel_command_line_of_a_live_host(tmp_path):
+    root = root_with(tmp_path, cloud_init=True).root
+    disabled = live_host(root, FakeRunner(), cmdline=["quiet", "cloud-init=disabled"])
+    assert guards.cloud_init_provisions(disabled) is None
+    assert "cloud-init" in guards.cloud_init_provisions(live_host(root, FakeRunner(), cmdline=["quiet"]))
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from azprov.errors import StepFailed
-from azprov.errors import CommandFailed, UnsafePath
+from azprov.errors import CommandFailed, StepFailed, UnsafePath
 from azprov.host import CommandResult, Host, split_path
+from azprov.host.probes import NOT_LIVE, LiveProbes
 from support.cli import requires_root
 from support.fakes import FakeRunner
 
@@ -243,3 +243,21 @@ def test_a_read_only_or_full_file_system_is_a_step_failure_with_the_reason(tmp_p
 def test_a_missing_parent_is_a_step_failure(host):
     with pytest.raises(StepFailed, match="/nowhere does not exist"):
         host.write_file("/nowhere/file", b"x")
+
+
+def test_an_image_tree_gets_the_not_live_probes(host):
+    assert host.probes is NOT_LIVE and not host.live
+    assert host.probes.kernel_hostname() is None and host.probes.kernel_command_line() == []
+    assert not host.systemd_running() and host.running_processes("init") == []
+    assert host.probes.default_interface() is None and not host.probes.networkd_running()
+
+
+def test_the_live_probes_read_this_running_system():
+    probes = Host("/").probes
+    assert isinstance(probes, LiveProbes) and Host("/").live
+    with open("/proc/self/comm") as handle:
+        me = handle.read().strip()
+    assert os.getpid() in [pid for pid, _argv in probes.processes(me)]
+    assert probes.kernel_hostname() == os.uname().nodename
+    with open("/proc/cmdline") as handle:
+        assert probes.kernel_command_line() == handle.read().split()

@@ -12,8 +12,9 @@ from hypothesis import example, given, strategies as st
 from azprov import errors
 from azprov.errors import InvalidMetadata
 from azprov.host import Host
+from azprov.host.probes import default_route_interface
 from azprov.steps import dhcp, hostname
-from support.fakes import FakeRunner, metadata
+from support.fakes import FakeRunner, live_host, metadata
 from support.strategies import ANY_TEXT, fuzz
 
 
@@ -97,33 +98,31 @@ def test_default_interface_from_the_route_table():
     table = ("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
              "eth0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
              "eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n")
-    assert dhcp.default_interface(table) == "eth0"
-    assert dhcp.default_interface(table.splitlines()[0]) is None
+    assert default_route_interface(table) == "eth0"
+    assert default_route_interface(table.splitlines()[0]) is None
 
 
-class LiveLike(Host):
-    """A host that claims to be live with the given processes (commands still faked)."""
+def test_renew_commands_for_each_dhcp_client(tmp_path):
+    def live(**probes):
+        return live_host(str(tmp_path), FakeRunner(), **probes)
 
-    def __init__(self, root, processes):
-        super().__init__(root, runner=FakeRunner())
-        self.processes = processes
-
-    def running_processes(self, name):
-        return self.processes.get(name, [])
-
-
-def test_renew_commands_for_each_dhcp_client(tmp_path, monkeypatch):
-    networkd = LiveLike(str(tmp_path), {"systemd-networkd": [(10, ["/lib/systemd/systemd-networkd"])]})
-    real_isdir = dhcp.os.path.isdir
-    monkeypatch.setattr(dhcp.os.path, "isdir", lambda p: p == "/run/systemd/netif" or real_isdir(p))
+    networkd = live(networkd=True, processes={"systemd-networkd": [(10, ["/lib/systemd/systemd-networkd"])]})
     assert dhcp.renew_commands(networkd, "eth0") == [["networkctl", "renew", "eth0"]]
-    nm = LiveLike(str(tmp_path), {"NetworkManager": [(11, ["NetworkManager"])]})
+    nm = live(processes={"NetworkManager": [(11, ["NetworkManager"])]})
     assert dhcp.renew_commands(nm, "eth0") == [["nmcli", "device", "reapply", "eth0"]]
     argv = ["/sbin/dhclient", "-4", "-v", "-pf", "/run/dhclient.eth0.pid", "eth0"]
-    dhclient = LiveLike(str(tmp_path), {"dhclient": [(12, argv)]})
+    dhclient = live(processes={"dhclient": [(12, argv)]})
     assert dhcp.renew_commands(dhclient, "eth0") == [
         ["/sbin/dhclient", "-r", "-4", "-v", "-pf", "/run/dhclient.eth0.pid", "eth0"], argv]
-    assert dhcp.renew_commands(LiveLike(str(tmp_path), {}), "eth0") == []
+    assert dhcp.renew_commands(live(), "eth0") == []
+
+
+def test_a_live_host_renews_on_its_default_interface(scratch_root):
+    runner = FakeRunner()
+    host = live_host(scratch_root, runner, networkd=True, interface="eth1")
+    assert dhcp.publish_hostname(host) is True
+    assert runner.calls == [["networkctl", "renew", "eth1"]]
+    assert dhcp.publish_hostname(live_host(scratch_root, FakeRunner(), interface=None)) is False
 
 
 def test_publishing_is_skipped_for_an_image_tree(host):
@@ -134,8 +133,6 @@ def test_publishing_is_skipped_for_an_image_tree(host):
 def test_with_systemd_running_and_no_hostnamed_the_name_is_set_without_d_bus(scratch_root, config):
     """Early in the first boot hostnamed is not running: /etc/hostname and the kernel's name are
     set directly (what hostnamectl would have made hostnamed do), with no D-Bus activation."""
-    from support.fakes import live_host
-
     runner = FakeRunner()
     host = live_host(scratch_root, runner)
     assert hostname.apply(host, metadata(computer_name="vm9"), config.provisioning) is True
@@ -146,8 +143,6 @@ def test_with_systemd_running_and_no_hostnamed_the_name_is_set_without_d_bus(scr
 
 
 def test_with_hostnamed_running_hostnamectl_sets_the_name(scratch_root, config):
-    from support.fakes import live_host
-
     runner = FakeRunner()
     host = live_host(scratch_root, runner, processes={"systemd-hostnam": [(42, ["/lib/systemd/systemd-hostnamed"])]})
     settings = config.provisioning
@@ -242,8 +237,6 @@ def test_hostname_validator_never_rewrites_non_ascii(computer_name):
 
 def test_a_pretty_hostname_is_left_to_hostnamectl(scratch_root, config):
     """hostnamectl set-hostname also replaces a pretty host name: then only it is equivalent."""
-    from support.fakes import live_host
-
     runner = FakeRunner()
     host = live_host(scratch_root, runner)
     host.write_file("/etc/machine-info", b'PRETTY_HOSTNAME="Build VM"\n')
@@ -252,8 +245,6 @@ def test_a_pretty_hostname_is_left_to_hostnamectl(scratch_root, config):
 
 
 def test_without_systemd_a_live_host_gets_the_file_and_the_kernel_name(scratch_root, config):
-    from support.fakes import live_host
-
     runner = FakeRunner()
     host = live_host(scratch_root, runner, systemd=False)
     assert hostname.apply(host, metadata(computer_name="vm9"), config.provisioning) is True

@@ -10,8 +10,8 @@
   fsync of the directory; no write at all when content, owner and mode are already right.
 - The root's user database (:mod:`azprov.host.accounts`; ``pwd`` would read the build host's),
   commands (:mod:`azprov.host.runner`: argv lists only, a clean environment, timeouts, output
-  logged on failure; injectable runner), and what is running (systemd, SELinux, processes: only
-  when the root is ``/``).
+  logged on failure; injectable runner), and what is running (:mod:`azprov.host.probes`: systemd,
+  SELinux, processes, the kernel; an image tree gets the "not live" null object).
 
 Callers import everything from ``azprov.host``; the submodules are its parts, not separate seams.
 """
@@ -29,6 +29,7 @@ from azprov.host import accounts, homes
 from azprov.host import runner as _runner
 from azprov.host.accounts import GroupEntry, PasswdEntry
 from azprov.host.homes import NO_UID, check_dir, inside
+from azprov.host.probes import NOT_LIVE, LiveProbes, NoProbes
 from azprov.host.runner import COMMAND_PATH, CommandFailed, CommandResult, Runner, run_subprocess
 from azprov.host.walk import READ_LIMIT, Dir, UnsafePath, owner, split_path
 
@@ -41,16 +42,18 @@ __all__ = [
 class Host:
     """The machine (root ``/``) or an image tree (any other root) that provisioning changes."""
 
-    def __init__(self, root: str = "/", *, runner: Optional[Runner] = None) -> None:
+    def __init__(self, root: str = "/", *, runner: Optional[Runner] = None,
+                 probes: Optional[NoProbes] = None) -> None:
         self.root = os.path.realpath(root)
         if not os.path.isdir(self.root):
             raise StepFailed(f"root {root} is not a directory", root=root)
         self.runner = runner or run_subprocess
+        self.probes = probes if probes is not None else LiveProbes() if self.root == "/" else NOT_LIVE
 
     @property
     def live(self) -> bool:
         """True when the root is this running system (commands may touch running services)."""
-        return self.root == "/"
+        return self.probes.live
 
     def path(self, path: str) -> str:
         """The path on this machine of the in-root absolute ``path`` (no symlink resolution)."""
@@ -136,7 +139,9 @@ class Host:
             current.close()
 
     def lexists(self, path: str) -> bool:
-        return os.path.lexists(self.path(path))
+        """Whether ``path`` itself (a dangling link too) is there; its parents resolve in the root."""
+        parent, name = os.path.split(path.rstrip("/") or "/")
+        return os.path.lexists(os.path.join(self.real_path(parent), name))
 
     # ------------------------------------------------------------ files of one account (sshd's way)
 
@@ -197,15 +202,34 @@ class Host:
             pending = [p for p in target.split("/") if p not in ("", ".")] + pending
         return "/" + "/".join(done)
 
+    def real_path(self, path: str) -> str:
+        """Where ``path`` is on this machine, symlinks resolved inside the root: what a read that
+        must not leave an image tree opens (with ``O_NOFOLLOW``, against a late swap)."""
+        return self.path(self.resolve(path))
+
     def exists(self, path: str) -> bool:
-        return os.path.exists(self.path(self.resolve(path)))
+        return os.path.exists(self.real_path(path))
 
     def is_dir(self, path: str) -> bool:
-        return os.path.isdir(self.path(self.resolve(path)))
+        return os.path.isdir(self.real_path(path))
+
+    def read_bytes(self, path: str, limit: int = READ_LIMIT) -> bytes:
+        """The regular file at ``path``, symlinks resolved inside the root (an absolute link never
+        leaves it), at most ``limit`` bytes: for files a caller must not trust.  OSError if it
+        cannot be opened (FileNotFoundError: absent), ValueError if it is not a regular file or
+        is larger than ``limit``.  Never blocks on a FIFO."""
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(self.real_path(path), flags), "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ValueError("not a regular file")
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise ValueError(f"larger than {limit} bytes")
+        return data
 
     def read_text(self, path: str, limit: int = READ_LIMIT) -> Optional[str]:
         """A configuration file as text (symlinks resolved inside the root); None if absent."""
-        real = self.path(self.resolve(path))
+        real = self.real_path(path)
         try:
             with open(real, "rb") as handle:
                 if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
@@ -225,14 +249,14 @@ class Host:
             for base in matches:
                 if any(ch in part for ch in "*?["):
                     try:
-                        names = os.listdir(self.path(self.resolve(base)))
+                        names = os.listdir(self.real_path(base))
                     except OSError:
                         continue
                     found.extend(os.path.join(base, n) for n in sorted(fnmatch.filter(names, part))
                                  if not n.startswith(".") or part.startswith("."))
                 else:
                     candidate = os.path.join(base, part)
-                    if os.path.lexists(self.path(self.resolve(candidate))):
+                    if os.path.lexists(self.real_path(candidate)):
                         found.append(candidate)
             matches = found
         return sorted(matches)
@@ -282,7 +306,7 @@ class Host:
     # ---------------------------------------------------------------- the running system (live)
 
     def systemd_running(self) -> bool:
-        return self.live and os.path.isdir("/run/systemd/system")
+        return self.probes.systemd_running()
 
     def set_kernel_hostname(self, name: str) -> bool:
         """Set the running kernel's host name (``sethostname(2)``, what ``hostname NAME`` does;
@@ -291,7 +315,7 @@ class Host:
             return False
         import socket
 
-        if socket.gethostname() == name:
+        if self.probes.kernel_hostname() == name:
             return False
         try:
             socket.sethostname(name)
@@ -301,23 +325,8 @@ class Host:
         return True
 
     def selinux_enabled(self) -> bool:
-        return self.live and os.path.exists("/sys/fs/selinux/enforce")
+        return self.probes.selinux_enabled()
 
     def running_processes(self, name: str) -> List[Tuple[int, List[str]]]:
         """``(pid, argv)`` of the live processes whose command name is ``name``."""
-        if not self.live:
-            return []
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/comm") as handle:
-                    if handle.read().strip() != name:
-                        continue
-                with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    argv = [a.decode(errors="replace") for a in handle.read().split(b"\0") if a]
-            except OSError:
-                continue
-            found.append((int(entry), argv))
-        return found
+        return self.probes.processes(name)

@@ -11,8 +11,7 @@ Publishing is best effort: a failure is logged, never fatal (the VM works; only 
 from __future__ import annotations
 
 import logging
-import os
-from typing import List, Optional
+from typing import List
 
 from azprov.errors import CommandFailed
 from azprov.host import Host
@@ -20,26 +19,9 @@ from azprov.host import Host
 log = logging.getLogger(__name__)
 
 
-def default_interface(route_table: str) -> Optional[str]:
-    """The interface of the IPv4 default route in ``/proc/net/route`` text, or None."""
-    for line in route_table.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 8 and fields[1] == "00000000" and fields[7] == "00000000":
-            return fields[0]
-    return None
-
-
-def _interface(host: Host) -> Optional[str]:
-    try:
-        with open("/proc/net/route") as handle:
-            return default_interface(handle.read())
-    except OSError:
-        return None
-
-
 def renew_commands(host: Host, interface: str) -> List[List[str]]:
     """The commands that make the running DHCP client renew on ``interface`` (empty: none runs)."""
-    if host.running_processes("systemd-networkd") and os.path.isdir("/run/systemd/netif"):
+    if host.probes.networkd_running():
         return [["networkctl", "renew", interface]]
     if host.running_processes("NetworkManager"):
         return [["nmcli", "device", "reapply", interface]]
@@ -55,7 +37,7 @@ def publish_hostname(host: Host) -> bool:
     if not host.live:
         log.debug("image tree: its DHCP client will send the host name at first boot")
         return False
-    interface = _interface(host)
+    interface = host.probes.default_interface()
     if interface is None:
         log.info("no IPv4 default route: host name not republished to Azure DNS")
         return False

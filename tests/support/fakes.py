@@ -3,11 +3,12 @@ runner, an in-memory fabric, and a Host that behaves as the running system."""
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from azprov.errors import FabricUnreachable
 from azprov.goalstate import GoalState
-from azprov.host import CommandResult
+from azprov.host import CommandResult, Host
+from azprov.host.probes import NoProbes
 from azprov.imds import Metadata, OsProfile, PublicKey
 
 ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDSi/X+2K9K0naVa3RLHjpeUGQvbDYDviCgQOvvubHr7 "
@@ -116,32 +117,48 @@ class FakeFabric:
     def prepare(self) -> None:
         """Nothing to import or open in memory (``clients.Fabric.prepare``)."""
 
+class FakeProbes(NoProbes):
+    """A running system as a test describes it: which processes run, the kernel's host name..."""
 
-def live_host(root: str, runner: "FakeRunner", *, systemd: bool = True, processes=None):
-    """A Host that behaves as the running system with systemd as PID 1 (``/``), while its files
-    stay under ``root`` and every command goes to ``runner``: for checking live-host commands.
-    ``processes`` maps a command name to its ``running_processes`` answer (default: none run).
-    Setting the kernel's host name is recorded in ``runner.calls`` as ``["sethostname", NAME]``
-    instead of being done."""
-    from azprov.host import Host
+    def __init__(self, *, live: bool = True, systemd: bool = True, networkd: bool = False,
+                 processes: Optional[Dict[str, list]] = None, kernel_hostname: Optional[str] = None,
+                 cmdline: Sequence[str] = (), interface: Optional[str] = "eth0") -> None:
+        self.live = live
+        self._systemd = systemd
+        self._networkd = networkd
+        self._processes = processes or {}
+        self._hostname = kernel_hostname
+        self._cmdline = list(cmdline)
+        self._interface = interface
+
+    def kernel_hostname(self) -> Optional[str]:
+        return self._hostname
+
+    def kernel_command_line(self) -> List[str]:
+        return list(self._cmdline)
+
+    def systemd_running(self) -> bool:
+        return self._systemd
+
+    def networkd_running(self) -> bool:
+        return self._networkd
+
+    def processes(self, name: str) -> list:
+        return list(self._processes.get(name, []))
+
+    def default_interface(self) -> Optional[str]:
+        return self._interface
+
+
+def live_host(root: str, runner: "FakeRunner", **probes) -> Host:
+    """A Host that behaves as the running system (systemd as PID 1 unless ``systemd=False``),
+    while its files stay under ``root`` and every command goes to ``runner``: for checking
+    live-host commands.  ``probes`` are :class:`FakeProbes` arguments.  Setting the kernel's host
+    name is recorded in ``runner.calls`` as ``["sethostname", NAME]`` instead of being done."""
 
     class LiveHost(Host):
-        live = True
-
-        def systemd_running(self) -> bool:
-            return systemd
-
-        def selinux_enabled(self) -> bool:
-            return False
-
-        def running_processes(self, name):
-            return (processes or {}).get(name, [])
-
         def set_kernel_hostname(self, name: str) -> bool:
             runner.calls.append(["sethostname", name])
             return True
 
-        def root_option(self, flag: str = "--root"):
-            return []
-
-    return LiveHost(root, runner=runner)
+    return LiveHost(root, runner=runner, probes=FakeProbes(**probes))
