@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from azprov.http import HttpClient, RetryPolicy, normalize_base_url
+from azprov.address import parse_address
+from azprov.http import HttpClient, RetryPolicy
 from azprov.wireserver import WireServerClient
 
 
@@ -60,14 +61,14 @@ def connect(config, *, root: str = "/", http: Optional[HttpClient] = None) -> Fa
         endpoint = discover_wireserver(None, root=root)
         address, source = endpoint.address, endpoint.source
     wireserver = WireServerClient(
-        normalize_base_url(address), http, policy(config, config.wireserver.deadline),
+        parse_address(address).url(), http, policy(config, config.wireserver.deadline),
         protocol=config.health.protocol,
     )
 
     def imds():
         from azprov.imds import ImdsClient
 
-        return ImdsClient(normalize_base_url(config.imds.address), http,
+        return ImdsClient(parse_address(config.imds.address).url(), http,
                           policy(config, config.imds.deadline, retry_not_found=True))
 
     return Fabric(wireserver, imds, source, http)

@@ -15,11 +15,11 @@ import dataclasses
 import json
 import math
 import os
-import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from azprov.address import parse_address
 from azprov.errors import ConfigError
 
 if typing.TYPE_CHECKING:
@@ -30,26 +30,12 @@ DROPIN_DIR = "etc/azprov/azprov.toml.d"
 CONFIG_SIZE_LIMIT = 256 * 1024  # bytes per configuration file
 OVERRIDES_SOURCE = "command line"
 
-# host name, IPv4 address or [IPv6 address], optionally :port (after an optional http://)
-_HOST_PORT = re.compile(
-    r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)"
-    r"(?::(?P<port>[0-9]{1,5}))?$"
-)
-_ADDRESS_FORMS = "expected HOST, HOST:PORT or http://HOST[:PORT]"
-
-
 def _check_address(value: str) -> Optional[str]:
-    """None if ``value`` is an address azprov.http accepts, else what is wrong with it."""
-    text = value
-    if "://" in text:
-        scheme, _, text = text.partition("://")
-        if scheme.lower() != "http":
-            return f"{_ADDRESS_FORMS} (the fabric speaks plain http only), got {_describe(value)}"
-        if text.endswith("/"):
-            text = text[:-1]
-    match = _HOST_PORT.match(text)
-    if match is None or (match.group("port") and not 0 < int(match.group("port")) < 65536):
-        return f"{_ADDRESS_FORMS}, got {_describe(value)}"
+    """None if ``value`` is an address (:func:`azprov.address.parse_address`), else what is wrong."""
+    try:
+        parse_address(value)
+    except ConfigError as exc:
+        return str(exc)
     return None
 
 

@@ -26,7 +26,7 @@ from typing import Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
 from azprov import USER_AGENT
-from azprov.errors import ConfigError, FabricUnreachable, HttpStatusError, ProtocolError
+from azprov.errors import FabricUnreachable, HttpStatusError, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -104,23 +104,6 @@ class _RetryableFailure(Exception):
     def __init__(self, description: str, retry_after: Optional[float] = None) -> None:
         super().__init__(description)
         self.retry_after = retry_after
-
-
-def normalize_base_url(address: str, default_port: int = 80) -> str:
-    """``host``, ``host:port``, ``[v6]:port`` or ``http://host[:port]`` → ``http://host:port``."""
-    text = address.strip()
-    candidate = text if "://" in text else f"http://{text}"
-    try:
-        parts = urlsplit(candidate)
-        port = parts.port or default_port
-    except ValueError:
-        raise ConfigError(f"invalid address {address!r}: the port is not a number") from None
-    if parts.scheme != "http":
-        raise ConfigError(f"invalid address {address!r}: only plain http:// is spoken by the fabric")
-    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.username:
-        raise ConfigError(f"invalid address {address!r}: expected HOST, HOST:PORT or http://HOST[:PORT]")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"http://{host}:{port}"
 
 
 def _retry_after(value: Optional[str], now: Callable[[], float] = time.time) -> Optional[float]:

@@ -29,7 +29,7 @@ from azprov.config import (
     render_toml,
 )
 from azprov.errors import ConfigError, ExitCode
-from support.strategies import ANY_TEXT, characters, fuzz, mutated, utf8
+from support.strategies import ANY_TEXT, addresses, characters, fuzz, mutated, utf8
 
 SHIPPED = Path(__file__).parent.parent / "packaging" / "azprov.toml"
 
@@ -159,7 +159,7 @@ def test_section_that_is_not_a_table(tmp_path):
         ('[provisioning]\nadmin_groups = ["sudo", 3]\n', "[provisioning] admin_groups: item 2: expected a string, got integer 3"),
         ('[provisioning]\nadmin_groups = ["sudo", ["wheel"]]\n', "[provisioning] admin_groups: item 2: expected a string, got array"),
         ('[provisioning]\nadmin_groups = ["my group"]\n', '[provisioning] admin_groups: invalid group name "my group" (empty, or has a space, \':\' or \',\')'),
-        ("[imds]\naddress = \"https://x\"\n", '[imds] address: expected HOST, HOST:PORT or http://HOST[:PORT] (the fabric speaks plain http only), got string "https://x"'),
+        ("[imds]\naddress = \"https://x\"\n", '[imds] address: expected HOST, HOST:PORT or http://HOST[:PORT] (the fabric speaks plain http only), got "https://x"'),
         ("[wireserver]\ndeadline = 1979-05-27\n", "[wireserver] deadline: expected a number, got date"),
         ("[http.read_timeout]\nx = 1\n", "[http] read_timeout: expected a number, got table"),
         ("[wireserver]\n[wireserver.sub]\nx = 1\n", "[wireserver] sub: unknown key (keys of [wireserver]: address, deadline)"),
@@ -377,26 +377,6 @@ def order_for_toml(draw, sections: Dict[str, Dict[str, object]]) -> str:
         text += "".join(f"{toml_key(k)} = {toml_value(v, draw)}\n" for k, v in values.items())
         if draw(st.booleans()):
             text += draw(st.sampled_from(["# comment\n", "   # indented \t\n", "\n"]))
-    return text
-
-
-HOST_PORT_HOSTS = st.one_of(
-    st.ip_addresses(v=4).map(str),
-    st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,30}[A-Za-z0-9])?", fullmatch=True),
-    st.ip_addresses(v=6).map(lambda a: f"[{a}]"),
-    st.sampled_from(["localhost", "168.63.129.16", "169.254.169.254", "[::1]", "wireserver.local"]),
-)
-
-
-@st.composite
-def addresses(draw) -> str:
-    host = draw(HOST_PORT_HOSTS)
-    port = draw(st.one_of(st.none(), st.integers(1, 65535)))
-    text = host if port is None else f"{host}:{str(port).zfill(draw(st.integers(0, 5)))}"
-    if draw(st.booleans()):
-        text = draw(st.sampled_from(["http://", "HTTP://", "Http://"])) + text
-        if draw(st.booleans()):
-            text += "/"
     return text
 
 

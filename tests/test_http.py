@@ -4,8 +4,8 @@ import pytest
 import requests
 import responses
 
-from azprov.errors import ConfigError, FabricUnreachable, HttpStatusError, ProtocolError
-from azprov.http import RETRY_AFTER_MAX, Outcome, RetryPolicy, _retry_after, classify, normalize_base_url
+from azprov.errors import FabricUnreachable, HttpStatusError, ProtocolError
+from azprov.http import RETRY_AFTER_MAX, Outcome, RetryPolicy, _retry_after, classify
 from support.fakes import fake_http
 
 URL = "http://wire.test/machine/?comp=goalstate"
@@ -34,25 +34,6 @@ def test_backoff_is_capped_exponential_and_jittered():
     fixed = RetryPolicy(deadline=1, jitter=False)
     assert fixed.backoff(2, lambda: 0.0) == 1.0
     assert policy.backoff(10_000, lambda: 1.0) == 3.0  # no overflow
-
-
-@pytest.mark.parametrize(
-    "address, url",
-    [
-        ("168.63.129.16", "http://168.63.129.16:80"),
-        ("127.0.0.1:8080", "http://127.0.0.1:8080"),
-        ("http://localhost:9/", "http://localhost:9"),
-        ("[::1]:81", "http://[::1]:81"),
-    ],
-)
-def test_addresses_are_normalized(address, url):
-    assert normalize_base_url(address) == url
-
-
-@pytest.mark.parametrize("address", ["https://x", "http://x/path", "x:port", "http://u@x", ""])
-def test_bad_addresses_are_config_errors(address):
-    with pytest.raises(ConfigError, match="invalid address"):
-        normalize_base_url(address)
 
 
 def test_retry_after_forms():

@@ -11,36 +11,19 @@ import sys
 import threading
 from typing import Tuple
 
+from azprov.address import parse_address
 from azprov.errors import ConfigError
 
 
 def parse_listen(text: str, option: str = "address") -> Tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT`` (``http://`` accepted and ignored) → ``(host, port)``."""
-    value = (text or "").strip()
-    if value.lower().startswith("http://"):
-        value = value[len("http://"):].rstrip("/")
-    if value.startswith("["):
-        host, closed, rest = value[1:].partition("]")
-        if not closed or not rest.startswith(":"):
-            raise ConfigError(f"{option} {text!r}: expected [IPV6]:PORT")
-        port_text = rest[1:]
-        import ipaddress
-
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ConfigError(f"{option} {text!r}: {host!r} is not an IPv6 address") from None
-    else:
-        if value.count(":") > 1:
-            raise ConfigError(f"{option} {text!r}: put an IPv6 address in brackets, e.g. [::1]:8080")
-        host, colon, port_text = value.partition(":")
-        if not colon:
-            raise ConfigError(f"{option} {text!r}: expected HOST:PORT")
-    if not host or any(c.isspace() or c in "/?#@" for c in host):
-        raise ConfigError(f"{option} {text!r}: no usable host")
-    if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigError(f"{option} {text!r}: the port must be a number from 0 to 65535")
-    return host, int(port_text)
+    """``HOST:PORT`` or ``[V6]:PORT`` (``http://`` accepted and ignored) → ``(host, port)``;
+    port 0 means any free port."""
+    try:
+        address = parse_address(text, listen=True)
+    except ConfigError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
+    assert address.port is not None  # required by listen=True
+    return address.host, address.port
 
 
 def command(args, config) -> int:

@@ -350,3 +350,25 @@ def without_declaration(body: bytes) -> bytes:
 
 
 KEY_TYPES = ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "sk-ssh-ed25519@openssh.com"]
+
+
+# --- fabric addresses (azprov.address; the configuration's [wireserver]/[imds] address) ----------
+
+HOST_PORT_HOSTS = st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,30}[A-Za-z0-9])?", fullmatch=True),
+    st.ip_addresses(v=6).map(lambda a: f"[{a}]"),
+    st.sampled_from(["localhost", "168.63.129.16", "169.254.169.254", "[::1]", "wireserver.local"]),
+)
+
+
+@st.composite
+def addresses(draw) -> str:
+    host = draw(HOST_PORT_HOSTS)
+    port = draw(st.one_of(st.none(), st.integers(1, 65535)))
+    text = host if port is None else f"{host}:{str(port).zfill(draw(st.integers(0, 5)))}"
+    if draw(st.booleans()):
+        text = draw(st.sampled_from(["http://", "HTTP://", "Http://"])) + text
+        if draw(st.booleans()):
+            text += "/"
+    return text
