@@ -140,14 +140,18 @@ class Emulator:
         return [r for r in self.records() if r.get("endpoint") == "health" and "report" in r]
 
 
-def boot_with_fabric(tree: Path, scenario: dict, workdir: Path, label: str, nspawn_args=()):
+def boot_with_fabric(tree: Path, scenario: dict, workdir: Path, label: str, nspawn_args=(),
+                     timeout: Optional[float] = None):
     """Boot ``tree`` once (:func:`tests.boot.nspawn.boot`) in a fresh namespace with the emulator
     serving ``scenario``; returns the boot and every request the emulator saw during it.
-    ``nspawn_args``: more systemd-nspawn options for this boot."""
+    ``nspawn_args``: more systemd-nspawn options for this boot; ``timeout``: its hard limit
+    (default ``AZPROV_BOOT_TIMEOUT``)."""
     from tests.boot import nspawn
 
+    limit = {} if timeout is None else {"timeout": timeout}
     with NetNs() as ns:
         with Emulator(ns, scenario, workdir, label) as fabric:
-            booted = nspawn.boot(tree, ns.name, workdir=workdir, label=label, extra_args=nspawn_args)
+            booted = nspawn.boot(tree, ns.name, workdir=workdir, label=label, extra_args=nspawn_args,
+                                 **limit)
             fabric.stop()  # every request is in the log once it has stopped
             return booted, fabric.records()

@@ -303,6 +303,19 @@ def set_waagent_conf(tree: Path, settings: Dict[str, str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def add_recorder(tree: Path) -> None:
+    """Install and enable the test-only recorder unit (``tests/boot/units/``): ordered after
+    azprov, sshd and multi-user.target, it records the boot and powers the container off."""
+    shutil.copy2(UNITS / RECORDER_UNIT, tree / "etc/systemd/system" / RECORDER_UNIT)
+    os.chmod(tree / "etc/systemd/system" / RECORDER_UNIT, 0o644)
+    shutil.copy2(UNITS / "azprov-boottest-record", tree / "usr/local/sbin/azprov-boottest-record")
+    os.chmod(tree / "usr/local/sbin/azprov-boottest-record", 0o755)
+    link = enable_link(tree, RECORDER_UNIT)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(f"/etc/systemd/system/{RECORDER_UNIT}", link)
+    (tree / RECORDER_DIR).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 def make_image(workspace: Workspace, base: Path, deb: Path, name: str = "image",
                waagent: Optional[Dict[str, str]] = None) -> List[Path]:
     """Make the bootable image on top of ``base``: install ``deb``, the recorder unit, generalize.
@@ -323,15 +336,7 @@ def make_image(workspace: Workspace, base: Path, deb: Path, name: str = "image",
         if install.returncode != 0:
             raise HarnessError(f"dpkg -i {deb.name} in the image failed:\n{install.stdout[-4000:]}\n{install.stderr[-4000:]}")
 
-        # The test-only recorder: ordered after azprov, sshd and multi-user.target; powers off.
-        shutil.copy2(UNITS / RECORDER_UNIT, dest / "etc/systemd/system" / RECORDER_UNIT)
-        os.chmod(dest / "etc/systemd/system" / RECORDER_UNIT, 0o644)
-        shutil.copy2(UNITS / "azprov-boottest-record", dest / "usr/local/sbin/azprov-boottest-record")
-        os.chmod(dest / "usr/local/sbin/azprov-boottest-record", 0o755)
-        link = enable_link(dest, RECORDER_UNIT)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(f"/etc/systemd/system/{RECORDER_UNIT}", link)
-        (dest / RECORDER_DIR).mkdir(mode=0o700, parents=True, exist_ok=True)
+        add_recorder(dest)
 
         if waagent is not None:  # WALinuxAgent kept next to azprov: its configuration
             set_waagent_conf(dest, waagent)
