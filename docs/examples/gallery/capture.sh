@@ -57,7 +57,7 @@ azprov check
 sync
 REMOTE
 else
-    log "SSH_TARGET is empty: assuming 'azprov deprovision --force' already ran in $BUILD_VM"
+    log "SSH_TARGET is empty: assuming 'azprov deprovision --force --user' and 'azprov check' already ran in $BUILD_VM"
 fi
 
 # 2. Generalize the Azure resource.  A generalized VM can never be started again.

@@ -15,8 +15,8 @@
 #      MAC-independent DHCP configuration, so that VMs created from the image get a network,
 #   3. removes the agents azprov replaces (WALinuxAgent, cloud-init) and their state.
 #
-# It does NOT generalize the VM: run "azprov deprovision --force" and then "azprov check" as the
-# very last build steps.
+# It does NOT generalize the VM: run "azprov deprovision --force --user" and then "azprov check"
+# as the very last build steps (see docs/images/README.md).
 set -euo pipefail
 
 # ---- settings ---------------------------------------------------------------------------
@@ -230,4 +230,4 @@ else
 fi
 rm -rf -- "${AGENT_LEFTOVERS[@]}"
 
-log "done; run 'azprov deprovision --force' and then 'azprov check' as the last steps before capture"
+log "done; run 'azprov deprovision --force --user' and then 'azprov check' as the last steps before capture"
