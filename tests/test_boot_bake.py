@@ -6,9 +6,10 @@ docs/images/ tells a user to build an image this way: in a build VM, run the ins
 runs them over SSH as the login user with sudo, the Packer and Image Builder examples the same
 commands), then capture the disk.  This module does exactly that, with real boots:
 
-1. **The build VM** is the boot tests' Debian 12 base tree with Debian's ``waagent`` (as a
-   marketplace image has the Azure agent; its unit is limited to Hyper-V, so it stays inactive
-   under nspawn) and without azprov.  The container has no internet: ``apt-get update`` in the
+1. **The build VM** is the boot tests' Debian 12 base tree with Debian's ``waagent`` and
+   ``cloud-init`` (as Debian's marketplace images have them) and without azprov.  Under nspawn
+   neither acts: waagent's unit is limited to Hyper-V, and cloud-init's generator finds no data
+   source and leaves it disabled, so the script's wait for cloud-init returns at once.  The container has no internet: ``apt-get update`` in the
    install script fails to resolve the mirror, which apt reports as warnings (exit 0), and the
    ``.deb``'s dependencies (python3-requests, python3-defusedxml, python3-systemd,
    openssh-client, passwd; Recommends openssh-server, sudo) are already in the base tree's
@@ -16,7 +17,7 @@ commands), then capture the disk.  This module does exactly that, with real boot
    from the mirror.  That is the only difference from a real build.
 2. **Install** (boot 1): the tree boots and, from a test-only unit after everything started,
    runs the install script as Packer's shell provisioner would (the package uploaded to
-   ``/tmp/azprov.deb``, its default).  It installs azprov and purges waagent.
+   ``/tmp/azprov.deb``, its default).  It installs azprov and purges waagent and cloud-init.
 3. **A dirty build VM** (boot 2): the build VM boots as a VM that azprov provisions against the
    emulator (as when the build VM is created from an earlier azprov image), so it has an admin
    user with keys and a sudoers drop-in, SSH host keys, a machine id, azprov's state and a DHCP
@@ -129,9 +130,9 @@ def deb(workspace) -> Path:
 
 @pytest.fixture(scope="module")
 def build_vm(workspace, deb):
-    """The build VM's disk: a Debian 12 tree with waagent and no azprov, the test-only recorder,
+    """The build VM's disk: a Debian 12 tree with waagent and cloud-init and no azprov, the test-only recorder,
     a persistent journal, and the two files a build uploads (the .deb and the install script)."""
-    base = images.base_tree(images.WAAGENT_PACKAGES)
+    base = images.base_tree(images.BUILD_VM_PACKAGES)
     overlay = workspace.overlay([base], "build-vm")
     tree = overlay.root
     assert not (tree / "usr/bin/azprov").exists() and "azprov" not in dpkg_installed(tree)
@@ -229,19 +230,22 @@ def new_vm(image_layers, workspace, new_vm_scenario, keys, workdir):
 
 # --- the stages ----------------------------------------------------------------------------------
 
-def test_install_script_installs_azprov_and_purges_waagent_in_the_build_vm(installed, build_vm):
+def test_install_script_installs_azprov_and_purges_the_agents_in_the_build_vm(installed, build_vm):
     booted, records = installed
     step = booted.record["step"]
     output = step["out"] + step["err"]
     assert marked(output, "install") == 0, output[-6000:]
     log = section(output, "install")
-    assert "install-azprov: purging waagent" in log, log
+    assert "install-azprov: waiting for cloud-init to finish" in log, log
+    assert "install-azprov: purging waagent" in log and "install-azprov: purging cloud-init" in log, log
     assert "install-azprov: done" in log, log
     tree = build_vm.root
     packages = dpkg_installed(tree)
     assert packages.get("azprov") == "install ok installed", packages.get("azprov")
-    assert packages.get("waagent", "purge ok not-installed").endswith("not-installed"), packages["waagent"]
+    for agent in ("waagent", "cloud-init"):
+        assert packages.get(agent, "purge ok not-installed").endswith("not-installed"), packages[agent]
     assert not (tree / "etc/waagent.conf").exists() and not (tree / "usr/sbin/waagent").exists()
+    assert not (tree / "etc/cloud").exists() and not (tree / "usr/bin/cloud-init").exists()
     assert os.path.islink(images.enable_link(tree, UNIT)), "the package did not enable azprov.service"
     assert not (tree / "tmp/azprov.deb").exists()
     # the package enables azprov but never starts it: nothing reached the fabric during the build
