@@ -5,22 +5,26 @@ Layers, later wins key by key: built-in defaults, ``/etc/azprov/azprov.toml``, t
 section or key, or a value of the wrong type, is a :class:`~azprov.errors.ConfigError` naming the
 file and the key: a typo must never silently fall back to a default.
 
-Validation is driven by the dataclasses below (their field types, plus an optional ``check`` in a
-field's metadata), so adding a key means adding one field.
+This module holds the schema (one frozen dataclass per section), the loading of the files and
+their rendering (``azprov config``).  Values are checked by :mod:`azprov.config_values`, driven by
+the dataclasses below (their field types, plus an optional ``check`` in a field's metadata), so
+adding a key means adding one field.  The files are parsed by :mod:`azprov.tomltext`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from azprov.address import parse_address
+from azprov.config_values import describe, validate_layer
 from azprov.errors import ConfigError
+from azprov.http import RetryPolicy
+from azprov.tomltext import parse_toml, toml_value
 
 if typing.TYPE_CHECKING:
     from azprov.host import Host
@@ -66,17 +70,18 @@ class ImdsConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
-    connect_timeout: float = 3.0
-    read_timeout: float = 30.0
-    attempt_timeout: float = 60.0  # one whole attempt, body included (trickling servers)
-    backoff_initial: float = 0.5
-    backoff_max: float = 3.0
-    jitter: bool = True
+    # the defaults are the HTTP policy's own (azprov.http.RetryPolicy): written once, there
+    connect_timeout: float = RetryPolicy.connect_timeout
+    read_timeout: float = RetryPolicy.read_timeout
+    attempt_timeout: float = RetryPolicy.attempt_timeout  # one whole attempt, body included
+    backoff_initial: float = RetryPolicy.backoff_initial
+    backoff_max: float = RetryPolicy.backoff_max
+    jitter: bool = RetryPolicy.jitter
 
 
 def _check_protocol(value: str) -> Optional[str]:
     if value not in HEALTH_PROTOCOLS:
-        return f"expected one of {', '.join(json.dumps(p) for p in HEALTH_PROTOCOLS)}, got {_describe(value)}"
+        return f"expected one of {', '.join(json.dumps(p) for p in HEALTH_PROTOCOLS)}, got {describe(value)}"
     return None
 
 
@@ -104,7 +109,7 @@ class ProvisioningConfig:
 
 
 def _check_on_missing(value: str) -> Optional[str]:
-    return None if value in ("fail", "warn") else f'expected "fail" or "warn", got {_describe(value)}'
+    return None if value in ("fail", "warn") else f'expected "fail" or "warn", got {describe(value)}'
 
 
 @dataclass(frozen=True)
@@ -145,136 +150,6 @@ _SECTIONS: Dict[str, type] = {
 
 
 # --------------------------------------------------------------------------------------------
-# validation
-
-
-def _describe(value: object) -> str:
-    """``string "x"``, ``integer 3``, ``boolean true`` ... for error messages (shortened)."""
-    if isinstance(value, bool):
-        return f"boolean {'true' if value else 'false'}"
-    if isinstance(value, int):
-        return f"integer {value}" if abs(value) < 10**30 else "a very large integer"
-    if isinstance(value, float):
-        return f"float {value}"
-    if isinstance(value, str):
-        text = json.dumps(value if len(value) <= 60 else value[:60] + "...")
-        return f"string {text}"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, dict):
-        return "table"
-    if value is None:
-        return "nothing"
-    return type(value).__name__
-
-
-class _Invalid(Exception):
-    """A value does not fit its field; the argument is the complete explanation."""
-
-
-def _convert(hint: Any, value: object) -> object:
-    """``value`` converted to the field type ``hint``; _Invalid if it does not fit."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    got = _describe(value)
-    if origin is typing.Union and type(None) in args:  # Optional[X]: "" means unset
-        if value == "":
-            return None
-        (inner,) = [arg for arg in args if arg is not type(None)]
-        return _convert(inner, value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise _Invalid(f"expected true or false, got {got}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Invalid(f"expected a number, got {got}")
-        try:
-            number = float(value)
-        except OverflowError:
-            number = math.inf
-        if not (math.isfinite(number) and number > 0):
-            raise _Invalid(f"expected a finite number greater than 0, got {got}")
-        return number
-    if hint is str:
-        if not isinstance(value, str):
-            raise _Invalid(f"expected a string, got {got}")
-        return value
-    if origin is tuple and args[1:] == (Ellipsis,):
-        if not isinstance(value, (list, tuple)):
-            raise _Invalid(f"expected an array, got {got}")
-        items = []
-        for index, item in enumerate(value, 1):
-            try:
-                items.append(_convert(args[0], item))
-            except _Invalid as exc:
-                raise _Invalid(f"item {index}: {exc}") from None
-        return tuple(items)
-    raise TypeError(f"configuration field type {hint!r} is not supported")  # a bug in this module
-
-
-def _validate_layer(source: str, data: Mapping[str, object]) -> Dict[str, Dict[str, object]]:
-    """Check one layer (a file or the overrides) and return its converted values."""
-    result: Dict[str, Dict[str, object]] = {}
-    for section_name, section in data.items():
-        cls = _SECTIONS.get(section_name)
-        if cls is None and not isinstance(section, Mapping):
-            raise ConfigError(
-                f"{source}: {section_name}: every setting belongs in a section"
-                f" ({', '.join(f'[{name}]' for name in _SECTIONS)})",
-                source=source,
-                key=section_name,
-            )
-        if cls is None:
-            raise ConfigError(
-                f"{source}: unknown section [{section_name}]{_suggest(section_name, _SECTIONS)}"
-                f" (sections: {', '.join(_SECTIONS)})",
-                source=source,
-                key=section_name,
-            )
-        if not isinstance(section, Mapping):
-            raise ConfigError(
-                f"{source}: [{section_name}]: expected a table of settings, "
-                f"got {_describe(section)}",
-                source=source,
-                key=section_name,
-            )
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        hints = typing.get_type_hints(cls)
-        converted: Dict[str, object] = {}
-        for key, value in section.items():
-            where = f"{source}: [{section_name}] {key}"
-            if key not in fields:
-                raise ConfigError(
-                    f"{where}: unknown key{_suggest(key, fields)}"
-                    f" (keys of [{section_name}]: {', '.join(fields)})",
-                    source=source,
-                    key=f"{section_name}.{key}",
-                )
-            try:
-                new = _convert(hints[key], value)
-                check = fields[key].metadata.get("check")
-                problem = check(new) if check and new is not None else None
-                if problem:
-                    raise _Invalid(problem)
-            except _Invalid as exc:
-                raise ConfigError(
-                    f"{where}: {exc}",
-                    source=source,
-                    key=f"{section_name}.{key}",
-                ) from None
-            converted[key] = new
-        result[section_name] = converted
-    return result
-
-
-def _suggest(name: str, known: typing.Iterable[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-# --------------------------------------------------------------------------------------------
 # files
 
 
@@ -294,19 +169,9 @@ def _read_toml(host: "Host", path: str, shown: str) -> Dict[str, object]:
             ) from None
         raise ConfigError(f"{shown}: {exc}", source=shown) from None
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{shown}: not UTF-8 text: {exc}", source=shown) from None
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        return tomllib.loads(text)
-    except RecursionError:
-        raise ConfigError(f"{shown}: invalid TOML: values nested too deeply", source=shown) from None
-    except ValueError as exc:  # TOMLDecodeError, or an integer too long to convert
-        raise ConfigError(f"{shown}: invalid TOML: {exc}", source=shown) from None
+        return parse_toml(data)
+    except ValueError as exc:
+        raise ConfigError(f"{shown}: {exc}", source=shown) from None
 
 
 def _dropins(host: "Host") -> List[str]:
@@ -370,7 +235,7 @@ def load_config(
 
     merged: Dict[str, Dict[str, object]] = {name: {} for name in _SECTIONS}
     for source, data in layers:
-        for section, values in _validate_layer(source, data).items():
+        for section, values in validate_layer(source, data, _SECTIONS).items():
             merged[section].update(values)
 
     config = Config(
@@ -392,30 +257,6 @@ def load_config(
 # rendering
 
 
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)  # finite by validation; repr is valid TOML and round-trips exactly
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    raise TypeError(f"cannot render {type(value).__name__} as TOML")
-
-
-def _toml_string(value: str) -> str:
-    out = []
-    for char in value:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
-
-
 def render_toml(config: Config) -> str:
     """The effective configuration as TOML; loading it back gives the same settings."""
     lines = ["# Effective azprov configuration."]
@@ -433,5 +274,5 @@ def render_toml(config: Config) -> str:
             if value is None:
                 lines.append(f"# {key} is not set: {unset.get(key) or 'built-in behaviour'}")
             else:
-                lines.append(f"{key} = {_toml_value(value)}")
+                lines.append(f"{key} = {toml_value(value)}")
     return "\n".join(lines) + "\n"

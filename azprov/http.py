@@ -15,7 +15,6 @@ The clock, sleep and randomness are injectable so the policy is tested without w
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import logging
 import random
@@ -62,9 +61,10 @@ class RetryPolicy:
     """How hard to try one phase (WireServer or IMDS)."""
 
     deadline: float  # seconds for the whole phase
+    # The defaults of [http] in the configuration (azprov.config.HttpConfig takes them from here).
     connect_timeout: float = 3.0
     read_timeout: float = 30.0
-    attempt_timeout: float = 60.0
+    attempt_timeout: float = 60.0  # one whole attempt, body included (trickling servers)
     backoff_initial: float = 0.5
     backoff_max: float = 3.0
     jitter: bool = True
@@ -113,6 +113,8 @@ def _retry_after(value: Optional[str], now: Callable[[], float] = time.time) -> 
     value = value.strip()
     if value.isdigit():
         return min(float(value), RETRY_AFTER_MAX)
+    import email.utils  # only for an HTTP-date Retry-After: not on every start-up's import path
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

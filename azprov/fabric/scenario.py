@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from azprov.errors import ScenarioError
 from azprov.fabric import values as read
 from azprov.fabric.instance import ImdsSettings, instance_document
+from azprov.tomltext import parse_toml
 
 
 # Endpoints a scenario can script, and the keys their steps accept.
@@ -366,16 +367,9 @@ def load_scenario(path: Union[str, Path]) -> Scenario:
             raise ScenarioError(f"scenario {path}: not valid JSON: {exc}") from None
     elif suffix == ".toml":
         try:
-            import tomllib  # type: ignore[import-not-found]
-        except ImportError:  # Python < 3.11
-            try:
-                import tomli as tomllib  # type: ignore[no-redef]
-            except ImportError:
-                raise ScenarioError(f"scenario {path}: reading TOML needs Python 3.11 or the tomli package") from None
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:  # TOMLDecodeError is a ValueError
-            raise ScenarioError(f"scenario {path}: not valid TOML: {exc}") from None
+            data = parse_toml(raw)
+        except ValueError as exc:
+            raise ScenarioError(f"scenario {path}: {exc}") from None
     else:
         raise ScenarioError(f"scenario {path}: unknown file type {suffix or '(none)'!r}; use .json or .toml")
     if not isinstance(data, dict):

@@ -9,7 +9,7 @@ import functools
 import logging
 import os
 import stat
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from azprov.errors import UnsafePath, StepFailed
 from azprov.host import atomic
