@@ -47,13 +47,13 @@ import pytest
 from tests.boot import image as images
 from tests.boot import nspawn
 from tests.boot.fabric import boot_with_fabric, python
+from tests.support import guides
 from tests.test_boot import (STATE, UNIT, boot_vm, check_admin_user, check_ssh_login, keys,  # noqa: F401
                              reports, vm, workdir, workspace)
 
 pytestmark = pytest.mark.boot
 
 INSTALL_SCRIPT = images.REPO / "docs/examples/packer/install-azprov.sh"
-CAPTURE_SCRIPT = images.REPO / "docs/examples/gallery/capture.sh"
 UPLOAD = "var/tmp/azprov-upload"  # where the test puts the files for the in-VM steps
 LEASE = "var/lib/dhcp/dhclient.eth0.leases"
 # What an install boot may take: apt-get update's failing lookups, dpkg, the purge.
@@ -64,11 +64,9 @@ SSH = ("ssh -F /dev/null -i /var/lib/azprov-boottest/bake-key -o BatchMode=yes -
 
 def guide_remote_script() -> str:
     """The commands capture.sh runs in the build VM as root (its ``<<'REMOTE'`` here-document),
-    verbatim: the Packer and Image Builder examples run the same ones."""
-    lines = CAPTURE_SCRIPT.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.rstrip().endswith("sudo sh -ex <<'REMOTE'"))
-    end = next(i for i in range(start + 1, len(lines)) if lines[i] == "REMOTE")
-    body = "\n".join(lines[start + 1:end]) + "\n"
+    verbatim; tests/test_examples.py checks that the Packer and Image Builder examples run the
+    same ones."""
+    body = "\n".join(guides.capture_remote_commands()) + "\n"
     assert "azprov deprovision --force --user" in body and "azprov check" in body, body
     return body
 

@@ -734,3 +734,21 @@ def test_checker_rejects_missing_anchor(tmp_path: Path) -> None:
     guide.write_text("# Title\n\n[bad](#no-such-heading)\n", encoding="utf-8")
     with pytest.raises(CheckFailed, match="no heading"):
         check_links(guide)
+
+
+def test_every_guide_ends_the_build_with_the_commands_the_bake_boot_test_runs() -> None:
+    """tests/test_boot_bake.py runs capture.sh's remote commands verbatim in a booted build VM;
+    the Packer and Image Builder examples (and the Image Builder guide's text) must run the same
+    ones, so that the boot test vouches for them too."""
+    from tests.support import guides
+
+    remote = guides.capture_remote_commands()
+    assert remote[-2:] == ["azprov check", "sync"] and "azprov deprovision --force --user" in remote
+    assert guides.packer_last_inline() == remote
+    # Image Builder runs as its build user, named in the script it writes ($BUILD_USER), after
+    # checking that user itself: the same commands without the two SUDO_USER tests.
+    generalize = [line for line in remote if not line.startswith("test ")]
+    expected = "; ".join(generalize).replace('"$SUDO_USER"', "$BUILD_USER")
+    assert guides.image_builder_deprovisioning() == expected
+    guide = (GUIDES / "image-builder.md").read_text()
+    assert f"sudo sh -exc '{expected.replace('$BUILD_USER', 'packer')}'" in guide
