@@ -12,10 +12,9 @@ from azprov.wireserver import WireServerClient
 class Fabric:
     """The two clients; the IMDS one is built on first use (``report-ready`` never needs it)."""
 
-    def __init__(self, wireserver: WireServerClient, imds_factory, wireserver_source: str,
+    def __init__(self, wireserver: WireServerClient, imds_factory,
                  http: Optional[HttpClient] = None) -> None:
         self.wireserver = wireserver
-        self.wireserver_source = wireserver_source  # where the address came from (logs, `azprov endpoint`)
         self._imds_factory = imds_factory
         self._imds = None
         self._http = http
@@ -54,12 +53,11 @@ def connect(config, *, root: str = "/", http: Optional[HttpClient] = None) -> Fa
     """The WireServer (explicit, DHCP option 245, or the default address) and IMDS clients."""
     http = http or HttpClient()
     if config.wireserver.address:  # explicit: no need to read (or even import) the lease parsers
-        address, source = config.wireserver.address, "command line or configuration"
+        address = config.wireserver.address
     else:
         from azprov.endpoint import discover_wireserver
 
-        endpoint = discover_wireserver(None, root=root)
-        address, source = endpoint.address, endpoint.source
+        address = discover_wireserver(None, root=root).address
     wireserver = WireServerClient(
         parse_address(address).url(), http, policy(config, config.wireserver.deadline),
         protocol=config.health.protocol,
@@ -71,4 +69,4 @@ def connect(config, *, root: str = "/", http: Optional[HttpClient] = None) -> Fa
         return ImdsClient(parse_address(config.imds.address).url(), http,
                           policy(config, config.imds.deadline, retry_not_found=True))
 
-    return Fabric(wireserver, imds, source, http)
+    return Fabric(wireserver, imds, http)

@@ -47,6 +47,3 @@ class Notifier:
         if not self.ready_sent:
             self._send("READY=1" + (f"\nSTATUS={text}" if text else ""))
             self.ready_sent = True
-
-    def extend_timeout(self, seconds: float) -> None:
-        self._send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
