@@ -63,7 +63,6 @@ def test_a_live_host_runs_plain_ssh_keygen_a(scratch_root, config):
 
 def _keygen_writing(host_root, delay=0.0, started=None):
     """A fake runner whose ssh-keygen -A writes the three keys (after ``delay`` seconds)."""
-    import threading
     import time
 
     def handler(argv):

@@ -344,8 +344,8 @@ def test_ssh_key_merge_is_idempotent_and_keeps_every_key(existing, lines):
     once = ssh_keys.merge(existing, keys)
     assert ssh_keys.merge(once, keys) == once
     file_lines = once.splitlines()
-    for key_type, blob, _ in keys:
-        assert any(line.split()[:2] == [key_type, blob] for line in file_lines)
+    for key_type, key_blob, _ in keys:
+        assert any(line.split()[:2] == [key_type, key_blob] for line in file_lines)
 
 
 @fuzz(50)
