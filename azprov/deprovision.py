@@ -69,8 +69,7 @@ def _empty_machine_id(host: Host) -> None:
 
 
 def _is_link(host: Host, path: str) -> bool:
-    parent, name = os.path.split(path)
-    return os.path.islink(os.path.join(host.real_path(parent), name))
+    return os.path.islink(host.entry_path(path))
 
 
 def user_removal(host: Host, username: str) -> Action:

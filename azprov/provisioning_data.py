@@ -54,7 +54,7 @@ def run_custom_data(host: Host, custom_data: Optional[bytes], enabled: bool) -> 
     if not custom_data.startswith(b"#!"):
         log.info("custom data is not a script (no #!): not run")
         return False
-    if not host.systemd_running():
+    if not host.probes.systemd_running():
         log.warning("custom data not run: not the live system with systemd")
         return False
     host.write_file(RUN_COPY, custom_data, mode=0o700, parents=0o700)

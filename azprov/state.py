@@ -165,7 +165,7 @@ def acquire(host: Host, wait: float = LOCK_WAIT, *, clock: Callable[[], float] =
 def lock_held(host: Host) -> bool:
     """True while a run holds the lock (``azprov status --wait`` waits for it)."""
     try:
-        fd = os.open(host.path(LOCK_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(host.entry_path(LOCK_FILE), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return False  # no lock file: no run since boot (/run is a tmpfs)
     try:

@@ -31,7 +31,7 @@ def unit_file(host: Host) -> Optional[str]:
 
 
 def is_enabled(host: Host) -> bool:
-    if host.systemd_running():
+    if host.probes.systemd_running():
         result = host.run(["systemctl", "is-enabled", UNIT], timeout=30, check=False)
         return result.stdout.strip() in ("enabled", "enabled-runtime", "alias")
     return host.lexists(WANTS_LINK)
@@ -39,13 +39,13 @@ def is_enabled(host: Host) -> bool:
 
 def check(host: Host) -> None:
     """Refuse, before anything changes, a ``.wants`` directory :func:`disable` could not use."""
-    if not host.systemd_running():
+    if not host.probes.systemd_running():
         host.check_writable(WANTS_LINK, parents_only=True)
 
 
 def disable(host: Host) -> bool:
     """Make sure the unit does not start at boot any more; True if that changed something."""
-    if host.systemd_running():
+    if host.probes.systemd_running():
         if not is_enabled(host):
             return False
         # --no-reload: only the [Install] links go; the unit file did not change, so the
@@ -64,7 +64,7 @@ def disable(host: Host) -> bool:
 
 def enable(host: Host) -> bool:
     """Make the unit start at the next boot; True if that changed something."""
-    if host.systemd_running():
+    if host.probes.systemd_running():
         if is_enabled(host):
             return False
         host.run(["systemctl", "enable", UNIT], timeout=60)
@@ -85,7 +85,7 @@ def is_running(host: Host) -> bool:
     """True while the unit has a start job queued (early in boot, before network-online.target),
     systemd is starting it, or its main process still runs (a Type=notify unit is "active" from
     READY=1 on, while azprov still reports Ready)."""
-    if not host.systemd_running():
+    if not host.probes.systemd_running():
         return False
     jobs = host.run(["systemctl", "list-jobs", "--no-legend", "--no-pager", UNIT], timeout=30, check=False)
     if any(UNIT in line.split() for line in jobs.stdout.splitlines()):

@@ -31,8 +31,8 @@ def temp_files(root) -> list:
 
 def test_an_image_tree_is_never_live(host):
     assert not host.live
-    assert not host.systemd_running() and not host.selinux_enabled()
-    assert host.running_processes("sshd") == []
+    assert not host.probes.systemd_running() and not host.probes.selinux_enabled()
+    assert host.probes.processes("sshd") == []
     assert host.root_option() == ["--root", host.root]
     assert Host("/").root_option("-f") == []
 
@@ -248,7 +248,7 @@ def test_a_missing_parent_is_a_step_failure(host):
 def test_an_image_tree_gets_the_not_live_probes(host):
     assert host.probes is NOT_LIVE and not host.live
     assert host.probes.kernel_hostname() is None and host.probes.kernel_command_line() == []
-    assert not host.systemd_running() and host.running_processes("init") == []
+    assert not host.probes.systemd_running() and host.probes.processes("init") == []
     assert host.probes.default_interface() is None and not host.probes.networkd_running()
 
 
@@ -261,3 +261,12 @@ def test_the_live_probes_read_this_running_system():
     assert probes.kernel_hostname() == os.uname().nodename
     with open("/proc/cmdline") as handle:
         assert probes.kernel_command_line() == handle.read().split()
+
+
+def test_reads_never_wait_on_a_fifo_planted_in_the_tree(host):
+    """A FIFO where a configuration file should be is not a file: read as absent, at once."""
+    os.makedirs(host.path("/etc/azprov"))
+    os.mkfifo(host.path("/etc/azprov/azprov.toml"))
+    assert host.read_text("/etc/azprov/azprov.toml") is None
+    with pytest.raises(ValueError, match="not a regular file"):
+        host.read_bytes("/etc/azprov/azprov.toml")

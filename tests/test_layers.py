@@ -257,6 +257,56 @@ def test_errors_imports_nothing_of_azprov():
     assert graph()["azprov.errors"] == {}
 
 
+# Steps reach the system only through Host (its files, commands and ``host.probes``): what a
+# step module may not touch itself.
+_SYSTEM_MODULES = {"subprocess", "shutil", "pwd", "grp", "spwd", "glob", "fcntl", "pathlib", "tempfile"}
+_PATH_STRING_FUNCTIONS = {"join", "normpath", "relpath", "basename", "dirname", "split", "isabs",
+                          "splitext", "commonpath"}
+
+
+def _dotted(node: ast.AST) -> str:
+    """``os.path.exists`` for a plain dotted name, else "" (a method of a call's result...)."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return ".".join([node.id, *reversed(parts)]) if isinstance(node, ast.Name) else ""
+
+
+def system_access(path: Path) -> List[str]:
+    """What in a module reaches the system without Host: imports of the modules above, ``open``,
+    and ``os`` calls other than path-string functions."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name.split(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [(node.module or "").split(".")[0]]
+        else:
+            names = []
+        found += [f"{node.lineno}: import {name}" for name in names if name in _SYSTEM_MODULES]
+        if isinstance(node, ast.Call):
+            function = _dotted(node.func)
+            if function == "open" or (function.startswith("os.") and not (
+                    function.startswith("os.path.") and function.split(".")[-1] in _PATH_STRING_FUNCTIONS)):
+                found.append(f"{node.lineno}: {function}()")
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(m for m in LAYER if m.startswith("azprov.steps")))
+def test_steps_reach_the_system_only_through_host(module):
+    assert system_access(modules()[module]) == []
+    allowed = {"azprov", "azprov.errors"}
+    assert sorted(t for t in graph()[module] if t not in allowed and not t.startswith(("azprov.host", "azprov.steps"))) == []
+
+
+def test_the_system_access_check_sees_it(tmp_path):
+    path = tmp_path / "step.py"
+    path.write_text("import os, subprocess\nos.path.join('a', 'b')\nos.path.exists('/x')\nopen('/etc/x')\n"
+                    "os.path.normpath('/a').startswith('/')\n")
+    assert system_access(path) == ["1: import subprocess", "3: os.path.exists()", "4: open()"]
+
+
 # --- the checker itself: it must see what it claims to see -------------------------------------
 
 

@@ -152,3 +152,16 @@ def test_mount_point_is_found_in_mountinfo_by_device_number():
     assert discover.find_mount(mountinfo, os.makedev(11, 0)) == "/media/with space"
     assert discover.find_mount(mountinfo, os.makedev(8, 1)) is None  # ext4: not a disc
     assert discover.find_mount(mountinfo, os.makedev(11, 1)) is None
+
+
+def test_the_mount_point_comes_from_the_probes_and_an_image_tree_has_none(scratch_root):
+    from support.fakes import live_host
+
+    device = os.path.join(scratch_root, "dev", "sr0")
+    os.makedirs(os.path.dirname(device), exist_ok=True)
+    open(device, "wb").close()
+    number = os.stat(device).st_rdev  # a regular file: 0:0, as the line below says
+    line = f"36 25 {os.major(number)}:{os.minor(number)} / /media/cdrom ro,relatime - iso9660 /dev/sr0 ro"
+    assert discover.mount_point(live_host(scratch_root, FakeRunner(), mountinfo=[line]), "/dev/sr0") == "/media/cdrom"
+    assert discover.mount_point(live_host(scratch_root, FakeRunner(), mountinfo=[]), "/dev/sr0") is None
+    assert discover.mount_point(Host(scratch_root), "/dev/sr0") is None  # NOT_LIVE: nothing mounted

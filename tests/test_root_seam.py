@@ -105,3 +105,173 @@ def test_deprovision_never_touches_the_build_machine(tree, tmp_path):
             pass
     with open(os.path.join(target, "eth0.lease"), "rb") as handle:
         assert handle.read() == b"decoy"
+
+
+# --- every file azprov reads under --root, each behind an absolute link ----------------------
+#
+# For each path below, the scratch tree's file (or directory) moves to <tree><outside>, and the
+# path becomes an absolute link to <outside>, where this machine holds a decoy.  Resolved in the
+# tree, the link finds the image's own content; followed on the build machine, the decoy.  Every
+# reader of an image tree then runs (configuration, endpoint, identity, check, status, the
+# provisioning disc, deprovision's plan and actions, and a whole provisioning with the real
+# useradd/visudo/ssh-keygen), while inotify watches the decoys: not one may be opened.
+
+IN_OPEN, IN_ACCESS = 0x20, 0x01
+
+# (path in the tree, "file" or "dir", a file name to put in the directory)
+READ_UNDER_ROOT = [
+    ("/etc/azprov/azprov.toml", "file", None),
+    ("/etc/azprov/azprov.toml.d", "dir", "50-decoy.toml"),
+    ("/etc/azprov/disabled", "file", None),
+    ("/etc/azprov", "dir", "azprov.toml"),
+    ("/etc/passwd", "file", None),
+    ("/etc/group", "file", None),
+    ("/etc/shadow", "file", None),
+    ("/etc/login.defs", "file", None),
+    ("/etc/default/useradd", "file", None),
+    ("/etc/default", "dir", "useradd"),
+    ("/etc/skel", "dir", ".profile"),
+    ("/etc/sudoers", "file", None),
+    ("/etc/sudoers.d", "dir", "90-azprov"),
+    ("/etc/ssh/sshd_config", "file", None),
+    ("/etc/ssh/sshd_config.d", "dir", "50-decoy.conf"),
+    ("/etc/ssh", "dir", "sshd_config"),
+    ("/etc/hostname", "file", None),
+    ("/etc/hosts", "file", None),
+    ("/etc/machine-id", "file", None),
+    ("/var/lib/dbus", "dir", "machine-id"),
+    ("/etc/default/grub", "file", None),
+    ("/etc/kernel", "dir", "cmdline"),
+    ("/boot", "dir", "grub.cfg"),
+    ("/etc/cloud", "dir", "cloud.cfg"),
+    ("/etc/waagent.conf", "file", None),
+    ("/etc/systemd/system", "dir", "azprov.service"),
+    ("/usr/lib/systemd/system", "dir", "azprov.service"),
+    ("/etc/systemd/network", "dir", "10-eth0.link"),
+    ("/etc/netplan", "dir", "50-cloud-init.yaml"),
+    ("/etc/network", "dir", "interfaces"),
+    ("/etc/NetworkManager", "dir", "NetworkManager.conf"),
+    ("/etc/udev/rules.d", "dir", "70-persistent-net.rules"),
+    ("/etc/sysconfig", "dir", "network"),
+    ("/run/systemd", "dir", "netif"),
+    ("/var/lib/dhcp", "dir", "dhclient.eth0.leases"),
+    ("/var/lib/dhclient", "dir", "dhclient-eth0.lease"),
+    ("/var/lib/NetworkManager", "dir", "internal-eth0.lease"),
+    ("/var/lib/dhcpcd", "dir", "eth0.lease"),
+    ("/var/lib/azprov", "dir", "state.json"),
+    ("/var/lib/hyperv", "dir", ".kvp_pool_1"),
+    ("/run/azprov", "dir", "lock"),
+    ("/sys/class/dmi/id", "dir", "product_uuid"),
+    ("/sys/firmware", "dir", "efi"),
+    ("/sys/class/block", "dir", "sr1"),
+    ("/dev", "dir", "sr0"),
+    ("/home", "dir", "azureuser"),
+]
+
+
+class Watch:
+    """inotify on the decoys: which of them anything on this machine opens or reads."""
+
+    def __init__(self, top: str) -> None:
+        import ctypes
+
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self.fd >= 0, os.strerror(ctypes.get_errno())
+        self.names = {}
+        paths = [top] + [os.path.join(d, n) for d, dirs, files in os.walk(top) for n in dirs + files]
+        for path in paths:
+            wd = self._libc.inotify_add_watch(self.fd, os.fsencode(path), IN_OPEN | IN_ACCESS)
+            assert wd >= 0, (path, os.strerror(ctypes.get_errno()))
+            self.names[wd] = path
+
+    def opened(self):
+        import struct
+
+        found = []
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return sorted(set(found))
+            offset = 0
+            while offset < len(data):
+                wd, _mask, _cookie, length = struct.unpack_from("iIII", data, offset)
+                name = data[offset + 16:offset + 16 + length].rstrip(b"\0").decode()
+                found.append(os.path.join(self.names[wd], name) if name else self.names[wd])
+                offset += 16 + length
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def plant_over(tree: str, link: str, outside: str, kind: str, name) -> None:
+    """Move the tree's ``link`` (if any) to ``<tree><outside>``, put a decoy at ``outside`` on this
+    machine, and make ``<tree><link>`` an absolute symlink to ``outside``."""
+    here = os.path.join(tree, link.lstrip("/"))
+    inside = os.path.join(tree, outside.lstrip("/"))
+    os.makedirs(os.path.dirname(inside), exist_ok=True)
+    if os.path.lexists(here):
+        shutil.move(here, inside)
+    elif kind == "dir":
+        os.makedirs(inside)
+    else:
+        open(inside, "w").close()
+    os.makedirs(os.path.dirname(here), exist_ok=True)
+    if kind == "dir":
+        os.makedirs(outside)
+        with open(os.path.join(outside, name), "w") as handle:
+            handle.write("DECOY\n")
+    else:
+        os.makedirs(os.path.dirname(outside), exist_ok=True)
+        with open(outside, "w") as handle:
+            handle.write("DECOY\n")
+    os.symlink(outside, here)
+
+
+def read_everything(tree: str) -> None:
+    """Every reader of an image tree azprov has, each allowed to refuse."""
+    from azprov import check, status
+    from azprov.config import Config
+    from azprov.errors import AzprovError
+    from azprov.media import disc
+    from azprov.provision import provision
+    from support.fakes import FakeFabric, metadata
+
+    def attempt(function):
+        try:
+            function()
+        except AzprovError:
+            pass
+
+    attempt(lambda: load_config(root=tree))
+    attempt(lambda: discover_wireserver(root=tree))
+    attempt(lambda: read_dmi_vm_id(tree))
+    attempt(lambda: check.run_checks(Host(tree)))
+    attempt(lambda: status.collect(Host(tree)))
+    attempt(lambda: disc.read_ovf_env(Host(tree), mount=False))
+    attempt(lambda: provision(Host(tree), Config(), connect=FakeFabric(metadata()).connect))
+    attempt(lambda: status.collect(Host(tree)))
+    attempt(lambda: check.run_checks(Host(tree)))
+    for action in deprovision.plan(Host(tree), None, True):
+        attempt(action.run)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="provisions a scratch tree with the real useradd (root)")
+@pytest.mark.parametrize("link, kind, name", READ_UNDER_ROOT, ids=[row[0] for row in READ_UNDER_ROOT])
+def test_no_read_under_root_follows_an_absolute_link_out(tree, tmp_path, link, kind, name):
+    outside = str(tmp_path / "outside" / link.strip("/").replace("/", "_"))
+    plant_over(tree, link, outside, kind, name)
+    watch = Watch(outside)
+    try:
+        # the watch sees a read through the link on this machine: the test can fail
+        decoy = os.path.join(tree, link.lstrip("/"))
+        if kind == "dir":
+            os.listdir(decoy)
+        else:
+            open(decoy).close()
+        assert watch.opened(), "inotify saw nothing: this test could not fail"
+        read_everything(tree)
+        assert watch.opened() == []
+    finally:
+        watch.close()

@@ -152,6 +152,15 @@ def test_with_hostnamed_running_hostnamectl_sets_the_name(scratch_root, config):
     assert "127.0.1.1\tvm9" in read(host, "/etc/hosts")  # hostnamectl leaves /etc/hosts to us
 
 
+def test_with_selinux_enabled_hostnamectl_sets_the_name(scratch_root, config):
+    """SELinux from the probes (``host.probes``), not read by the step itself: hostnamed labels
+    the file it writes."""
+    runner = FakeRunner()
+    host = live_host(scratch_root, runner, selinux=True)
+    assert hostname.apply(host, metadata(computer_name="vm9"), config.provisioning) is True
+    assert runner.calls[0] == ["hostnamectl", "set-hostname", "vm9"]
+
+
 # --------------------------------------------------------------------------------------------
 # properties (hypothesis): strategies and conventions in support/strategies.py
 

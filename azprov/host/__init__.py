@@ -140,8 +140,7 @@ class Host:
 
     def lexists(self, path: str) -> bool:
         """Whether ``path`` itself (a dangling link too) is there; its parents resolve in the root."""
-        parent, name = os.path.split(path.rstrip("/") or "/")
-        return os.path.lexists(os.path.join(self.real_path(parent), name))
+        return os.path.lexists(self.entry_path(path))
 
     # ------------------------------------------------------------ files of one account (sshd's way)
 
@@ -207,6 +206,23 @@ class Host:
         must not leave an image tree opens (with ``O_NOFOLLOW``, against a late swap)."""
         return self.path(self.resolve(path))
 
+    def entry_path(self, path: str) -> str:
+        """Where ``path`` itself is on this machine: its parents resolved inside the root, its last
+        component not followed.  For ``lstat``, ``readlink`` and ``O_NOFOLLOW`` opens of an entry
+        that may itself be a link (a device, a unit link, a lock)."""
+        parent, name = os.path.split(path.rstrip("/") or "/")
+        return os.path.join(self.real_path(parent), name) if name else self.real_path(parent)
+
+    def tool_path(self, path: str) -> str:
+        """``path`` under the root for a tool that is handed the root as a prefix (``ssh-keygen -f
+        ROOT``) and follows links as this machine sees them; UnsafePath when that would lead it
+        out of the image (an absolute link the image resolves elsewhere)."""
+        followed = os.path.realpath(self.path(path))
+        if followed != os.path.realpath(self.real_path(path)):
+            raise UnsafePath(f"{path} in {self.root} reaches through a symbolic link to {followed} on this "
+                             f"machine; azprov refuses to let a tool follow it out of the image", path=path)
+        return followed
+
     def exists(self, path: str) -> bool:
         return os.path.exists(self.real_path(path))
 
@@ -228,10 +244,12 @@ class Host:
         return data
 
     def read_text(self, path: str, limit: int = READ_LIMIT) -> Optional[str]:
-        """A configuration file as text (symlinks resolved inside the root); None if absent."""
+        """A configuration file as text (symlinks resolved inside the root); None if absent or
+        not a regular file (a FIFO is not waited on)."""
         real = self.real_path(path)
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            with open(real, "rb") as handle:
+            with os.fdopen(os.open(real, flags), "rb") as handle:
                 if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                     return None
                 data = handle.read(limit + 1)
@@ -305,9 +323,6 @@ class Host:
 
     # ---------------------------------------------------------------- the running system (live)
 
-    def systemd_running(self) -> bool:
-        return self.probes.systemd_running()
-
     def set_kernel_hostname(self, name: str) -> bool:
         """Set the running kernel's host name (``sethostname(2)``, what ``hostname NAME`` does;
         no D-Bus); False if it already was ``name`` or the root is an image tree."""
@@ -323,10 +338,3 @@ class Host:
             raise StepFailed(f"could not set the kernel host name to {name}: {exc.strerror or exc}",
                              name=name) from None
         return True
-
-    def selinux_enabled(self) -> bool:
-        return self.probes.selinux_enabled()
-
-    def running_processes(self, name: str) -> List[Tuple[int, List[str]]]:
-        """``(pid, argv)`` of the live processes whose command name is ``name``."""
-        return self.probes.processes(name)

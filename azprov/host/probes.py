@@ -1,5 +1,6 @@
 """What the running system says about itself: ``/proc``, the kernel host name and command line,
-whether systemd, systemd-networkd or a process runs, SELinux, the default interface.
+whether systemd, systemd-networkd or a process runs, SELinux, the default interface, what is
+mounted.
 
 These are facts of the machine azprov runs on, not of a root directory, so they exist only when
 the root is ``/``.  :class:`LiveProbes` reads them; :data:`NOT_LIVE` (a :class:`NoProbes`) is the
@@ -58,6 +59,10 @@ class NoProbes:
     def default_interface(self) -> Optional[str]:
         return None
 
+    def mountinfo(self) -> List[str]:
+        """The lines of ``/proc/self/mountinfo``."""
+        return []
+
 
 NOT_LIVE = NoProbes()
 
@@ -103,3 +108,6 @@ class LiveProbes(NoProbes):
     def default_interface(self) -> Optional[str]:
         text = _read("/proc/net/route", 1024 * 1024)
         return default_route_interface(text) if text is not None else None
+
+    def mountinfo(self) -> List[str]:
+        return (_read("/proc/self/mountinfo", 1024 * 1024) or "").splitlines()

@@ -39,7 +39,7 @@ def _read_device(host: Host, device: str, mount: bool = True) -> Optional[DiscFi
         data = read_file_in(mounted)
         return DiscFile(device, "mounted", data) if data is not None else None
     try:
-        fd = os.open(host.path(device), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(host.entry_path(device), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno in (errno.ENOMEDIUM, errno.ENXIO, errno.ENOENT):
             log.info("%s: no medium", device)

@@ -35,7 +35,7 @@ def _is_cdrom(host: Host, name: str) -> bool:
 def usable(host: Host, device: str) -> bool:
     """A block device (or, in a --root tree, a regular file) and not a symlink."""
     try:
-        info = os.lstat(host.path(device))
+        info = os.lstat(host.entry_path(device))
     except OSError:
         return False
     return stat.S_ISBLK(info.st_mode) or (not host.live and stat.S_ISREG(info.st_mode))
@@ -45,7 +45,7 @@ def candidates(host: Host) -> List[str]:
     """In-root device paths that may hold the provisioning disc, best first."""
     names = []
     try:
-        names = sorted(os.listdir(host.path(SYS_BLOCK)), key=_natural)
+        names = sorted(os.listdir(host.real_path(SYS_BLOCK)), key=_natural)
     except OSError:
         pass
     found = [FIRST]
@@ -61,16 +61,16 @@ def _unescape(field: str) -> str:
 
 
 def mount_point(host: Host, device: str) -> Optional[str]:
-    """Where ``device`` is mounted as udf or iso9660 on the live system, or None."""
-    if not host.live:
+    """Where ``device`` is mounted as udf or iso9660 on the live system, or None (an image tree
+    has nothing mounted: ``host.probes`` is the null object there)."""
+    mountinfo = host.probes.mountinfo()
+    if not mountinfo:
         return None
     try:
-        rdev = os.stat(device).st_rdev
-        with open("/proc/self/mountinfo") as handle:
-            lines = handle.read(1024 * 1024).splitlines()
+        rdev = os.stat(host.entry_path(device)).st_rdev
     except OSError:
         return None
-    return find_mount(lines, rdev)
+    return find_mount(mountinfo, rdev)
 
 
 def find_mount(mountinfo: List[str], rdev: int) -> Optional[str]:

@@ -45,12 +45,12 @@ def read_file_in(directory: str, name: str = OVF_NAME) -> Optional[bytes]:
 
 def read_by_mounting(host: Host, device: str) -> Optional[bytes]:
     """``ovf-env.xml`` read through a temporary read-only mount of ``device`` (in-root path)."""
-    run_dir = host.path(RUN_DIR)
+    run_dir = host.real_path(RUN_DIR)
     os.makedirs(run_dir, mode=0o700, exist_ok=True)
     target = tempfile.mkdtemp(prefix="disc.", dir=run_dir)  # 0700, a fresh name
     try:
         host.run(["mount", "-o", "ro,nosuid,nodev,noexec", "-t", "udf,iso9660",
-                  host.path(device), target], timeout=30)
+                  host.entry_path(device), target], timeout=30)
         try:
             return read_file_in(target)
         finally:

@@ -3,7 +3,8 @@
 Each step module has ``NAME``, ``enabled(settings)``, ``check(host, metadata, settings)`` (pure
 validation of what IMDS asks for; raises before anything changes) and ``apply(host, metadata,
 settings) -> bool`` (idempotent; True if it changed something).  Steps reach the system only
-through :class:`azprov.host.Host`.
+through :class:`azprov.host.Host`: its files and commands, and ``host.probes`` for what is running
+(``tests/test_layers.py`` fails on a step that opens a file, runs a command or imports more).
 """
 
 from __future__ import annotations

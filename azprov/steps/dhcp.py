@@ -23,9 +23,9 @@ def renew_commands(host: Host, interface: str) -> List[List[str]]:
     """The commands that make the running DHCP client renew on ``interface`` (empty: none runs)."""
     if host.probes.networkd_running():
         return [["networkctl", "renew", interface]]
-    if host.running_processes("NetworkManager"):
+    if host.probes.processes("NetworkManager"):
         return [["nmcli", "device", "reapply", interface]]
-    for _pid, argv in host.running_processes("dhclient"):
+    for _pid, argv in host.probes.processes("dhclient"):
         if argv and argv[-1] == interface:
             options = [arg for arg in argv[1:] if arg not in ("-1", "-nw", "-r", "-x")]
             return [[argv[0], "-r", *options], [argv[0], *options]]

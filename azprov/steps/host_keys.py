@@ -49,6 +49,8 @@ def apply(host: Host, metadata, settings) -> bool:
     for leftover in host.glob("/etc/ssh/ssh_host_*_key*.*"):  # a killed ssh-keygen's temp files
         if _TEMP.match(leftover.rsplit("/", 1)[-1]):
             host.remove(leftover)
+    if not host.live:  # ssh-keygen -f ROOT follows links as this machine sees them
+        host.tool_path("/etc/ssh")
     host.run(["ssh-keygen", "-A", *host.root_option("-f")], timeout=300)
     still = missing(host)
     if still:

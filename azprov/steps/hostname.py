@@ -81,7 +81,7 @@ def enabled(settings) -> bool:
 
 def check(host: Host, metadata, settings) -> None:
     validate(metadata.os_profile.computer_name)
-    if not host.systemd_running():
+    if not host.probes.systemd_running():
         host.check_writable("/etc/hostname")
 
 
@@ -106,10 +106,10 @@ def set_hostname(host: Host, name: str) -> bool:
     """Make ``name`` the static (and, on a live host, the kernel's) host name; False if it
     already was the static one."""
     if current_hostname(host) == name:
-        if host.live and not host.systemd_running():  # systemd set the kernel's name from the file
+        if host.live and not host.probes.systemd_running():  # systemd set the kernel's name from the file
             host.set_kernel_hostname(name)
         return False
-    if host.systemd_running() and _hostnamed_must_be_told(host):
+    if host.probes.systemd_running() and _hostnamed_must_be_told(host):
         host.run(["hostnamectl", "set-hostname", name], timeout=30)
         log.info("hostname set to %s with hostnamectl", name)
         return True
@@ -127,9 +127,9 @@ def _hostnamed_must_be_told(host: Host) -> bool:
     is running (it would keep serving and signalling its old idea of the name until it reads
     the file again), a pretty host name is set (``hostnamectl set-hostname`` replaces it), or
     SELinux is enforcing labels (hostnamed writes ``/etc/hostname`` with its own file type)."""
-    if host.running_processes("systemd-hostnam"):  # /proc/PID/comm: 15 characters
+    if host.probes.processes("systemd-hostnam"):  # /proc/PID/comm: 15 characters
         return True
-    if host.selinux_enabled():
+    if host.probes.selinux_enabled():
         return True
     machine_info = host.read_text("/etc/machine-info") or ""
     for line in machine_info.splitlines():

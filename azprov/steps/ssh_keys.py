@@ -300,5 +300,5 @@ def install(host: Host, user: PasswdEntry, path: str, keys: List[Tuple[str, str,
 
 
 def _restorecon(host: Host, path: str) -> None:
-    if host.selinux_enabled() and host.which("restorecon"):
+    if host.probes.selinux_enabled() and host.which("restorecon"):
         host.run(["restorecon", "-R", path], timeout=60, check=False)

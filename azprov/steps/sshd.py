@@ -100,7 +100,7 @@ def apply(host: Host, metadata, settings) -> bool:
     changed = host.write_file(DROPIN, render(disable), mode=0o644, parents=0o755)
     if changed:
         log.info("%s: PasswordAuthentication %s", DROPIN, "no" if disable else "yes")
-        if host.systemd_running():
+        if host.probes.systemd_running():
             # --no-block: on first boot sshd is queued behind azprov; never wait on its job
             host.run(["systemctl", "--no-block", "try-reload-or-restart", "ssh.service",
                       "sshd.service"], timeout=60, check=False)

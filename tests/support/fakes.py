@@ -122,7 +122,8 @@ class FakeProbes(NoProbes):
 
     def __init__(self, *, live: bool = True, systemd: bool = True, networkd: bool = False,
                  processes: Optional[Dict[str, list]] = None, kernel_hostname: Optional[str] = None,
-                 cmdline: Sequence[str] = (), interface: Optional[str] = "eth0") -> None:
+                 cmdline: Sequence[str] = (), interface: Optional[str] = "eth0",
+                 mountinfo: Sequence[str] = (), selinux: bool = False) -> None:
         self.live = live
         self._systemd = systemd
         self._networkd = networkd
@@ -130,6 +131,8 @@ class FakeProbes(NoProbes):
         self._hostname = kernel_hostname
         self._cmdline = list(cmdline)
         self._interface = interface
+        self._mountinfo = list(mountinfo)
+        self._selinux = selinux
 
     def kernel_hostname(self) -> Optional[str]:
         return self._hostname
@@ -148,6 +151,12 @@ class FakeProbes(NoProbes):
 
     def default_interface(self) -> Optional[str]:
         return self._interface
+
+    def mountinfo(self) -> List[str]:
+        return list(self._mountinfo)
+
+    def selinux_enabled(self) -> bool:
+        return self._selinux
 
 
 def live_host(root: str, runner: "FakeRunner", **probes) -> Host:
