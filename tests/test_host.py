@@ -270,3 +270,21 @@ def test_reads_never_wait_on_a_fifo_planted_in_the_tree(host):
     assert host.read_text("/etc/azprov/azprov.toml") is None
     with pytest.raises(ValueError, match="not a regular file"):
         host.read_bytes("/etc/azprov/azprov.toml")
+
+
+def test_entry_path_resolves_the_parents_in_the_root_but_not_the_entry(host, tmp_path):
+    outside = tmp_path.parent / (tmp_path.name + "-outside")
+    os.makedirs(host.path("/image/dev"))
+    os.symlink("/image/dev", host.path("/dev"))  # absolute: the image's own /image/dev
+    os.symlink("/dev/sdb", host.path("/image/dev/sr0"))  # the entry itself is a link
+    assert host.entry_path("/dev/sr0") == host.path("/image/dev/sr0")
+    assert os.path.islink(host.entry_path("/dev/sr0"))
+    assert host.entry_path("/") == host.root
+    os.makedirs(outside)
+    os.symlink(str(outside), host.path("/etc/ssh"))
+    os.makedirs(host.path(str(outside)))
+    with pytest.raises(UnsafePath, match="out of the image"):
+        host.tool_path("/etc/ssh")  # ssh-keygen -f ROOT would write into the build host's dir
+    os.makedirs(host.path("/etc/real-ssh"))
+    os.symlink("real-ssh", host.path("/etc/ssh2"))  # relative, inside the tree: fine
+    assert host.tool_path("/etc/ssh2") == os.path.realpath(host.path("/etc/real-ssh"))
