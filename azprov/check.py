@@ -24,7 +24,7 @@ from typing import Callable, List, Optional, Tuple
 
 from azprov import admins, guards, network, unit
 from azprov import state as state_file
-from azprov.errors import AzprovError, ExitCode
+from azprov.errors import AzprovError, ExitCode, NotReadyForCapture
 from azprov.host import READ_LIMIT, Host
 from azprov.steps import user as user_step
 
@@ -264,17 +264,23 @@ def self_test() -> int:
     return 0
 
 
+def failure(count: int, host: Host) -> dict:
+    """The failure fields of ``--json`` (as every command's failure object has them)."""
+    where = "this system" if host.live else host.root
+    return {"error": f"an image captured now would not provision: {count} problem"
+                     f"{'s' if count > 1 else ''} on {where}",
+            "reason": NotReadyForCapture.reason, "exit_code": int(NotReadyForCapture.exit_code)}
+
+
 def command(args, config) -> int:
     """``azprov check [--root DIR] [--json]``."""
     if getattr(args, "self_test", False):
         return self_test()
     host = Host(args.root)
     problems = run_checks(host, getattr(args, "config", None))
-    if os.geteuid() != 0:
-        problems.append(Problem("root", "not run as root: azprov's state, other users' homes and "
-                                "the image's interpreter cannot all be checked", "sudo azprov check"))
     if getattr(args, "json", False):
-        json.dump({"root": host.root, "ready_for_capture": not problems,
+        verdict = {} if not problems else failure(len(problems), host)
+        json.dump({**verdict, "root": host.root, "ready_for_capture": not problems,
                    "problems": [asdict(p) for p in problems]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:

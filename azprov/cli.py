@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
+import os
 import sys
 from typing import List, Optional
 
-from azprov import __version__
-from azprov.errors import AzprovError, ExitCode
+from azprov import __version__, arguments
+from azprov.errors import AzprovError, ExitCode, InternalError, NotRoot
 
 log = logging.getLogger("azprov")
 
@@ -33,6 +35,19 @@ COMMANDS = {
     "fabric": "azprov.fabric.cli:command",
 }
 
+# Commands that refuse to run without root, before anything is read or sent, and why.  --root
+# does not lift it: an image tree's files belong to root and to its users too.
+NEEDS_ROOT = {
+    "provision": "it changes the system: hostname, users, SSH keys, sshd, /var/lib/azprov; with "
+                 "--root as well, since useradd --root chroots and files are given to the admin user",
+    "report-ready": "it writes the KVP report in /var/lib/hyperv, which belongs to root",
+    "report-failure": "it writes the KVP report in /var/lib/hyperv, which belongs to root",
+    "deprovision": "it removes users, SSH host keys, leases and /var/lib/azprov, which belong to root",
+    "status": "azprov's state and history in /var/lib/azprov can be read by root only",
+    "check": "it reads azprov's state, which only root can, and other users' homes, and runs "
+             "the image's interpreter in a chroot",
+}
+
 EXIT_CODES_HELP = """\
 exit codes:
   0  success (or nothing to do: this VM is already provisioned)
@@ -44,7 +59,12 @@ exit codes:
   6  a provisioning step failed (ProvisioningFailed was reported to Azure)
   7  azprov refused to provision this VM (another provisioner, a pool VM, no osProfile)
   8  another azprov is running
+  9  must run as root: provision, report-ready, report-failure, deprovision, status and check
+     (--root too); refused before anything is read or sent
   10 azprov check: an image captured now would not provision (every problem is listed)
+  130 interrupted
+with --json, a failure prints one JSON object on stdout (the log stays on stderr):
+  {"error": "<message>", "reason": "<reason token, or null>", "exit_code": N}
 """
 
 EPILOG = f"""\
@@ -65,14 +85,18 @@ logs: journalctl -u azprov (when run by systemd), else stderr.
 """
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
-    return value
+class UsageError(Exception):
+    """A bad command line (argparse's error), raised instead of exiting so that :func:`main` can
+    also say it as JSON."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(self, message)
 
 
 def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -85,29 +109,30 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def _add_fabric_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--wireserver", metavar="ADDR",
+    parser.add_argument("--wireserver", metavar="ADDR", type=arguments.address,
                         help="WireServer address: HOST, HOST:PORT or http://HOST[:PORT] "
                              "(default: DHCP option 245, else 168.63.129.16)")
-    parser.add_argument("--imds", metavar="ADDR",
+    parser.add_argument("--imds", metavar="ADDR", type=arguments.address,
                         help="IMDS address, same forms (default: 169.254.169.254)")
-    parser.add_argument("--timeout", metavar="SECONDS", type=_positive_seconds,
+    parser.add_argument("--timeout", metavar="SECONDS", type=arguments.positive_seconds,
                         help="give up after this long: caps the retry deadlines "
                              "(defaults: WireServer 1200 s, IMDS 300 s)")
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print data as JSON")
+    parser.add_argument("--json", action="store_true",
+                        help="print the result as JSON; a failure as {\"error\", \"reason\", \"exit_code\"}")
 
 
 def _add_report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", choices=("xml", "json"),
                         help="health report protocol (default: [health] protocol, else xml)")
-    parser.add_argument("--root", metavar="DIR", default="/",
+    parser.add_argument("--root", metavar="DIR", default="/", type=arguments.directory,
                         help="read DHCP leases and write the KVP pool under DIR")
 
 
 def _add_root(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", metavar="DIR", default="/",
+    parser.add_argument("--root", metavar="DIR", default="/", type=arguments.directory,
                         help="apply changes to the image tree at DIR instead of this host")
 
 
@@ -129,7 +154,7 @@ def _selected_command(argv: List[str]) -> Optional[str]:
 
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     """The whole parser, or with ``only``, just that command's options (the others listed)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="azprov",
         description="Agentless first-boot provisioning for Azure Linux VMs: sets the hostname, "
                     "creates the admin user, installs SSH keys and tells Azure the VM is ready.",
@@ -169,7 +194,7 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                 "the Description carries REASON (encoded, at most 512 characters). Azure then "
                 "fails the deployment promptly with that text instead of timing out. The same "
                 "report goes to the KVP PROVISIONING_REPORT first.")
-    p.add_argument("--reason", required=True, metavar="TEXT", help="why provisioning failed")
+    p.add_argument("--reason", required=True, metavar="TEXT", type=arguments.text, help="why provisioning failed")
     _add_fabric_options(p), _add_json(p), _add_report_options(p)
 
     p = command("goalstate", "fetch and print the WireServer goal state",
@@ -186,7 +211,7 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                 "configuration, else DHCP option 245 from the leases of systemd-networkd, "
                 "dhclient or dhcpcd, else 168.63.129.16.")
     _add_fabric_options(p), _add_json(p)
-    p.add_argument("--root", metavar="DIR", default="/", help="read DHCP leases under DIR")
+    p.add_argument("--root", metavar="DIR", default="/", type=arguments.directory, help="read DHCP leases under DIR")
 
     p = command("config", "print the effective configuration",
                 "Print the configuration after files, drop-ins and command-line options, as TOML.")
@@ -218,8 +243,8 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                 "leases and /etc/machine-id, so that VMs created from an image of this disk "
                 "provision again. Lists what it will do and asks first unless --force.")
     p.add_argument("--user", action="store_true", help="also remove the provisioned admin user and home")
-    p.add_argument("--force", action="store_true", help="do not ask")
-    _add_root(p)
+    p.add_argument("--force", action="store_true", help="do not ask (--json never asks: it needs --force)")
+    _add_root(p), _add_json(p)
 
     fabric = command("fabric", "run the built-in fabric emulator (for tests and image builds)",
                      "A local WireServer and IMDS over real HTTP.")
@@ -229,10 +254,13 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         description="Serve an emulated WireServer and IMDS, validate what guests send, log every "
                     "request as a JSON line, and play the faults of a scenario file "
                     "(docs/fabric-emulator.md).")
-    serve.add_argument("--wireserver", dest="listen_wireserver", metavar="HOST:PORT", required=True)
-    serve.add_argument("--imds", dest="listen_imds", metavar="HOST:PORT", required=True)
+    serve.add_argument("--wireserver", dest="listen_wireserver", metavar="HOST:PORT", required=True,
+                       type=arguments.listen_address)
+    serve.add_argument("--imds", dest="listen_imds", metavar="HOST:PORT", required=True,
+                       type=arguments.listen_address)
     serve.add_argument("--scenario", metavar="FILE", help="scenario file (.json or .toml)")
     serve.add_argument("--log", metavar="FILE", help="append request records here (default: stdout)")
+    _add_json(serve)
     disc = fabric_sub.add_parser(
         "disc", help="write the provisioning disc image (ovf-env.xml) of a scenario",
         description="Write the provisioning disc Azure would attach for the scenario (host name, "
@@ -240,6 +268,7 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                     "image with it attached as a CD-ROM.")
     disc.add_argument("--scenario", metavar="FILE", help="scenario file (.json or .toml)")
     disc.add_argument("--output", "-o", metavar="FILE", required=True, help="the image to write (0600)")
+    _add_json(disc)
     return parser
 
 
@@ -271,9 +300,51 @@ def _handler(reference: str):
     return getattr(importlib.import_module(module_name), function)
 
 
+def _json_words(words: List[str]) -> bool:
+    """``--json`` is on the command line (before a ``--``), whether or not it parsed."""
+    return "--json" in (words[:words.index("--")] if "--" in words else words)
+
+
+def failure_object(message: str, reason: Optional[str], exit_code: int) -> dict:
+    """What ``--json`` prints on stdout for a failure: the message, the reason token (None when
+    the failure has none: a bad command line, an interruption) and the exit code."""
+    return {"error": message, "reason": reason, "exit_code": int(exit_code)}
+
+
+def _fail(as_json: bool, message: str, reason: Optional[str], code: int, *, say: bool = True) -> int:
+    if say:
+        print(f"azprov: {message}", file=sys.stderr)
+    if as_json:
+        try:
+            print(json.dumps(failure_object(message, reason, code)), flush=True)
+        except BrokenPipeError:
+            pass
+    return int(code)
+
+
+def _refuse_without_root(args: argparse.Namespace) -> None:
+    """``must run as root`` before anything is read or sent (exit 9)."""
+    why = NEEDS_ROOT.get(args.command)
+    if why is None or os.geteuid() == 0 or getattr(args, "self_test", False):
+        return
+    raise NotRoot(f"azprov {args.command} must run as root, because {why}; nothing was read or "
+                  "sent: run it with sudo")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(only=_selected_command(words)).parse_args(words)
+    as_json = _json_words(words)
+    try:
+        args = build_parser(only=_selected_command(words)).parse_args(words)
+    except UsageError as error:  # exit 2, argparse's usage and message on stderr
+        error.parser.print_usage(sys.stderr)
+        print(f"{error.parser.prog}: error: {error}", file=sys.stderr)
+        return _fail(as_json, str(error), None, ExitCode.USAGE, say=False)
+    as_json = bool(getattr(args, "json", False))
+    try:
+        _refuse_without_root(args)
+    except NotRoot as error:
+        return _fail(as_json, str(error), error.reason, error.exit_code)
     from azprov.log import setup_logging
 
     destination = setup_logging(args.verbose, console=args.command == "provision")
@@ -282,16 +353,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         config = None if args.command == "check" else _load_config(args)
         return int(_handler(args.handler)(args, config))
     except AzprovError as error:
-        if not (destination == "journal" and getattr(error, "logged", False)):  # said once in the journal
-            print(f"azprov: {error}", file=sys.stderr)
-        return int(error.exit_code)
+        said = destination == "journal" and getattr(error, "logged", False)  # said once in the journal
+        return _fail(as_json, str(error), error.reason, error.exit_code, say=not said)
     except KeyboardInterrupt:
-        print("azprov: interrupted", file=sys.stderr)
-        return 130
+        return _fail(as_json, "interrupted", None, 130)
     except BrokenPipeError:
         return int(ExitCode.OK)
     except Exception as error:  # a bug: say so plainly, keep the traceback in the log
         log.exception("internal error")
-        print(f"azprov: internal error ({type(error).__name__}: {error}); "
-              "this is a bug, please report it with the log", file=sys.stderr)
-        return int(ExitCode.FAILURE)
+        return _fail(as_json, f"internal error ({type(error).__name__}: {error}); "
+                     "this is a bug, please report it with the log", InternalError.reason, ExitCode.FAILURE)

@@ -6,7 +6,9 @@ It re-enables azprov.service, removes azprov's state and provisioning history, i
 of those users (:mod:`azprov.admins`), so a later ``--user`` still finds them after the state is
 gone; ``azprov check`` fails while one is present.
 It lists what it will do and asks first (y/N on a terminal) unless ``--force``; without a
-terminal and without ``--force`` it refuses.
+terminal and without ``--force`` it refuses.  With ``--json`` it never asks (``--force`` is
+required) and prints one object saying what it did: the files removed, the admin users removed
+and kept, the KVP records removed, the files emptied.
 
 The machine id is truncated to an empty file, not deleted and not set to ``uninitialized``: at the
 next boot systemd generates a new id and writes it (so no two VMs share DHCP DUIDs or journal
@@ -18,11 +20,12 @@ the VM id.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from azprov import admins, attempts, kvp, provisioning_data
 from azprov import state as state_file
@@ -45,6 +48,10 @@ LOCK_WAIT = 5.0
 class Action:
     description: str
     run: Callable[[], object]
+    removes: Tuple[str, ...] = ()  # the files it removes (for --json)
+    user: Optional[str] = None  # the admin user it removes
+    kvp_record: Optional[str] = None  # the KVP record it removes
+    empties: Tuple[str, ...] = ()  # the files it truncates
 
 
 def _remove_all(host: Host, paths: List[str]) -> Callable[[], None]:
@@ -61,10 +68,15 @@ def present(host: Host, patterns) -> List[str]:
     return sorted(set(found))
 
 
+def _dbus_copy(host: Host) -> bool:
+    """``/var/lib/dbus/machine-id`` is a copy, not Debian's link to ``/etc/machine-id``: it
+    would outlive the id."""
+    return not _is_link(host, DBUS_MACHINE_ID) and host.read_file(DBUS_MACHINE_ID) is not None
+
+
 def _empty_machine_id(host: Host) -> None:
     host.write_file(MACHINE_ID, b"", mode=0o444)
-    info = host.read_file(DBUS_MACHINE_ID) if not _is_link(host, DBUS_MACHINE_ID) else None
-    if info is not None:  # a copy, not Debian's link to /etc/machine-id: it would outlive the id
+    if _dbus_copy(host):
         host.remove(DBUS_MACHINE_ID)
 
 
@@ -96,7 +108,7 @@ def user_removal(host: Host, username: str) -> Action:
         admins.forget(host, [username])
 
     home = f", its home {entry.home}" if entry else " (already gone)"
-    return Action(f"remove the admin user {username}{home} and its sudo rights", run)
+    return Action(f"remove the admin user {username}{home} and its sudo rights", run, user=username)
 
 
 def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) -> List[Action]:
@@ -111,27 +123,44 @@ def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) ->
     if recorded is not None or host.lexists(state_file.STATE_FILE):
         which = f" (VM {recorded.vm_id})" if recorded else ""
         actions.append(Action(f"remove azprov's state {state_file.STATE_FILE}{which}",
-                              lambda: state_file.clear(host)))
+                              lambda: state_file.clear(host), removes=(state_file.STATE_FILE,)))
     if host.lexists(attempts.HISTORY_FILE):
         actions.append(Action(f"remove the provisioning history {attempts.HISTORY_FILE}",
-                              lambda: attempts.clear(host)))
+                              lambda: attempts.clear(host), removes=(attempts.HISTORY_FILE,)))
     if _kvp_report(host):
         actions.append(Action(f"remove the KVP {kvp.PROVISIONING_REPORT} record from {kvp.POOL_FILE}",
-                              lambda: kvp.remove(host, kvp.PROVISIONING_REPORT)))
+                              lambda: kvp.remove(host, kvp.PROVISIONING_REPORT),
+                              kvp_record=kvp.PROVISIONING_REPORT))
     saved = [path for path in provisioning_data.SAVED if host.lexists(path)]
     if saved:
         actions.append(Action(f"remove what the provisioning disc and IMDS carried: {', '.join(saved)}",
-                              _remove_all(host, saved)))
+                              _remove_all(host, saved), removes=tuple(saved)))
     keys = present(host, [HOST_KEYS])
     if keys:
         actions.append(Action(f"remove the SSH host keys ({len(keys)} files in /etc/ssh)",
-                              _remove_all(host, keys)))
+                              _remove_all(host, keys), removes=tuple(keys)))
     leases = present(host, LEASES)
     if leases:
-        actions.append(Action(f"remove DHCP leases: {', '.join(leases)}", _remove_all(host, leases)))
+        actions.append(Action(f"remove DHCP leases: {', '.join(leases)}", _remove_all(host, leases),
+                              removes=tuple(leases)))
     actions.append(Action(f"empty {MACHINE_ID} (systemd makes a new machine id at the next boot)",
-                          lambda: _empty_machine_id(host)))
+                          lambda: _empty_machine_id(host), empties=(MACHINE_ID,),
+                          removes=(DBUS_MACHINE_ID,) if _dbus_copy(host) else ()))
     return actions
+
+
+def summary(host: Host, done: List[Action], kept: List[str]) -> dict:
+    """``deprovision --json``: what was done, removed, emptied and kept."""
+    return {
+        "root": host.root,
+        "done": [action.description for action in done],
+        "removed_files": sorted({path for action in done for path in action.removes}),
+        "removed_admin_users": [action.user for action in done if action.user],
+        "removed_kvp_records": [action.kvp_record for action in done if action.kvp_record],
+        "emptied_files": [path for action in done for path in action.empties],
+        "kept_admin_users": kept,
+        "unit_enabled": True,
+    }
 
 
 def _kvp_report(host: Host) -> bool:
@@ -142,9 +171,11 @@ def _kvp_report(host: Host) -> bool:
         return False
 
 
-def _confirm(force: bool) -> bool:
+def _confirm(force: bool, as_json: bool = False) -> bool:
     if force:
         return True
+    if as_json:
+        raise ConfirmationRequired("deprovision --json does not ask: pass --force")
     if not sys.stdin.isatty():
         raise ConfirmationRequired("deprovision changes this system for capture and needs "
                                    "confirmation: run it on a terminal, or pass --force")
@@ -153,26 +184,34 @@ def _confirm(force: bool) -> bool:
 
 
 def command(args, config) -> int:
-    """``azprov deprovision [--user] [--force] [--root DIR]``."""
+    """``azprov deprovision [--user] [--force] [--root DIR] [--json]``."""
     host = Host(args.root)
+    as_json = bool(getattr(args, "json", False))
+    if as_json and not args.force:  # refused before anything is read
+        _confirm(args.force, as_json)
     with state_file.acquire(host, LOCK_WAIT):
         actions = plan(host, state_file.load(host), args.user)
-        where = "this system" if host.live else host.root
-        print(f"azprov deprovision will, on {where}:")
-        for action in actions:
-            print(f"  - {action.description}")
         kept = [] if args.user else [name for name in admins.provisioned(host, state_file.load(host))
                                      if host.user(name) is not None]
-        if kept:
-            print(f"  - keep the record of the admin user{'s' if len(kept) > 1 else ''} "
-                  f"{', '.join(kept)}: `azprov deprovision --user` removes "
-                  f"{'them' if len(kept) > 1 else 'it'}, and `azprov check` fails until then")
-        sys.stdout.flush()
-        if not _confirm(args.force):
+        if not as_json:
+            where = "this system" if host.live else host.root
+            print(f"azprov deprovision will, on {where}:")
+            for action in actions:
+                print(f"  - {action.description}")
+            if kept:
+                print(f"  - keep the record of the admin user{'s' if len(kept) > 1 else ''} "
+                      f"{', '.join(kept)}: `azprov deprovision --user` removes "
+                      f"{'them' if len(kept) > 1 else 'it'}, and `azprov check` fails until then")
+            sys.stdout.flush()
+        if not _confirm(args.force, as_json):
             print("cancelled: nothing was changed")
             return int(ExitCode.FAILURE)
         for action in actions:
             log.info("deprovision: %s", action.description)
             action.run()
-    print("done: capture the image now (shut down first); VMs created from it provision again")
+    if as_json:
+        json.dump(summary(host, actions, kept), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print("done: capture the image now (shut down first); VMs created from it provision again")
     return 0

@@ -43,6 +43,7 @@ class ExitCode(enum.IntEnum):
     PROVISIONING = 6  # a provisioning step failed (ProvisioningFailed was reported if possible)
     REFUSED = 7  # azprov refused to provision this VM (another provisioner, pool VM, ...)
     BUSY = 8  # another azprov instance holds the lock
+    NOT_ROOT = 9  # a command that needs root run without it: refused before anything was read or sent
     NOT_READY = 10  # azprov check: an image captured now would not provision (problems listed)
 
 
@@ -166,6 +167,22 @@ class ReportedByHand(AzprovError):
     """``azprov report-failure``: the image's own script reported the failure."""
 
     reason = "reported_by_hand"
+
+
+class NotRoot(AzprovError):
+    """A command that changes the system, or reads what only root may read, run without root:
+    refused before anything is read or sent."""
+
+    reason = "must_run_as_root"
+    exit_code = ExitCode.NOT_ROOT
+
+
+class NotReadyForCapture(AzprovError):
+    """``azprov check`` found problems: an image captured now would not provision.  check does
+    not raise it; its ``--json`` object carries this reason with the problems."""
+
+    reason = "not_ready_for_capture"
+    exit_code = ExitCode.NOT_READY
 
 
 class ConfirmationRequired(AzprovError):

@@ -3,9 +3,9 @@ captured now would provision.  ``--wait`` blocks while azprov.service runs, then
 VM is provisioned and 1 when it is not (the last attempt failed or was refused), like
 ``cloud-init status --wait``: for Packer steps, scale-set and Batch start tasks.
 
-An image captured with azprov.service disabled never provisions (its VMs sit in "creating" until
-Azure gives up); one captured with azprov's state still present carries this VM's host keys and
-machine id into every VM made from it.  Both mean: run ``azprov deprovision`` before capturing.
+Whether an image captured now would provision is ``azprov check``'s verdict, not a judgement of
+its own: status runs the same checks (:func:`azprov.check.run_checks`) and shows their problems as
+warnings, so the two never disagree.  status describes and exits 0; check is the gate (exit 10).
 """
 
 from __future__ import annotations
@@ -13,30 +13,23 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import asdict
 from typing import Callable, Optional
 
 from azprov import attempts, provisioning_data
 from azprov import state as state_file
 from azprov import unit
+from azprov.check import run_checks
 from azprov.host import Host
 from azprov.identity import read_dmi_vm_id, same_vm_id
 
-DISABLED_WARNING = (f"{unit.UNIT} is disabled: VMs created from an image captured now would never "
-                    "provision; run `azprov deprovision` before capturing")
-STATE_WARNING = ("this VM's provisioning state is still recorded (with its host keys and machine "
-                 "id): run `azprov deprovision` before capturing")
 
-
-def collect(host: Host) -> dict:
+def collect(host: Host, config_file: Optional[str] = None) -> dict:
     recorded = state_file.load(host)
     last = attempts.last(host)
     enabled = unit.is_enabled(host)
     dmi_id = read_dmi_vm_id(host.root)
-    warnings = []
-    if not enabled:
-        warnings.append(DISABLED_WARNING)
-    if recorded is not None:
-        warnings.append(STATE_WARNING)
+    problems = run_checks(host, config_file)
     return {
         "provisioned": recorded is not None,
         "vm_id": recorded.vm_id if recorded else None,
@@ -51,8 +44,9 @@ def collect(host: Host) -> dict:
         "custom_data": host.lexists(provisioning_data.CUSTOM_DATA),
         "user_data": host.lexists(provisioning_data.USER_DATA),
         "unit_enabled": enabled,
-        "ready_for_capture": not warnings,
-        "warnings": warnings,
+        "ready_for_capture": not problems,  # azprov check's verdict
+        "warnings": [problem.problem for problem in problems],
+        "capture_problems": [asdict(problem) for problem in problems],
     }
 
 
@@ -94,7 +88,7 @@ def command(args, config) -> int:
     waiting = getattr(args, "wait", False)
     if waiting:
         wait(host)
-    data = collect(host)
+    data = collect(host, getattr(args, "config", None))
     code = exit_code(data) if waiting else 0
     if getattr(args, "json", False):
         json.dump(data, sys.stdout, indent=2)
@@ -117,7 +111,10 @@ def command(args, config) -> int:
     if data["last_attempt"]:
         print(f"last attempt: {_describe_attempt(data['last_attempt'])}")
     print(f"{unit.UNIT}: {'enabled' if data['unit_enabled'] else 'disabled'}")
-    print(f"ready for capture: {'yes' if data['ready_for_capture'] else 'no'}")
-    for warning in data["warnings"]:
-        print(f"warning: {warning}")
+    problems = data["capture_problems"]
+    print("ready for capture: yes (as `azprov check` finds)" if not problems else
+          f"ready for capture: no ({len(problems)} problem{'s' if len(problems) > 1 else ''}; "
+          "`azprov check` is the gate)")
+    for problem in problems:
+        print(f"warning: {problem['problem']}\n    fix: {problem['fix']}")
     return code

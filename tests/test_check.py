@@ -31,12 +31,23 @@ def write(root: str, path: str, text: str, mode: int = 0o644) -> None:
 
 
 def check(root: str):
+    """check's verdict, and status's, which must agree: status describes what check decides."""
     result = cli.azprov("check", "--root", root, "--json")
     assert result.returncode in (0, NOT_READY), result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["ready_for_capture"] == (result.returncode == 0)
     for problem in report["problems"]:
         assert problem["problem"] and problem["fix"], problem
+    if result.returncode:  # the failure fields every command's --json failure carries
+        assert (report["reason"], report["exit_code"]) == ("not_ready_for_capture", NOT_READY)
+        assert f"{len(report['problems'])} problem" in report["error"]
+    else:
+        assert "error" not in report
+    status = cli.azprov("status", "--root", root, "--json")
+    assert status.returncode == 0, status.stderr
+    described = json.loads(status.stdout)
+    assert described["ready_for_capture"] == report["ready_for_capture"]
+    assert described["capture_problems"] == report["problems"]
     return result.returncode, report["problems"]
 
 
@@ -63,6 +74,10 @@ def test_problems_are_listed_with_their_fix_and_exit_10(image):
     assert result.stdout.count("problem: ") == 2 and result.stdout.count("    fix: ") == 2
     assert "sudo rm /etc/azprov/disabled" in result.stdout
     assert "ready for capture: no (2 problems" in result.stdout
+    status = cli.azprov("status", "--root", image)  # describes the same two, exits 0
+    assert status.returncode == 0, status.stderr
+    assert "ready for capture: no (2 problems; `azprov check` is the gate)" in status.stdout
+    assert status.stdout.count("warning: ") == 2 and "sudo rm /etc/azprov/disabled" in status.stdout
 
 
 def _disable(root):

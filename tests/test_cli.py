@@ -242,8 +242,15 @@ def test_endpoint_falls_back_to_the_default_address(tmp_path):
     assert result.stdout.splitlines() == ["address: 168.63.129.16", "source: default (no DHCP option 245 found)"]
 
 
-def test_bad_address_is_a_configuration_error():
+def test_bad_address_on_the_command_line_is_a_usage_error():
     result = azprov("goalstate", "--wireserver", "https://example.invalid")
+    assert result.returncode == 2
+    assert "argument --wireserver" in result.stderr and "plain http" in result.stderr
+
+
+def test_bad_address_in_the_configuration_file_is_a_configuration_error(tmp_path):
+    (tmp_path / "azprov.toml").write_text('[wireserver]\naddress = "https://example.invalid"\n')
+    result = azprov("goalstate", "--config", str(tmp_path / "azprov.toml"))
     assert result.returncode == 3
     assert "[wireserver] address" in result.stderr and "plain http" in result.stderr
 

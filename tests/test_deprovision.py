@@ -12,7 +12,7 @@ from azprov.host import Host
 from azprov.steps import user as user_step
 from support import cli
 from support.fakes import FakeRunner
-from support.scratch_root import WANTS_LINK, diff, read_state, snapshot
+from support.scratch_root import WANTS_LINK, diff, install_python, make_scratch_root, read_state, snapshot
 
 OTHER_VM = "0f3c2b1a-9e8d-4c7b-a6f5-e4d3c2b1a098"
 
@@ -152,20 +152,34 @@ def test_without_user_the_admin_user_and_its_sudo_rights_stay(scratch_root, emul
 
 @pytest.mark.emulator
 @cli.requires_root
-def test_status_warns_until_deprovisioned(scratch_root, emulator):
-    fresh = json.loads(cli.azprov("status", "--json", "--root", scratch_root).stdout)
-    assert fresh["provisioned"] is False and fresh["unit_enabled"] and fresh["ready_for_capture"]
+def test_status_says_what_check_finds_until_deprovisioned(tmp_path, emulator):
+    """status's "ready for capture" is check's verdict (issue 11: it said yes for images check fails)."""
+    root = install_python(make_scratch_root(str(tmp_path / "image")))
 
-    provisioned(scratch_root, emulator)
-    result = cli.azprov("status", "--root", scratch_root)
+    def verdicts():
+        data = json.loads(cli.azprov("status", "--json", "--root", root).stdout)
+        checked = cli.azprov("check", "--root", root, "--json")
+        assert data["ready_for_capture"] == (checked.returncode == 0), checked.stdout
+        assert data["capture_problems"] == json.loads(checked.stdout)["problems"]
+        return data
+
+    fresh = verdicts()  # never provisioned, yet the tree carries a machine id and a lease
+    assert fresh["provisioned"] is False and fresh["unit_enabled"] and not fresh["ready_for_capture"]
+    assert {p["check"] for p in fresh["capture_problems"]} == {"machine_id", "leases"}
+
+    provisioned(root, emulator)
+    result = cli.azprov("status", "--root", root)
     assert result.returncode == 0, result.stderr
     assert "provisioned: yes, VM 8b1e4c3d-52a7-4f6e-9c80-d3a2b7e615f4" in result.stdout
     assert "azprov.service: disabled" in result.stdout
-    assert "run `azprov deprovision` before capturing" in result.stdout
-    data = json.loads(cli.azprov("status", "--json", "--root", scratch_root).stdout)
-    assert data["unit_enabled"] is False and data["ready_for_capture"] is False
-    assert len(data["warnings"]) == 2 and data["admin_username"] == "azureuser"
+    assert "ready for capture: no (" in result.stdout and "fix: sudo azprov deprovision --force" in result.stdout
+    data = verdicts()
+    assert data["unit_enabled"] is False and data["admin_username"] == "azureuser"
+    assert {p["check"] for p in data["capture_problems"]} >= {"unit", "state", "host_keys", "admin_user"}
 
-    cli.azprov("deprovision", "--force", "--root", scratch_root)
-    data = json.loads(cli.azprov("status", "--json", "--root", scratch_root).stdout)
+    cli.azprov("deprovision", "--force", "--root", root)  # keeps the admin user: still not ready
+    assert [p["check"] for p in verdicts()["capture_problems"]] == ["admin_user"]
+    cli.azprov("deprovision", "--user", "--force", "--root", root)
+    data = verdicts()
     assert data["ready_for_capture"] is True and data["warnings"] == []
+    assert "ready for capture: yes" in cli.azprov("status", "--root", root).stdout

@@ -133,4 +133,8 @@ def command(args, config) -> int:
     print(f"azprov fabric: wrote the provisioning disc of scenario {args.scenario or 'default'} "
           f"to {args.output} ({len(image)} bytes, ISO9660, mode 0600: it may hold a password)",
           file=sys.stderr)
+    if getattr(args, "json", False):
+        import json
+
+        print(json.dumps({"output": args.output, "bytes": len(image)}))
     return 0
