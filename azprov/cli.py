@@ -349,8 +349,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     destination = setup_logging(args.verbose, console=args.command == "provision")
     try:
-        # check reads the image's configuration itself: a broken one is a problem it lists
-        config = None if args.command == "check" else _load_config(args)
+        # check and status read the image's configuration themselves: a broken one is a problem
+        # they list (status describes it; it needs no configuration of its own)
+        config = None if args.command in ("check", "status") else _load_config(args)
         return int(_handler(args.handler)(args, config))
     except AzprovError as error:
         said = destination == "journal" and getattr(error, "logged", False)  # said once in the journal

@@ -196,11 +196,14 @@ def test_another_run_holds_the_lock_exit_8(scratch_root, emulator):
 
 def test_interrupted_exit_130(emulator):
     fabric = emulator({"wireserver": {"refuse_for": 60}})
-    process = subprocess.Popen([PROGRAM, "goalstate", "--json", *cli.fabric_args(fabric)],
+    process = subprocess.Popen([PROGRAM, "goalstate", "-vv", "--json", *cli.fabric_args(fabric)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=cli.environment(), stdin=subprocess.DEVNULL)
-    seen = process.stderr.readline()  # the first retry's warning: it is waiting for the fabric
-    assert "attempt" in seen, seen
+    seen = ""
+    while "attempt" not in seen:  # -vv logs every attempt: it is waiting for the fabric
+        line = process.stderr.readline()
+        assert line, seen
+        seen += line
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     failure(subprocess.CompletedProcess(process.args, process.returncode, out, seen + err), 130, None)
