@@ -115,6 +115,7 @@ LAYER: Dict[str, str] = {
     "azprov.fabric.values": FABRIC,
     # the command line
     "azprov.cli": CLI,
+    "azprov.arguments": CLI,  # the command-line value types
     "azprov.__main__": CLI,
 }
 
