@@ -288,3 +288,18 @@ def test_deprovision_json_never_asks(scratch_root):
     data = failure(run("deprovision", "--json", "--root", scratch_root), 2, "confirmation_required")
     assert "--force" in data["error"]
     assert snapshot(scratch_root) == before
+
+
+def test_every_exit_code_is_documented_in_the_man_page_the_help_and_the_readme():
+    from azprov.cli import EXIT_CODES_HELP
+    from azprov.errors import ExitCode
+
+    man = open(os.path.join(cli.REPO, "docs", "azprov.8")).read()
+    section = man.split(".SH EXIT STATUS\n", 1)[1].split("\n.SH ", 1)[0]
+    readme = open(os.path.join(cli.REPO, "README.md")).read()
+    for code in [*(int(c) for c in ExitCode), 130]:
+        assert f".B {code}\n" in section, code
+        assert f"\n  {code} " in EXIT_CODES_HELP, code
+        assert f"`{code}` " in readme, code
+    for text in (section, EXIT_CODES_HELP, readme):
+        assert '"exit_code"' in text or "exit_code" in text
