@@ -49,7 +49,7 @@ def _report(args, config, status, kvp_report: str) -> int:
 
 
 def report_ready(args, config) -> int:
-    from azprov.errors import encode_success
+    from azprov.report import encode_success
     from azprov.health import HealthStatus
     from azprov.identity import read_dmi_vm_id
 
@@ -58,10 +58,11 @@ def report_ready(args, config) -> int:
 
 
 def report_failure(args, config) -> int:
-    from azprov.errors import ReportedByHand, encode_description, utf8_size
+    from azprov.errors import ReportedByHand
     from azprov.health import HealthStatus
     from azprov.identity import read_dmi_vm_id
     from azprov.kvp import VALUE_LIMIT
+    from azprov.report import encode_description, utf8_size
 
     error, vm_id = ReportedByHand(args.reason), read_dmi_vm_id(args.root)
     description = encode_description(error, agent=USER_AGENT, vm_id=vm_id)

@@ -1,8 +1,8 @@
-"""azprov's errors: one base class, a short fixed reason each, and the failure Description.
+"""azprov's errors: one base class, a short fixed reason each.
 
 Every module raises these and nothing else for expected failures; the CLI turns them into one
 line on stderr and a documented exit code, and the provisioning flow encodes them into the
-``NotReady/ProvisioningFailed`` health report.  This module imports nothing of azprov.
+``NotReady/ProvisioningFailed`` health report.
 
 This module is also the catalogue of failure reasons: every error class of azprov is defined
 here, and :func:`reasons` lists their ``reason`` tokens.  To add a reason:
@@ -16,16 +16,15 @@ here, and :func:`reasons` lists their ``reason`` tokens.  To add a reason:
 
 ``tests/test_errors.py`` fails while a reason is used twice, is missing from the man page, or an
 error class of azprov is defined outside this module.
+
+The reports that carry an error to Azure are built by :mod:`azprov.report`.  This module imports
+nothing of azprov.
 """
 
 from __future__ import annotations
 
-import csv
-import datetime
 import enum
-import io
-import re
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict
 
 DESCRIPTION_LIMIT = 512
 DOCUMENTATION_URL = "https://aka.ms/linuxprovisioningerror"
@@ -293,109 +292,3 @@ def reasons() -> Dict[str, type]:
         found.setdefault(cls.reason, cls)
         pending.extend(cls.__subclasses__())
     return found
-
-
-# control characters (C0, DEL, C1), Unicode line/paragraph separators, lone surrogates, and "|"
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff|]")
-_FIXED_KEYS = frozenset({"result", "reason", "agent", "step", "message", "vm_id", "timestamp",
-                         "documentation_url"})
-_FIELD_LIMIT = 128  # the identifying fields; only the message and details may be longer
-
-
-def _clean(value: object, limit: int = DESCRIPTION_LIMIT) -> str:
-    """One line, no field separator: control characters, line separators, lone surrogates and
-    ``|`` become spaces."""
-    text = _UNSAFE.sub(" ", str(value)).strip()
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _detail_key(key: object) -> str:
-    """A detail may not pose as one of the fixed fields: ``reason`` becomes ``detail_reason``."""
-    name = _clean(key, 64).replace("=", "_")
-    return f"detail_{name}" if name in _FIXED_KEYS else name
-
-
-def encode_fields(fields: Sequence[Tuple[str, object]]) -> str:
-    """``key=value`` fields as one ``|``-separated CSV row, quoted as cloud-init quotes them:
-    a field holding ``|``, a double quote or a line break is put in double quotes (its quotes
-    doubled), so a CSV reader with ``delimiter="|"`` reads the fields back exactly."""
-    with io.StringIO() as buffer:
-        csv.writer(buffer, delimiter="|", quotechar='"', quoting=csv.QUOTE_MINIMAL,
-                   lineterminator="\r\n").writerow([f"{key}={value}" for key, value in fields])
-        text = buffer.getvalue()
-    return text[:-2] if text.endswith("\r\n") else text
-
-
-def _now(timestamp: Optional[datetime.datetime]) -> str:
-    when = timestamp or datetime.datetime.now(datetime.timezone.utc)
-    return when.replace(microsecond=0).isoformat()
-
-
-def encode_success(*, agent: str, vm_id: Optional[str],
-                   timestamp: Optional[datetime.datetime] = None) -> str:
-    """The success report (KVP ``PROVISIONING_REPORT``), as cloud-init writes it:
-    ``result=success|agent=..|timestamp=..|vm_id=..``."""
-    return encode_fields([("result", "success"), ("agent", _clean(agent, _FIELD_LIMIT)),
-                          ("timestamp", _now(timestamp)),
-                          ("vm_id", _clean(vm_id or "unknown", _FIELD_LIMIT))])
-
-
-def utf8_size(text: str) -> int:
-    return len(text.encode("utf-8", "replace"))
-
-
-def _cut(text: str, limit: int, size: Callable[[str], int]) -> str:
-    """``text`` shortened (with "...") until ``size`` says it fits ``limit``."""
-    if size(text) <= limit:
-        return text
-    keep = min(len(text), limit)
-    while keep > 0 and size(text[:keep] + "...") > limit:
-        keep -= max(1, (size(text[:keep] + "...") - limit) // 4)
-    return text[:max(keep, 0)] + "..."
-
-
-def encode_description(
-    error: AzprovError,
-    *,
-    agent: str,
-    step: Optional[str] = None,
-    vm_id: Optional[str] = None,
-    timestamp: Optional[datetime.datetime] = None,
-    extra: Optional[Mapping[str, object]] = None,
-    limit: int = DESCRIPTION_LIMIT,
-    size: Callable[[str], int] = len,
-) -> str:
-    """The failure report for ``error``: ``|``-separated ``key=value`` fields (see
-    :func:`encode_fields`).
-
-    ``result=error|reason=..|agent=..|step=..|<details>|message=..|vm_id=..|timestamp=..|
-    documentation_url=..``, at most ``limit`` as measured by ``size`` (512 characters for the
-    health Description; the KVP record passes 1022 UTF-8 bytes).  When too long, the free-text
-    fields (message, then details) are shortened so the identifying fields survive.
-    """
-    head = [("result", "error"), ("reason", error.reason), ("agent", agent)]
-    if step:
-        head.append(("step", step))
-    details = list(error.details.items()) + list((extra or {}).items())
-    tail = [("vm_id", vm_id or "unknown"), ("timestamp", _now(timestamp))]
-    tail.append(("documentation_url", DOCUMENTATION_URL))
-    fields_head = [(k, _clean(v, _FIELD_LIMIT)) for k, v in head]
-    fields_tail = [(k, _clean(v, _FIELD_LIMIT)) for k, v in tail]
-    detail_fields = [(_detail_key(k), _clean(v)) for k, v in details]
-    message = _clean(error.message)
-
-    def joined(message: str, detail_fields: list) -> str:
-        return encode_fields(fields_head + detail_fields + [("message", message)] + fields_tail)
-
-    text = joined(message, detail_fields)
-    if size(text) > limit:
-        over = size(text) - limit
-        keep = max(20, len(message) - over - 3)
-        message = message[:keep] + "..."
-        text = joined(message, detail_fields)
-    while size(text) > limit and detail_fields:
-        detail_fields = detail_fields[:-1]
-        text = joined(message, detail_fields)
-    if size(text) > limit:  # only if the fixed fields themselves are huge
-        text = _cut(text, limit, size)
-    return text

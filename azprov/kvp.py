@@ -12,7 +12,8 @@ before every health report, and also when the WireServer cannot be reached at al
 - Locked as ``hv_kvp_daemon`` locks it (``fcntl`` record lock over the whole file) and as
   cloud-init does (``flock``), both, for at most :data:`LOCK_WAIT` seconds.
 - Values are cut to :data:`VALUE_LIMIT` bytes on a UTF-8 character boundary (the host-side
-  consumers read at most 1024 bytes including the terminator).
+  consumers read at most 1024 bytes including the terminator); the report itself is shortened by
+  whole CSV fields before that (:func:`report`), so no cut falls inside a quoted field.
 - The file and its directory are created when missing; a symlink is refused.  Writing is best
   effort: a failure is logged, never fatal to provisioning.
 """
@@ -29,6 +30,7 @@ from typing import Callable, List, Optional, Tuple
 
 from azprov.errors import StepFailed
 from azprov.host import Host
+from azprov.report import fit_row, utf8_size
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +170,14 @@ def _update(host: Host, key: str, record: Optional[bytes], wait: float,
 
 
 def report(host: Host, value: str) -> bool:
-    """Write the ``PROVISIONING_REPORT`` record; False (logged) if it could not be written."""
+    """Write the ``PROVISIONING_REPORT`` record, a report row (:mod:`azprov.report`); False
+    (logged) if it could not be written.  A row over :data:`VALUE_LIMIT` bytes is shortened by
+    fields, so the record still reads as CSV (a byte cut could end inside a quoted field)."""
+    value = fit_row(value, VALUE_LIMIT, utf8_size)
     try:
         write(host, PROVISIONING_REPORT, value)
     except (StepFailed, OSError) as exc:
         log.warning("could not write the KVP %s for the host: %s", PROVISIONING_REPORT, exc)
         return False
-    log.info("KVP %s written to %s: %s", PROVISIONING_REPORT, POOL_FILE,
-             cut_utf8(value, VALUE_LIMIT).decode("utf-8", "replace"))
+    log.info("KVP %s written to %s: %s", PROVISIONING_REPORT, POOL_FILE, value)
     return True

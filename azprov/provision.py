@@ -38,14 +38,14 @@ from azprov import log as azlog
 from azprov import provisioning_data, sources
 from azprov import state as state_file
 from azprov import unit
-from azprov.errors import (AzprovError, FabricUnreachable, InternalError, encode_description,
-                           encode_success, utf8_size)
+from azprov.errors import AzprovError, FabricUnreachable, InternalError
 from azprov.guards import (check_custom_data, check_login, check_metadata, check_other_provisioners,
                            waagent_extensions_only)
 from azprov.health import HealthStatus
 from azprov.host import Host
 from azprov.identity import normalize_vm_id, read_dmi_vm_id, same_vm_id
 from azprov.notify import Notifier
+from azprov.report import encode_description, encode_success, utf8_size
 from azprov.steps import STEPS, host_keys
 
 log = logging.getLogger(__name__)

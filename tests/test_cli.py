@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from azprov.fabric import FabricEmulator, Scenario
+from azprov.report import read_fields
 
 pytestmark = pytest.mark.emulator
 DATA = Path(__file__).parent / "data" / "goalstates"
@@ -135,8 +136,9 @@ def test_report_failure_carries_the_reason():
         assert result.returncode == 0, result.stderr
         (report,) = fabric.reports
     assert report["state"] == "NotReady" and report["substatus"] == "ProvisioningFailed"
-    assert "reason=reported_by_hand" in report["description"]
-    assert "message=disk <setup> failed badly" in report["description"]
+    fields = dict(read_fields(report["description"]))  # a CSV row: the "|" is quoted, not lost
+    assert fields["reason"] == "reported_by_hand" and fields["message"] == "disk <setup> failed|badly"
+    assert "|'message=disk <setup> failed|badly'|" in report["description"]
     from azprov import kvp
     from azprov.host import Host
 

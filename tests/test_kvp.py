@@ -13,7 +13,8 @@ import time
 import pytest
 
 from azprov import kvp
-from azprov.errors import InvalidMetadata, StepFailed, encode_description, encode_fields, encode_success, utf8_size
+from azprov.errors import InvalidMetadata, StepFailed
+from azprov.report import REPORT_CSV, encode_description, encode_fields, encode_success, fit_row, read_fields, utf8_size
 from azprov.host import Host
 from tests.support.cli import environment
 
@@ -59,12 +60,64 @@ def test_short_values_and_lone_surrogates_are_kept_or_replaced():
     assert kvp.cut_utf8("a\udcffb", 1022) == b"a?b"
 
 
+def read_row(text: str) -> list:
+    """A report row as a CSV reader reads it (from a file, as the host would)."""
+    rows = list(csv.reader(io.StringIO(text, newline=""), **REPORT_CSV))
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
 def test_fields_are_quoted_as_cloud_init_quotes_them():
-    fields = [("result", "error"), ("message", 'a|b'), ("quote", 'say "hi"'), ("lines", "one\ntwo"),
-              ("plain", "x y")]
+    # cloud-init: csv.writer(delimiter="|", quotechar="'", quoting=QUOTE_MINIMAL)
+    fields = [("result", "error"), ("message", "a|b"), ("quote", "don't"), ("lines", "one\r\ntwo"),
+              ("cr", "one\rtwo"), ("double", 'say "hi"'), ("plain", "x y")]
     text = encode_fields(fields)
-    assert text == 'result=error|"message=a|b"|"quote=say ""hi"""|"lines=one\ntwo"|plain=x y'
-    assert next(csv.reader([text], delimiter="|")) == [f"{k}={v}" for k, v in fields]
+    assert text == ("result=error|'message=a|b'|'quote=don''t'|'lines=one\r\ntwo'|'cr=one\rtwo'|"
+                    'double=say "hi"|plain=x y')
+    assert read_row(text) == [f"{k}={v}" for k, v in fields]
+    assert read_fields(text) == fields
+
+
+@pytest.mark.parametrize("value", ["a\u2028b", "a\u2029b", "a\x85b", "tab\there", "é€😀", "=", ""])
+def test_other_characters_are_not_quoted_and_read_back(value):
+    text = encode_fields([("k", value), ("next", "1")])
+    assert text == f"k={value}|next=1"
+    assert read_row(text) == [f"k={value}", "next=1"]
+
+
+def test_a_long_report_is_shortened_by_fields_and_still_reads_as_csv():
+    """The 1022-byte limit never falls inside a quoted field: the field that does not fit is
+    shortened inside its quotes, the ones after it are dropped."""
+    fields = [("result", "error"), ("reason", "x"), ("message", "it's\n" + "é|" * 600), ("vm_id", "v")]
+    text = encode_fields(fields)
+    assert utf8_size(text) > kvp.VALUE_LIMIT
+    for cut in (fit_row(text, kvp.VALUE_LIMIT, utf8_size),
+                encode_fields(fields, limit=kvp.VALUE_LIMIT, size=utf8_size)):
+        assert kvp.VALUE_LIMIT - 4 <= utf8_size(cut) <= kvp.VALUE_LIMIT
+        assert cut.endswith("...'")  # the quote is closed after the shortened message
+        got = read_fields(cut)
+        assert got[:2] == fields[:2] and got[2][0] == "message" and len(got) == 3
+        assert fields[2][1].startswith(got[2][1][:-3])
+        # A plain byte cut would have ended inside the quoted field: not a row as written.
+        raw = kvp.cut_utf8(text, kvp.VALUE_LIMIT).decode()
+        assert read_row(raw) != read_row(cut)
+
+
+def test_the_report_written_to_the_pool_is_shortened_by_fields(tmp_path):
+    host = Host(str(tmp_path))
+    text = encode_fields([("result", "error"), ("message", "'" * 2000), ("vm_id", "v")])
+    assert kvp.report(host, text)
+    ((key, value),) = kvp.read_pool(host)
+    assert key == "PROVISIONING_REPORT" and utf8_size(value) <= kvp.VALUE_LIMIT
+    result, message = read_row(value)  # vm_id did not fit after the long message
+    quotes = message.count("'")
+    assert result == "result=error" and message == "message=" + "'" * quotes + "..." and quotes > 490
+
+
+def test_a_field_that_cannot_be_shortened_to_fit_is_dropped():
+    text = encode_fields([("a", "1"), ("long_key_name", "v" * 50)], limit=12)
+    assert text == "a=1"
+    assert encode_fields([("a", "1" * 50)], limit=10) == "a=11111..."
 
 
 def test_success_report_format():
@@ -80,7 +133,7 @@ def test_failure_report_fits_1022_bytes_with_its_identity_fields():
     text = encode_description(error, agent="azprov/0.1.0", step="hostname", vm_id="vm-1",
                               limit=kvp.VALUE_LIMIT, size=utf8_size)
     assert utf8_size(text) <= 1022
-    fields = next(csv.reader([text], delimiter="|"))
+    fields = read_row(text)
     assert fields[:4] == ["result=error", "reason=invalid_metadata", "agent=azprov/0.1.0", "step=hostname"]
     assert "vm_id=vm-1" in fields and fields[-1].startswith("documentation_url=")
     assert kvp.cut_utf8(text, kvp.VALUE_LIMIT) == text.encode()  # nothing left to cut
@@ -230,8 +283,27 @@ def test_cut_utf8_never_exceeds_and_never_splits_a_character(text, limit):
 @given(st.lists(st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), ANY_TEXT), max_size=8))
 def test_encoded_fields_read_back_with_a_csv_reader(fields):
     text = encode_fields(fields)
-    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="|"))
+    rows = list(csv.reader(io.StringIO(text, newline=""), **REPORT_CSV))
     assert rows == ([[f"{k}={v}" for k, v in fields]] if fields else [])
+
+
+@fuzz(200)
+@given(st.lists(st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), ANY_TEXT.map(lambda t: t * 20)),
+                min_size=1, max_size=8),
+       st.integers(0, 1100))
+def test_shortened_rows_read_back_as_a_prefix_of_the_fields(fields, limit):
+    fields = [(k, v.replace("\ud800", "?").replace("\udfff", "?")) for k, v in fields]  # as _clean does
+    text = encode_fields(fields, limit=limit, size=utf8_size)
+    assert utf8_size(text) <= limit
+    got = read_fields(text) if text else []
+    whole = 0
+    while whole < len(got) and got[whole] == fields[whole]:
+        whole += 1
+    assert len(got) - whole in (0, 1), (fields, got)  # whole fields, then maybe one shortened
+    if whole < len(got):
+        key, value = got[-1]
+        assert key == fields[whole][0] and value.endswith("...")
+        assert fields[whole][1].startswith(value[:-3])
 
 
 @fuzz(100)

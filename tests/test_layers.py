@@ -44,6 +44,7 @@ LAYER: Dict[str, str] = {
     # errors: what everything may use, importing nothing of azprov
     "azprov": ERRORS,  # version and user agent
     "azprov.errors": ERRORS,
+    "azprov.report": ERRORS,  # the reports that carry an error: errors and the csv module only
     # http/host: the two ways out (network, machine) and the shared low-level parsers
     "azprov.address": BASE,
     "azprov.http": BASE,

@@ -17,6 +17,7 @@ from azprov import attempts, errors, kvp, state, unit
 from azprov.errors import Busy, FabricUnreachable, Refused
 from azprov.host import Host
 from azprov.provision import provision
+from azprov.report import read_fields
 from azprov.steps import hostname
 from support.fakes import VM_ID, FakeFabric, FakeRunner, metadata
 
@@ -116,7 +117,7 @@ def test_an_invalid_value_is_reported_and_changes_nothing(host, light):
         provision(host, light, connect=fabric.connect)
     (report,) = fabric.reports
     assert report.substatus.value == "ProvisioningFailed"
-    fields = dict(field.split("=", 1) for field in report.description.split("|"))
+    fields = dict(read_fields(report.description))
     assert fields["result"] == "error" and fields["reason"] == "invalid_computer_name"
     assert fields["step"] == "hostname" and fields["vm_id"] == VM_ID
     assert fields["agent"].startswith("azprov/") and "timestamp" in fields
@@ -245,7 +246,7 @@ def owner_mode(root, path):
 
 
 def description_fields(report) -> dict:
-    return dict(field.split("=", 1) for field in report["description"].split("|"))
+    return dict(read_fields(report["description"]))
 
 
 def wireserver_requests(fabric) -> list:

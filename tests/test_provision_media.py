@@ -17,6 +17,7 @@ from azprov import errors, provisioning_data, state
 from azprov.errors import FabricUnreachable
 from azprov.host import Host
 from azprov.provision import provision
+from azprov.report import read_fields
 from support import cli, discs
 from support.fakes import ED25519, VM_ID, FakeFabric, FakeRunner, live_host, metadata
 
@@ -38,7 +39,7 @@ def with_disc(host: Host, tmp_path, **ovf) -> None:
 
 
 def fields(report) -> dict:
-    return dict(field.split("=", 1) for field in report.description.split("|"))
+    return dict(read_fields(report.description))
 
 
 def everything_under(root: str) -> bytes:

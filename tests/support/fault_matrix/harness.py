@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import pytest
 
+from azprov.report import read_fields
 from support import cli
 from support.fakes import ED25519
 from support.scratch_root import (
@@ -484,7 +485,7 @@ class Matrix:
 
 
 def description_fields(report: dict) -> Dict[str, str]:
-    return dict(field.split("=", 1) for field in report["description"].split("|"))
+    return dict(read_fields(report["description"]))
 
 
 def observe(run: Run) -> dict:
