@@ -203,8 +203,11 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
 
     p = command("metadata", "fetch and print the instance metadata azprov uses",
                 "Print what IMDS says azprov should provision: computer name, admin user, "
-                "SSH keys, password policy, VM id, pool type.")
+                "SSH keys, password policy, VM id, pool type; and what the provisioning disc "
+                "carries, password redacted.")
     _add_fabric_options(p), _add_json(p)
+    p.add_argument("--root", metavar="DIR", default="/", type=arguments.directory,
+                   help="look for the provisioning disc under DIR (DIR/dev/sr0, ...)")
 
     p = command("endpoint", "print the WireServer address and where it came from",
                 "Print the WireServer address azprov would use: --wireserver or the "

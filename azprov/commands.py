@@ -95,20 +95,21 @@ def metadata(args, config) -> int:
         "api_version": data.api_version,
         "has_custom_data": data.has_custom_data,
         "user_data_bytes": None if data.user_data is None else len(data.user_data),
-        "provisioning_disc": _disc_summary(),
+        "provisioning_disc": _disc_summary(args.root),
     })
     return 0
 
 
-def _disc_summary():
-    """What the provisioning disc carries (password redacted), None without one, or the error."""
+def _disc_summary(root: str):
+    """What the provisioning disc carries (password redacted), None without one, or the error;
+    read in user space only (never mounted by a query)."""
     from azprov.errors import AzprovError
     from azprov.host import Host
     from azprov.media.disc import read_ovf_env
     from azprov.ovf import parse_ovf_env
 
     try:
-        found = read_ovf_env(Host("/"), mount=False)
+        found = read_ovf_env(Host(root), mount=False)
         if found is None:
             return None
         return {"device": found.device, "read_by": found.method,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -204,6 +206,43 @@ def test_goalstate_and_metadata_print_what_they_read():
     assert goal["incarnation"] == 9
     assert (meta["computer_name"], meta["admin_username"]) == ("web-9", "ops")
     assert "computer_name: web-9" in text
+
+
+DISC_PASSWORD = "Metadata-Secret-" + secrets.token_hex(6)  # unique: searched for in the output
+
+
+@pytest.mark.parametrize("build", ["genisoimage -udf", "iso9660", "udf only", "pycdlib udf 2.60"])
+def test_metadata_shows_the_real_disc_with_the_password_redacted(tmp_path, build):
+    """``azprov metadata --root`` reads a real disc image at DIR/dev/sr0 (built with genisoimage or
+    pycdlib, read by azprov's user-space readers): everything it carries is shown but the password."""
+    from support import discs
+    from support.fakes import ED25519
+
+    ovf = discs.ovf_env(hostname="disc-host", username="discadmin", password=DISC_PASSWORD,
+                        keys=(("F00D", ED25519),), custom_data="IyEvYmluL3NoCmVjaG8gaGVsbG8K")
+    image = {"genisoimage -udf": lambda: discs.genisoimage(tmp_path, ovf, "-udf"),
+             "iso9660": lambda: discs.genisoimage(tmp_path, ovf),
+             "udf only": lambda: discs.udf_only(tmp_path, ovf),
+             "pycdlib udf 2.60": lambda: discs.pycdlib_udf260(tmp_path, ovf)}[build]()
+    root = tmp_path / "root"
+    (root / "dev").mkdir(parents=True)
+    shutil.copy(image, root / "dev" / "sr0")
+    with emulator({"computer_name": "imds-host"}) as fabric:
+        as_json = azprov("metadata", "--json", "--root", str(root), "-vv", *fabric_args(fabric))
+        as_text = azprov("metadata", "--root", str(root), "-vv", *fabric_args(fabric))
+    for result in (as_json, as_text):
+        assert result.returncode == 0, result.stderr
+        assert DISC_PASSWORD not in result.stdout + result.stderr
+    disc = json.loads(as_json.stdout)["provisioning_disc"]
+    assert disc["device"] == "/dev/sr0" and disc["read_by"] in ("udf", "iso9660")
+    assert (disc["hostname"], disc["username"], disc["password"]) == ("disc-host", "discadmin", "(set, redacted)")
+    assert disc["ssh_keys"] == [{"path": "/home/discadmin/.ssh/authorized_keys", "fingerprint": "F00D",
+                                 "value": ED25519[:40] + "..."}]
+    assert disc["custom_data_bytes"] == len("#!/bin/sh\necho hello\n")
+    assert disc["preprovisioned_vm"] is False
+    assert json.loads(as_json.stdout)["computer_name"] == "imds-host"  # IMDS's view beside the disc's
+    line = [text for text in as_text.stdout.splitlines() if text.startswith("provisioning_disc: ")]
+    assert line and "'disc-host'" in line[0] and "'(set, redacted)'" in line[0] and "F00D" in line[0]
 
 
 def _dhcpcd_packet(address: bytes) -> bytes:
