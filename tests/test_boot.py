@@ -593,9 +593,10 @@ def password_boot(workspace, layers, workdir: Path):
     run_dropin.write_text("[custom_data]\nrun = true\n")
     scenario = password_vm("azprov-boot-pw", "pwadmin")
     image = provisioning_disc(scenario, workdir / label)
-    secret = disc.secret_dir(workdir, label, {"password": BOOT_PASSWORD + "\n", "user": "pwadmin\n"})
-    with disc.attached(image) as attach:
+    secret_files = {"password": BOOT_PASSWORD + "\n", "user": "pwadmin\n"}
+    with disc.attached(image) as attach, disc.secret_dir(workdir, label, secret_files) as secret:
         booted, records = boot_vm(tree, scenario, label, workdir, nspawn_args=[*attach, *secret])
+    assert not (workdir / f"{label}.secret").exists(), "the test password was left in the workdir"
     return tree, scenario, booted, records
 
 

@@ -2,14 +2,16 @@
 
 ``attached(image)`` sets up a read-only loop device (``losetup -r -f --show``) and yields the
 systemd-nspawn options that bind it into the container as ``/dev/sr0`` and allow reading it;
-the loop device is always detached afterwards.  ``secret_dir(workdir, files)`` makes a 0700
-directory outside the tree for what the recorder needs but the image must never hold (the
-password for the SSH password login), bound read-only at ``/run/azprov-boottest-secret``.
+the loop device is always detached afterwards.  ``with secret_dir(workdir, name, files)`` makes a
+0700 directory outside the tree for what the recorder needs but the image must never hold (the
+password for the SSH password login), bound read-only at ``/run/azprov-boottest-secret``, and
+removes it afterwards.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,11 +35,15 @@ def attached(image: Path) -> Iterator[List[str]]:
         subprocess.run(["losetup", "-d", loop], env=CLEAN_ENV, timeout=30, check=False)
 
 
-def secret_dir(workdir: Path, name: str, files: Dict[str, str]) -> List[str]:
+@contextmanager
+def secret_dir(workdir: Path, name: str, files: Dict[str, str]) -> Iterator[List[str]]:
     directory = workdir / f"{name}.secret"
     directory.mkdir(mode=0o700, exist_ok=True)
-    for file, text in files.items():
-        fd = os.open(directory / file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-    return [f"--bind-ro={directory}:{SECRET_MOUNT}"]
+    try:
+        for file, text in files.items():
+            fd = os.open(directory / file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+        yield [f"--bind-ro={directory}:{SECRET_MOUNT}"]
+    finally:  # a kept workdir (AZPROV_BOOT_KEEP) must not keep the password either
+        shutil.rmtree(directory, ignore_errors=True)
