@@ -66,6 +66,9 @@ class WireServerConfig:
 class ImdsConfig:
     address: str = _address_field("169.254.169.254")
     deadline: float = 300.0  # seconds for the whole IMDS phase
+    # seconds IMDS gets (from its first request) when the provisioning disc has a host name, a
+    # user and a way to log in; then azprov goes on with the disc alone
+    disc_grace: float = 15.0
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,11 @@ class Deadline:
     def remaining(self) -> float:
         return max(0.0, self.at - self.clock())
 
+    def end(self) -> None:
+        """From now on there is no time left: a request under it makes no further attempt
+        (one in flight finishes or times out)."""
+        self.at = min(self.at, self.clock())
+
 
 @dataclass(frozen=True)
 class Response:

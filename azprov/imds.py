@@ -165,12 +165,18 @@ class ImdsClient:
         )
         return response.body
 
-    def metadata(self) -> Metadata:
+    def deadline(self):
+        """A fresh deadline for the IMDS phase (:meth:`metadata` makes its own without one)."""
+        return self.http.deadline(self.policy)
+
+    def metadata(self, deadline=None) -> Metadata:
         """The instance metadata; falls back to the older API version on HTTP 400.
 
         Both requests share one deadline: the IMDS phase never takes longer than configured.
+        A caller that passes its own ``deadline`` may end it early (``Deadline.end()``) to stop
+        the retries.
         """
-        deadline = self.http.deadline(self.policy)
+        deadline = deadline or self.deadline()
         try:
             body = self._fetch(f"api-version={API_VERSION}&extended=true", deadline)
             return parse_metadata(body, API_VERSION)

@@ -19,7 +19,8 @@ state → disable the unit → custom data script (opt-in).
 - The state is written only after Ready was accepted, so a lost report is retried next boot.
 - The provisioning disc (``ovf-env.xml``) is read after the goal state, so a disc that cannot be
   read is reported; IMDS and the disc are combined as :mod:`azprov.sources` says (IMDS wins for
-  hostname, user and keys; the disc alone when IMDS does not answer).
+  hostname, user and keys; the disc alone when IMDS does not answer, after only
+  ``[imds] disc_grace`` seconds when the disc has a host name, a user and a way to log in).
 - One run at a time: ``/run/azprov/lock``.
 """
 
@@ -29,6 +30,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional
@@ -85,6 +87,7 @@ class Provisioning:
         self.wireserver_answered = False
         self.ready_accepted = False
         self.keys: Optional[_Prefetch] = None  # ssh-keygen in the background
+        self.imds_deadline = None  # of the IMDS fetch in the background, ended early for the disc
         self.history = attempts.Recorder(host)
 
     def run(self) -> Outcome:
@@ -132,7 +135,8 @@ class Provisioning:
         prefetched = None
         if metadata is None:
             self.fabric.prepare()
-            prefetched = _Prefetch(self.fabric.imds.metadata, step="metadata")
+            self.imds_deadline = self.fabric.imds.deadline()
+            prefetched = _Prefetch(lambda: self.fabric.imds.metadata(self.imds_deadline), step="metadata")
         with self.phase("goal_state"):
             served = self.fabric.wireserver.goal_state()
             self.wireserver_answered = True
@@ -230,8 +234,21 @@ class Provisioning:
 
     def combined_metadata(self, metadata, prefetched, disc, dmi_id: Optional[str]):
         """IMDS's metadata with the disc's (see azprov.sources); the disc alone when IMDS does
-        not answer and DMI gives the VM id."""
+        not answer and DMI gives the VM id.  When the disc is complete (a host name, a user, a
+        way to log in), IMDS gets ``[imds] disc_grace`` seconds from its first request, not its
+        whole deadline: a VM whose IMDS cannot be reached provisions in seconds."""
         if metadata is None:
+            if disc is not None and dmi_id is not None and sources.complete(disc):
+                grace = self.config.imds.disc_grace
+                if not prefetched.done():
+                    log.info("waiting up to %g s for IMDS ([imds] disc_grace); the provisioning disc "
+                             "can provision this VM without it", grace)
+                if not prefetched.wait(grace):
+                    self.imds_deadline.end()  # no further IMDS attempts in the background
+                    log.warning("IMDS was not reached within %g s ([imds] disc_grace): provisioning "
+                                "from the provisioning disc alone (host name, user, keys and password "
+                                "from ovf-env.xml; VM id from DMI; no IMDS user data)", grace)
+                    return sources.from_disc(disc, normalize_vm_id(dmi_id))
             try:
                 metadata = prefetched.result()
             except FabricUnreachable as exc:
@@ -320,6 +337,7 @@ class _Prefetch:
     host keys are always waited for."""
 
     def __init__(self, fetch: Callable, *, step: str) -> None:
+        self.started = time.monotonic()
         self._value = None
         self._error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._run, args=(fetch, step), name=f"azprov-{step}", daemon=True)
@@ -331,6 +349,14 @@ class _Prefetch:
             self._value = fetch()
         except BaseException as error:  # noqa: B902 - handed to the caller as it is
             self._error = error
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self, seconds: float) -> bool:
+        """Wait until ``seconds`` after the start at most; whether the fetch is done."""
+        self._thread.join(max(0.0, self.started + seconds - time.monotonic()))
+        return self.done()
 
     def result(self):
         self._thread.join()

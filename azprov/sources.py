@@ -6,7 +6,8 @@
 - The disc is the only source of the password and the custom data (IMDS never carries either).
 - When IMDS cannot be reached, the disc's HostName, UserName, keys and
   DisableSshPasswordAuthentication let provisioning go on (as cloud-init does); the VM id then
-  comes from DMI.
+  comes from DMI.  When the disc is :func:`complete`, IMDS gets only ``[imds] disc_grace``
+  seconds, not its whole deadline (the flow decides; see ``Provisioning.combined_metadata``).
 - A pool VM is refused whichever source says so (PreprovisionedVm on the disc, ppsType in IMDS).
 - A key given only by fingerprint (its material is in the goal state's certificates) is not
   supported: a warning; whether that leaves a way to log in is the flow's check.
@@ -41,6 +42,12 @@ def _password_auth_disabled(disc: OvfEnv) -> bool:
     if disc.disable_ssh_password_auth is not None:
         return disc.disable_ssh_password_auth
     return disc.password is None  # not said: password login if, and only if, there is a password
+
+
+def complete(disc: OvfEnv) -> bool:
+    """Whether the disc alone can provision a VM nobody is locked out of: a host name, a user,
+    and an SSH key or a password (then IMDS gets only ``[imds] disc_grace`` to answer)."""
+    return bool(disc.hostname and disc.username and (disc_keys(disc) or disc.password is not None))
 
 
 def from_disc(disc: OvfEnv, vm_id: str) -> Metadata:

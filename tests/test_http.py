@@ -59,6 +59,26 @@ def test_500_500_500_then_success_with_growing_waits(caplog):
 
 
 @responses.activate
+def test_a_deadline_ended_by_its_owner_stops_the_retries():
+    """``Deadline.end()`` (the flow, giving up on IMDS for the disc): the attempt under way
+    finishes, no new one starts."""
+    client, clock = fake_http()
+    deadline = client.deadline(POLICY)
+
+    def refuse_and_end(request):
+        deadline.end()  # ended while the second attempt is in flight
+        return (500, {}, b"")
+
+    responses.add(responses.GET, URL, status=500)
+    responses.add_callback(responses.GET, URL, callback=refuse_and_end)
+    responses.add(responses.GET, URL, body=b"never asked")
+    with pytest.raises(FabricUnreachable, match="2 attempts"):
+        client.request("GET", URL, policy=POLICY, what="IMDS", deadline=deadline)
+    assert len(responses.calls) == 2 and deadline.remaining() == 0
+    assert clock.sleeps == [0.5]
+
+
+@responses.activate
 def test_429_retry_after_is_honoured():
     responses.add(responses.GET, URL, status=429, headers={"Retry-After": "4"})
     responses.add(responses.GET, URL, body=b"ok")

@@ -201,9 +201,9 @@ def test_imds_is_fetched_while_the_goal_state_is(host, light):
 
     fetch_metadata = fabric.imds.metadata
 
-    def metadata_now():
+    def metadata_now(deadline=None):
         imds_asked.set()
-        return fetch_metadata()
+        return fetch_metadata(deadline)
 
     fabric.wireserver.goal_state = slow_goal_state
     fabric.imds.metadata = metadata_now

@@ -239,3 +239,67 @@ def test_end_to_end_the_emulators_disc_and_imds_then_status_and_deprovision(scra
     assert gone.returncode == 0, gone.stderr
     for saved in provisioning_data.SAVED:
         assert not host.lexists(saved), saved
+
+
+def dmi_vm_id(host: Host) -> None:
+    os.makedirs(host.path("/sys/class/dmi/id"))
+    with open(host.path("/sys/class/dmi/id/product_uuid"), "w") as handle:
+        handle.write(VM_ID.upper() + "\n")
+    os.makedirs(host.path("/sys/firmware/efi"))  # Gen2: the id is not byte-swapped
+
+
+def grace_config(tmp_path, seconds: float) -> str:
+    path = tmp_path / "grace.toml"
+    path.write_text(f"[imds]\ndisc_grace = {seconds}\n")
+    return str(path)
+
+
+@pytest.mark.emulator
+def test_imds_down_and_a_complete_disc_provisions_after_the_grace_not_the_deadline(scratch_root, emulator, tmp_path):
+    """IMDS refuses every connection (real HTTP on loopback: nothing listens on its port): the
+    disc has a host name, a user and a key, so after ``[imds] disc_grace`` (2 s here) azprov goes
+    on with the disc and reports Ready, instead of waiting out IMDS's deadline (20 s here)."""
+    import time
+
+    host = Host(scratch_root)
+    dmi_vm_id(host)
+    with_disc(host, tmp_path, hostname="from-disc", username="discuser", password="", keys=(("FP", ED25519),))
+    fabric = emulator({"computer_name": "imds-name", "imds": {"refuse_for": 3600}})
+    started = time.monotonic()
+    result = cli.provision(scratch_root, fabric, "--config", grace_config(tmp_path, 2))
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert "IMDS was not reached within 2 s ([imds] disc_grace): provisioning from the provisioning disc" \
+        in result.stderr
+    assert "connection refused" in result.stderr  # IMDS really was tried, over TCP
+    assert elapsed < 12, f"{elapsed:.1f} s: waited for IMDS's deadline, not the grace"
+    assert [r["state"] for r in fabric.reports] == ["Ready"]
+    assert open(host.path("/etc/hostname")).read() == "from-disc\n"
+    assert open(host.path("/home/discuser/.ssh/authorized_keys")).read() == ED25519 + "\n"
+    assert state.load(host).vm_id == VM_ID
+    # IMDS's retries stop once azprov goes on: at most the attempt in flight ends, no new one
+    after = result.stderr.split("IMDS was not reached within", 1)[1].splitlines()
+    assert not [line for line in after if "IMDS instance metadata" in line and "retrying in" in line], after
+
+
+@pytest.mark.emulator
+@pytest.mark.parametrize("disc", ["complete", "no_key"])
+def test_imds_answering_within_the_grace_still_wins_and_an_incomplete_disc_waits_for_it(
+        scratch_root, emulator, tmp_path, caplog, disc):
+    """IMDS refuses connections for its first 2 s, then answers.  With a complete disc and a 10 s
+    grace, IMDS's answer is used (it wins where the disc disagrees).  A disc without a key (no way
+    to log in from the disc alone) gives IMDS more than the grace: its whole deadline."""
+    host = Host(scratch_root)
+    dmi_vm_id(host)
+    keys = (("FP", ED25519),) if disc == "complete" else ()
+    with_disc(host, tmp_path, hostname="from-disc", username="azureuser", password="", keys=keys,
+              disable_password_auth="true")
+    fabric = emulator({"computer_name": "imds-name", "imds": {"refuse_for": 2}})
+    grace = 10 if disc == "complete" else 0.5
+    result = cli.provision(scratch_root, fabric, "--config", grace_config(tmp_path, grace))
+    assert result.returncode == 0, result.stderr
+    assert "provisioning from the provisioning disc alone" not in result.stderr
+    assert ("waiting up to" in result.stderr) == (disc == "complete")
+    assert "disagree on the hostname ('imds-name' and 'from-disc'): using IMDS's" in result.stderr
+    assert open(host.path("/etc/hostname")).read() == "imds-name\n"
+    assert [r["state"] for r in fabric.reports] == ["Ready"]

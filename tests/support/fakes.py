@@ -9,6 +9,7 @@ from azprov.errors import FabricUnreachable
 from azprov.goalstate import GoalState
 from azprov.host import CommandResult, Host
 from azprov.host.probes import NoProbes
+from azprov.http import Deadline
 from azprov.imds import Metadata, OsProfile, PublicKey
 
 ED25519 = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDSi/X+2K9K0naVa3RLHjpeUGQvbDYDviCgQOvvubHr7 "
@@ -88,7 +89,10 @@ class FakeImds:
     def __init__(self, fabric: "FakeFabric") -> None:
         self.fabric = fabric
 
-    def metadata(self) -> Metadata:
+    def deadline(self) -> Deadline:
+        return Deadline.after(300.0)
+
+    def metadata(self, deadline: Optional[Deadline] = None) -> Metadata:
         self.fabric.calls.append("metadata")
         if self.fabric.imds_error is not None:
             raise self.fabric.imds_error
