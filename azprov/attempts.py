@@ -34,6 +34,8 @@ _TEXT_LIMIT = 512
 
 @dataclass(frozen=True)
 class Attempt:
+    """One provisioning attempt as recorded for ``azprov status``."""
+
     at: str  # ISO 8601, UTC: when it started
     outcome: str  # one of OUTCOMES
     step: Optional[str] = None

@@ -56,6 +56,8 @@ def _address_field(default: Optional[str], unset: str = "") -> Any:
 
 @dataclass(frozen=True)
 class WireServerConfig:
+    """``[wireserver]``: where the WireServer is and how long to try it."""
+
     address: Optional[str] = _address_field(
         None, unset="discover it: DHCP option 245, else 168.63.129.16"
     )
@@ -64,6 +66,8 @@ class WireServerConfig:
 
 @dataclass(frozen=True)
 class ImdsConfig:
+    """``[imds]``: where IMDS is and how long to try it."""
+
     address: str = _address_field("169.254.169.254")
     deadline: float = 300.0  # seconds for the whole IMDS phase
     # seconds IMDS gets (from its first request) when the provisioning disc has a host name, a
@@ -73,6 +77,8 @@ class ImdsConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
+    """``[http]``: timeouts and the retry backoff of every fabric request."""
+
     # the defaults are the HTTP policy's own (azprov.http.RetryPolicy): written once, there
     connect_timeout: float = RetryPolicy.connect_timeout
     read_timeout: float = RetryPolicy.read_timeout
@@ -93,12 +99,16 @@ HEALTH_PROTOCOLS = ("xml", "json")
 
 @dataclass(frozen=True)
 class HealthConfig:
+    """``[health]``: how Ready and failures are reported."""
+
     # "xml": goal state + POST /machine?comp=health; "json": POST /provisioning/health
     protocol: str = field(default="xml", metadata={"check": _check_protocol})
 
 
 @dataclass(frozen=True)
 class ProvisioningConfig:
+    """``[provisioning]``: which provisioning steps run."""
+
     set_hostname: bool = True
     publish_hostname: bool = True
     create_user: bool = True
@@ -117,12 +127,16 @@ def _check_on_missing(value: str) -> Optional[str]:
 
 @dataclass(frozen=True)
 class MediaConfig:
+    """``[media]``: the provisioning disc (``ovf-env.xml``)."""
+
     read: bool = True  # look for the provisioning disc (ovf-env.xml)
     eject: bool = True  # eject it after reading, where the device allows it
 
 
 @dataclass(frozen=True)
 class CustomDataConfig:
+    """``[custom_data]``: what to do with custom data."""
+
     run: bool = False  # run custom data starting with #! once, after Ready, in its own unit
     # IMDS says the VM has custom data but no disc carried it: "fail" (ProvisioningFailed) or "warn"
     on_missing: str = field(default="fail", metadata={"check": _check_on_missing})
@@ -130,6 +144,8 @@ class CustomDataConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """The effective configuration: one field per section, and the files it came from."""
+
     wireserver: WireServerConfig = field(default_factory=WireServerConfig)
     imds: ImdsConfig = field(default_factory=ImdsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -146,9 +162,7 @@ class Config:
 
 # section name -> section dataclass, in declaration order
 _SECTIONS: Dict[str, type] = {
-    f.name: hint
-    for f, hint in ((f, typing.get_type_hints(Config)[f.name]) for f in dataclasses.fields(Config))
-    if dataclasses.is_dataclass(hint)
+    name: hint for name, hint in typing.get_type_hints(Config).items() if dataclasses.is_dataclass(hint)
 }
 
 

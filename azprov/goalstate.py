@@ -23,6 +23,8 @@ _ECHOABLE = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % ECHO_MAX_CHARS)
 
 @dataclass(frozen=True)
 class GoalState:
+    """The goal state fields a health report echoes."""
+
     incarnation: int
     container_id: str
     instance_id: str

@@ -92,6 +92,8 @@ def build_health_report(goal_state: GoalState, status: HealthStatus) -> bytes:
 
 @dataclass(frozen=True)
 class ParsedHealthReport:
+    """A health report read back from XML (the emulator and the tests use it)."""
+
     goal_state: GoalState
     status: HealthStatus
 

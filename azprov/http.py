@@ -98,6 +98,8 @@ class Deadline:
 
 @dataclass(frozen=True)
 class Response:
+    """A response whose status the retry table accepted, body read in full."""
+
     status: int
     headers: Mapping[str, str]
     body: bytes

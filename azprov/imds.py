@@ -27,12 +27,16 @@ INSTANCE_PATH = "/metadata/instance"
 
 @dataclass(frozen=True)
 class PublicKey:
+    """An SSH public key from IMDS, and where it should be installed."""
+
     key_data: str
     path: str = ""
 
 
 @dataclass(frozen=True)
 class OsProfile:
+    """The ``osProfile`` fields azprov uses."""
+
     computer_name: str
     admin_username: str
     disable_password_authentication: bool
@@ -40,6 +44,8 @@ class OsProfile:
 
 @dataclass(frozen=True)
 class Metadata:
+    """What azprov uses of the IMDS instance metadata."""
+
     vm_id: str
     name: str  # the resource name (not the hostname: that is os_profile.computer_name)
     os_profile: Optional[OsProfile]  # None: the VM was created without one (specialized disk)

@@ -19,6 +19,8 @@ MAC = r"((?:[0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2})"
 
 @dataclass(frozen=True)
 class Pinned:
+    """A network setting that pins an interface to a MAC address."""
+
     path: str
     kind: str  # netplan, networkd, networkmanager, ifcfg, ifupdown, udev
     mac: str

@@ -46,6 +46,8 @@ class OvfKey:
 
 @dataclass(frozen=True)
 class OvfEnv:
+    """What azprov uses of the provisioning disc's ``ovf-env.xml`` (None: not given)."""
+
     hostname: Optional[str] = None
     username: Optional[str] = None
     password: Optional[str] = field(default=None, repr=False)

@@ -59,6 +59,8 @@ _NO_REPORT_STEPS = ("report",)
 
 @dataclass
 class Outcome:
+    """What a provisioning run did (``azprov provision --json`` prints it)."""
+
     status: str  # "provisioned" or "already_provisioned"
     vm_id: str
     state: Optional[state_file.State] = None

@@ -35,6 +35,8 @@ STATE_LIMIT = 256 * 1024
 
 @dataclass(frozen=True)
 class State:
+    """The provisioned state recorded after Ready was accepted."""
+
     vm_id: str
     incarnation: int
     container_id: str

@@ -9,6 +9,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 @dataclass(frozen=True)
 class PasswdEntry:
+    """One ``/etc/passwd`` record."""
+
     name: str
     uid: int
     gid: int
@@ -18,6 +20,8 @@ class PasswdEntry:
 
 @dataclass(frozen=True)
 class GroupEntry:
+    """One ``/etc/group`` record."""
+
     name: str
     gid: int
     members: Tuple[str, ...]

@@ -18,6 +18,8 @@ COMMAND_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 @dataclass(frozen=True)
 class CommandResult:
+    """How a command ended: exit status and its output."""
+
     argv: Tuple[str, ...]
     returncode: int
     stdout: str

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DiscFile:
+    """``ovf-env.xml`` as read from the provisioning disc, and how it was read."""
+
     device: str  # in-root path of the drive
     method: str  # "mounted" (an existing mount), "udf", "iso9660" or "mount"
     data: bytes = field(repr=False)

@@ -27,6 +27,8 @@ _SPLIT = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]*)\s*(?:=\s*|\s+)(.*?)\s*$")
 
 @dataclass(frozen=True)
 class Directive:
+    """One sshd_config keyword line, and where it is."""
+
     keyword: str  # lower case
     value: str
     source: str  # in-root path of the file
