@@ -200,6 +200,16 @@ def test_rpm_scripts_preset_the_unit_but_never_start_it(rpm: Path):
     assert "disable" in scripts.split("preuninstall scriptlet", 1)[1]
 
 
+def test_rpm_byte_compiles_with_the_targets_python_and_cleans_up(rpm: Path):
+    """No byte-code is shipped (the build host's python may not be the target's); %post writes
+    it with the target's /usr/bin/python3, and an erase removes it again."""
+    scripts = rpm_query(rpm, "--scripts")
+    post = scripts.split("postinstall scriptlet", 1)[1].split("scriptlet", 1)[0]
+    assert "/usr/bin/python3 -m compileall -q /usr/share/azprov/azprov" in post, post
+    postun = scripts.split("postuninstall scriptlet", 1)[1].split("scriptlet", 1)[0]
+    assert re.search(r'if \[ "\$1" -eq 0 \]; then\s+#[^\n]*\n\s+rm -rf /usr/share/azprov\n', postun), postun
+
+
 def test_rpm_files(rpm: Path):
     files = rpm_query(rpm, "--list").splitlines()
     for path in ("/usr/bin/azprov", "/usr/share/azprov/azprov/cli.py",
