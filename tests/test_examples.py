@@ -229,6 +229,12 @@ def check_batch_pool(pool: object, name: str) -> None:
         raise CheckFailed(f"{name}: imageReference.virtualMachineImageId must name a gallery image")
     if not str(config.get("nodeAgentSKUId", "")).startswith("batch.node."):
         raise CheckFailed(f"{name}: virtualMachineConfiguration.nodeAgentSKUId missing or odd")
+    command = str(pool.get("startTask", {}).get("commandLine", ""))
+    for use in re.finditer(r"azprov status", command):
+        # azprov status needs root (exit 9 otherwise); sudo -n works whether Batch runs the
+        # admin auto-user as root or as a user with sudo rights, and never waits for a password
+        if not command[:use.start()].endswith("sudo -n "):
+            raise CheckFailed(f"{name}: the start task must run azprov status as 'sudo -n azprov status'")
 
 
 # Content checks for JSON files with a known role, by path below docs/examples/.
@@ -609,6 +615,13 @@ def test_checker_rejects_waagent_deprovisioning_in_image_builder() -> None:
     ]
     with pytest.raises(CheckFailed, match="DeprovisioningScript"):
         check_image_builder_template(template, "azprov-template.json")
+
+
+def test_checker_rejects_batch_pool_running_status_without_sudo() -> None:
+    pool = load_json(EXAMPLES / "batch" / "pool.json")
+    pool["startTask"]["commandLine"] = pool["startTask"]["commandLine"].replace("sudo -n azprov status --wait", "azprov status --wait")
+    with pytest.raises(CheckFailed, match="sudo -n azprov status"):
+        check_batch_pool(pool, "pool.json")
 
 
 def test_checker_rejects_batch_pool_without_agent_sku() -> None:
