@@ -18,17 +18,17 @@ from azprov.errors import ConfigError
 def address(text: str) -> str:
     """``--wireserver``/``--imds``: checked by the one address parser; a bad one (an empty one
     too) is a bad command line, exit 2, not a configuration error."""
-    try:
-        parse_address(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    return _parsed_address(text, listen=False)
 
 
 def listen_address(text: str) -> str:
     """``fabric serve --wireserver/--imds``: an address to listen on (a port required, 0: any)."""
+    return _parsed_address(text, listen=True)
+
+
+def _parsed_address(text: str, *, listen: bool) -> str:
     try:
-        parse_address(text, listen=True)
+        parse_address(text, listen=listen)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text

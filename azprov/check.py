@@ -267,9 +267,8 @@ def self_test() -> int:
 def failure(count: int, host: Host) -> dict:
     """The failure fields of ``--json`` (as every command's failure object has them)."""
     where = "this system" if host.live else host.root
-    return {"error": f"an image captured now would not provision: {count} problem"
-                     f"{'s' if count > 1 else ''} on {where}",
-            "reason": NotReadyForCapture.reason, "exit_code": int(NotReadyForCapture.exit_code)}
+    return NotReadyForCapture(f"an image captured now would not provision: {count} problem"
+                              f"{'s' if count > 1 else ''} on {where}").failure_object()
 
 
 def command(args, config) -> int:

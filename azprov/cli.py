@@ -17,7 +17,7 @@ import sys
 from typing import List, Optional
 
 from azprov import __version__, arguments
-from azprov.errors import AzprovError, ExitCode, InternalError, NotRoot
+from azprov.errors import AzprovError, ExitCode, InternalError, NotRoot, failure_object
 
 log = logging.getLogger("azprov")
 
@@ -306,12 +306,6 @@ def _handler(reference: str):
 def _json_words(words: List[str]) -> bool:
     """``--json`` is on the command line (before a ``--``), whether or not it parsed."""
     return "--json" in (words[:words.index("--")] if "--" in words else words)
-
-
-def failure_object(message: str, reason: Optional[str], exit_code: int) -> dict:
-    """What ``--json`` prints on stdout for a failure: the message, the reason token (None when
-    the failure has none: a bad command line, an interruption) and the exit code."""
-    return {"error": message, "reason": reason, "exit_code": int(exit_code)}
 
 
 def _fail(as_json: bool, message: str, reason: Optional[str], code: int, *, say: bool = True) -> int:

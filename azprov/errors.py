@@ -24,7 +24,7 @@ nothing of azprov.
 from __future__ import annotations
 
 import enum
-from typing import Dict
+from typing import Dict, Optional
 
 DESCRIPTION_LIMIT = 512
 DOCUMENTATION_URL = "https://aka.ms/linuxprovisioningerror"
@@ -64,6 +64,16 @@ class AzprovError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def failure_object(self) -> dict:
+        """What ``--json`` prints on stdout for this failure (see :func:`failure_object`)."""
+        return failure_object(self.message, self.reason, self.exit_code)
+
+
+def failure_object(message: str, reason: Optional[str], exit_code: int) -> dict:
+    """What ``--json`` prints on stdout for a failure: the message, the reason token (None when
+    the failure has none: a bad command line, an interruption) and the exit code."""
+    return {"error": message, "reason": reason, "exit_code": int(exit_code)}
 
 
 class ConfigError(AzprovError):
