@@ -56,10 +56,7 @@ Check = Callable[[Host, Optional[str]], List[Problem]]
 
 
 def check_unit(host: Host, config_file: Optional[str]) -> List[Problem]:
-    masked = host.lexists(f"/etc/systemd/system/{unit.UNIT}") and \
-        os.path.islink(host.entry_path(f"/etc/systemd/system/{unit.UNIT}")) and \
-        os.readlink(host.entry_path(f"/etc/systemd/system/{unit.UNIT}")) == "/dev/null"
-    if masked:
+    if host.link_target(f"/etc/systemd/system/{unit.UNIT}") == "/dev/null":
         return [Problem("unit", f"{unit.UNIT} is masked: it never starts", f"sudo systemctl unmask {unit.UNIT}")]
     if unit.unit_file(host) is None:
         return [Problem("unit", f"{unit.UNIT} is not installed (looked in {', '.join(unit.UNIT_DIRS)})",
@@ -127,7 +124,7 @@ def check_leftovers(host: Host, config_file: Optional[str]) -> List[Problem]:
         problems.append(Problem("host_keys", f"SSH host keys left ({', '.join(keys)}): every VM from "
                                 "this image would share them", DEPROVISION))
     for path in MACHINE_IDS:
-        if os.path.islink(host.entry_path(path)):
+        if host.is_link(path):
             continue  # Debian's /var/lib/dbus/machine-id -> /etc/machine-id
         text = host.read_text(path)
         if text and text.strip() and text.strip() != "uninitialized":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
@@ -64,24 +63,20 @@ def _remove_all(host: Host, paths: List[str]) -> Callable[[], None]:
 def present(host: Host, patterns) -> List[str]:
     found = []
     for pattern in patterns:
-        found.extend(p for p in host.glob(pattern) if _is_link(host, p) or not host.is_dir(p))
+        found.extend(p for p in host.glob(pattern) if host.is_link(p) or not host.is_dir(p))
     return sorted(set(found))
 
 
 def _dbus_copy(host: Host) -> bool:
     """``/var/lib/dbus/machine-id`` is a copy, not Debian's link to ``/etc/machine-id``: it
     would outlive the id."""
-    return not _is_link(host, DBUS_MACHINE_ID) and host.read_file(DBUS_MACHINE_ID) is not None
+    return not host.is_link(DBUS_MACHINE_ID) and host.read_file(DBUS_MACHINE_ID) is not None
 
 
 def _empty_machine_id(host: Host) -> None:
     host.write_file(MACHINE_ID, b"", mode=0o444)
     if _dbus_copy(host):
         host.remove(DBUS_MACHINE_ID)
-
-
-def _is_link(host: Host, path: str) -> bool:
-    return os.path.islink(host.entry_path(path))
 
 
 def user_removal(host: Host, username: str) -> Action:

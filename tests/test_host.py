@@ -288,3 +288,16 @@ def test_entry_path_resolves_the_parents_in_the_root_but_not_the_entry(host, tmp
     os.makedirs(host.path("/etc/real-ssh"))
     os.symlink("real-ssh", host.path("/etc/ssh2"))  # relative, inside the tree: fine
     assert host.tool_path("/etc/ssh2") == os.path.realpath(host.path("/etc/real-ssh"))
+
+
+def test_is_link_and_link_target_see_the_entry_itself_through_parents_resolved_in_the_root(host):
+    os.makedirs(host.path("/image/units"))
+    os.symlink("/image/units", host.path("/units"))  # absolute: the image's own /image/units
+    os.symlink("/dev/null", host.path("/image/units/masked.service"))
+    with open(host.path("/image/units/plain.service"), "w"):
+        pass
+    assert host.is_link("/units/masked.service")
+    assert host.link_target("/units/masked.service") == "/dev/null"
+    assert not host.is_link("/units/plain.service")
+    assert host.link_target("/units/plain.service") is None
+    assert host.link_target("/units/absent.service") is None

@@ -213,6 +213,14 @@ class Host:
         parent, name = os.path.split(path.rstrip("/") or "/")
         return os.path.join(self.real_path(parent), name) if name else self.real_path(parent)
 
+    def is_link(self, path: str) -> bool:
+        """Whether ``path`` itself is a symbolic link (its parents resolved inside the root)."""
+        return os.path.islink(self.entry_path(path))
+
+    def link_target(self, path: str) -> Optional[str]:
+        """What the symbolic link at ``path`` points to, as written; None if it is not a link."""
+        return os.readlink(self.entry_path(path)) if self.is_link(path) else None
+
     def tool_path(self, path: str) -> str:
         """``path`` under the root for a tool that is handed the root as a prefix (``ssh-keygen -f
         ROOT``) and follows links as this machine sees them; UnsafePath when that would lead it
