@@ -114,6 +114,9 @@ LAYER: Dict[str, str] = {
     "azprov.fabric.scenario": FABRIC,
     "azprov.fabric.server": FABRIC,
     "azprov.fabric.values": FABRIC,
+    "azprov.fabric.vmnet": FABRIC,  # a VM's network namespace, tap and DHCP server
+    "azprov.fabric.qemu": FABRIC,  # a VM's disk image, firmware and QEMU process
+    "azprov.fabric.vm": FABRIC,  # a VM booted against the emulator (fabric boot, tests/vm/)
     # the command line
     "azprov.cli": CLI,
     "azprov.arguments": CLI,  # the command-line value types

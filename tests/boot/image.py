@@ -133,22 +133,28 @@ def _sources() -> Optional[Path]:
     return None
 
 
-def cache_key(packages: Sequence[str] = PACKAGES) -> str:
+def _sources_text(suite: str) -> Optional[str]:
+    """The host's APT sources for ``suite`` (its own suite's names replaced), or None."""
     sources = _sources()
+    return sources.read_text().replace(SUITE, suite) if sources is not None else None
+
+
+def cache_key(packages: Sequence[str] = PACKAGES, suite: str = SUITE) -> str:
+    sources = _sources_text(suite)
     data = {
-        "suite": SUITE,
+        "suite": suite,
         "packages": sorted(packages),
         "recipe": RECIPE,
-        "sources": sources.read_text() if sources else "http://deb.debian.org/debian",
+        "sources": sources or "http://deb.debian.org/debian",
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def base_tree(packages: Sequence[str] = PACKAGES) -> Path:
-    """The cached mmdebstrap tree with ``packages`` (built now if absent); never modified by the
-    tests.  Each package list is its own cached tree."""
+def base_tree(packages: Sequence[str] = PACKAGES, suite: str = SUITE) -> Path:
+    """The cached mmdebstrap tree of Debian ``suite`` with ``packages`` (built now if absent);
+    never modified by the tests.  Each package list is its own cached tree."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    key = cache_key(packages)
+    key = cache_key(packages, suite)
     tree = CACHE / f"base-{key}"
     with open(CACHE / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -163,16 +169,17 @@ def base_tree(packages: Sequence[str] = PACKAGES) -> Path:
         building = Path(tempfile.mkdtemp(prefix="building-", dir=CACHE))
         try:
             target = building / "root"
-            sources = _sources()
+            sources = _sources_text(suite)
             argv = ["mmdebstrap", "--quiet", "--variant=apt", "--mode=root", "--format=directory",
-                    f"--include={','.join(packages)}", SUITE, str(target)]
+                    f"--include={','.join(packages)}", suite, str(target)]
             if sources is not None:
-                argv.append(str(sources))
+                (building / "sources").write_text(sources)
+                argv.append(str(building / "sources"))
             started = time.monotonic()
             run(argv, timeout=900)
             (building / "seconds").write_text(f"{time.monotonic() - started:.1f}\n")
             os.rename(target, tree)
-            (CACHE / f"base-{key}.complete").write_text(json.dumps({"packages": list(packages), "suite": SUITE}) + "\n")
+            (CACHE / f"base-{key}.complete").write_text(json.dumps({"packages": list(packages), "suite": suite}) + "\n")
         finally:
             remove_tree(building)
         return tree
@@ -319,8 +326,9 @@ def add_recorder(tree: Path) -> None:
 
 
 def make_image(workspace: Workspace, base: Path, deb: Path, name: str = "image",
-               waagent: Optional[Dict[str, str]] = None) -> List[Path]:
-    """Make the bootable image on top of ``base``: install ``deb``, the recorder unit, generalize.
+               waagent: Optional[Dict[str, str]] = None, recorder: bool = True) -> List[Path]:
+    """Make the bootable image on top of ``base``: install ``deb``, the recorder unit (unless
+    ``recorder`` is false: the VM tests read a running VM over SSH), generalize.
 
     Built in an overlay that is unmounted again; returns the layers (top first) a scenario
     mounts as its read-only lowers, so that every boot scenario starts from the same image and
@@ -338,7 +346,8 @@ def make_image(workspace: Workspace, base: Path, deb: Path, name: str = "image",
         if install.returncode != 0:
             raise HarnessError(f"dpkg -i {deb.name} in the image failed:\n{install.stdout[-4000:]}\n{install.stderr[-4000:]}")
 
-        add_recorder(dest)
+        if recorder:
+            add_recorder(dest)
 
         if waagent is not None:  # WALinuxAgent kept next to azprov: its configuration
             set_waagent_conf(dest, waagent)

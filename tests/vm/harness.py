@@ -1,0 +1,173 @@
+"""Scenarios, boots and disk checks shared by the VM tests.
+
+A test boots :class:`azprov.fabric.vm.VirtualMachine` on the cached image
+(:mod:`tests.vm.image`), waits for what it needs in the emulator's request log or over SSH, powers
+the VM off and reads the disk back: :func:`read_disk` gives a :class:`DiskState` (the account
+files, the host name, the admin's keys and sudoers drop-in, azprov's state and whether its unit is
+still enabled), and :func:`check_converged` asserts a provisioned VM is whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+from azprov.fabric.vm import VirtualMachine, VmSetup, health_reports
+from tests.vm import image as vmimages
+from tests.vm.image import VmImage
+
+# Every VM test module's pytestmark: vm, and boot too (slow and root-only like the nspawn boot
+# tests, so ``-m "not boot"`` leaves them out).
+MARKS = [pytest.mark.vm, pytest.mark.boot]
+TIMEOUT = float(os.environ.get("AZPROV_VM_TIMEOUT", "300"))  # seconds from QEMU start to Ready
+ENABLE_LINK = "/etc/systemd/system/multi-user.target.wants/azprov.service"
+STATE = "/var/lib/azprov/state.json"
+
+
+def scenario(name: str, user: str, keys: List[str], incarnation: int = 1,
+             password: Optional[str] = None) -> dict:
+    """One VM for the emulator: its own ids, name, admin user, keys (and password)."""
+    data = {
+        "description": f"vm test: {name}",
+        "vm_id": str(uuid.uuid4()),
+        "vm_name": f"{name}-resource",
+        "computer_name": name,
+        "admin_username": user,
+        "incarnation": incarnation,
+        "container_id": str(uuid.uuid4()),
+        "instance_id": f"{uuid.uuid4()}._{name}-resource",
+        "public_keys": keys,
+    }
+    if password is not None:
+        data["admin_password"] = password
+    return data
+
+
+def setup(image: VmImage, data: dict, disc: Optional[Path] = None, append: str = "", **more) -> VmSetup:
+    return VmSetup(image=image.disk, scenario=data, disc=disc, kernel=image.kernel, initrd=image.initrd,
+                   append=f"{image.append} {append}".strip(), **more)
+
+
+def ovf_disc(data: dict, directory: Path, udf: bool = True) -> Path:
+    """The provisioning disc of ``data``: UDF (genisoimage -udf, as Azure writes UDF) or the
+    emulator's own ISO9660 image."""
+    from azprov.fabric.disc import iso9660_image, ovf_env
+    from azprov.fabric.scenario import Scenario
+
+    directory.mkdir(parents=True, exist_ok=True)
+    image = directory / "provisioning-disc.iso"
+    xml = ovf_env(Scenario.from_dict(data))
+    if not udf:
+        image.write_bytes(iso9660_image(xml))
+        return image
+    source = directory / "disc-source"
+    source.mkdir(exist_ok=True)
+    (source / "ovf-env.xml").write_bytes(xml)
+    try:
+        vmimages.run(["genisoimage", "-quiet", "-udf", "-o", str(image), str(source)])
+    finally:
+        (source / "ovf-env.xml").unlink()
+    return image
+
+
+def ready(vm: VirtualMachine) -> List[dict]:
+    return health_reports(vm.records(), "Ready")
+
+
+def wait_ready(vm: VirtualMachine, timeout: float = TIMEOUT) -> None:
+    if not vm.wait_until(lambda: bool(ready(vm)), timeout):
+        raise AssertionError(f"no Ready report within {timeout:.0f} s; requests: "
+                             f"{[(r.get('endpoint'), r.get('status')) for r in vm.records()]}\n"
+                             f"--- console ---\n{vm.console()[-6000:]}")
+
+
+def explain(vm: VirtualMachine) -> str:
+    return (f"requests: {[(r.get('endpoint'), r.get('status')) for r in vm.records()]}\n"
+            f"--- console ---\n{vm.console()[-5000:]}")
+
+
+@dataclass
+class DiskState:
+    """What the VM's disk holds after power-off (read with debugfs, no mount)."""
+
+    fsck: subprocess.CompletedProcess
+    files: Dict[str, Optional[str]] = field(default_factory=dict)
+    sudoers: Dict[str, str] = field(default_factory=dict)  # /etc/sudoers.d/NAME -> text
+    enabled: bool = False  # azprov.service's multi-user.target.wants link is there
+
+    def table(self, path: str) -> Dict[str, List[str]]:
+        """A colon-separated account file as name -> fields."""
+        text = self.files.get(path) or ""
+        return {line.split(":")[0]: line.split(":") for line in text.splitlines() if line.strip()}
+
+
+def read_disk(vm: VirtualMachine, user: str) -> DiskState:
+    raw = vm.raw_disk()
+    try:
+        state = DiskState(fsck=vmimages.fsck(raw))
+        for path in ("/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow", "/etc/hostname",
+                     "/etc/sudoers", STATE, f"/home/{user}/.ssh/authorized_keys"):
+            state.files[path] = vmimages.read_file(raw, path)
+        for name in vmimages.listdir(raw, "/etc/sudoers.d"):
+            state.sudoers[name] = vmimages.read_file(raw, f"/etc/sudoers.d/{name}") or ""
+        state.enabled = vmimages.exists(raw, ENABLE_LINK)
+        state.files["keys"] = "\n".join(sorted(vmimages.listdir(raw, "/etc/ssh")))
+        return state
+    finally:
+        raw.unlink()
+
+
+def check_accounts_parse(disk: DiskState) -> None:
+    """passwd/shadow/group/gshadow: every line has its field count, names are unique, every
+    passwd user has a shadow line."""
+    for path, count in (("/etc/passwd", 7), ("/etc/shadow", 9), ("/etc/group", 4), ("/etc/gshadow", 4)):
+        text = disk.files[path]
+        assert text is not None, f"{path} is missing"
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert lines, f"{path} is empty"
+        for line in lines:
+            assert len(line.split(":")) == count, f"{path}: damaged line {line!r}"
+        names = [line.split(":")[0] for line in lines]
+        assert len(names) == len(set(names)), f"{path}: duplicate names"
+    assert set(disk.table("/etc/passwd")) == set(disk.table("/etc/shadow"))
+    assert set(disk.table("/etc/group")) == set(disk.table("/etc/gshadow"))
+
+
+def check_sudoers_parse(disk: DiskState, workdir: Path) -> None:
+    """Every sudoers file on the disk passes ``visudo -c``."""
+    for name, text in [("sudoers", disk.files["/etc/sudoers"] or ""), *disk.sudoers.items()]:
+        path = workdir / f"check-{name}"
+        path.write_text(text)
+        try:
+            result = subprocess.run(["visudo", "-c", "-f", str(path)], capture_output=True, text=True,
+                                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        finally:
+            path.unlink()
+        assert result.returncode == 0, f"sudoers file {name} does not parse: {result.stdout}{result.stderr}"
+
+
+def check_converged(disk: DiskState, data: dict, workdir: Path) -> None:
+    """A provisioned VM, whole: a clean file system, account files that parse with the admin in
+    them and in sudo, its key, the host name, azprov's state for this VM, the unit disabled."""
+    assert disk.fsck.returncode == 0, f"e2fsck -fn: {disk.fsck.stdout}{disk.fsck.stderr}"
+    check_accounts_parse(disk)
+    check_sudoers_parse(disk, workdir)
+    user = data["admin_username"]
+    assert user in disk.table("/etc/passwd"), "the admin user is not in /etc/passwd"
+    assert user in disk.table("/etc/group")["sudo"][3].split(","), "the admin is not in the sudo group"
+    assert any(user in text for text in disk.sudoers.values()), f"no sudoers drop-in names {user}"
+    keys = [line for line in (disk.files[f"/home/{user}/.ssh/authorized_keys"] or "").splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert keys == list(data["public_keys"]), keys
+    assert (disk.files["/etc/hostname"] or "").strip() == data["computer_name"]
+    state = json.loads(disk.files[STATE] or "null")
+    assert isinstance(state, dict) and state.get("vm_id") == data["vm_id"], state
+    assert not disk.enabled, "azprov.service is still enabled"
+    assert "ssh_host_ed25519_key" in disk.files["keys"].split(), disk.files["keys"]
