@@ -22,7 +22,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional, Tuple
 
-from azprov import admins, guards, network, unit
+from azprov import admins, guards, network, unit, waagent
 from azprov import state as state_file
 from azprov.errors import AzprovError, ExitCode, NotReadyForCapture
 from azprov.host import READ_LIMIT, Host
@@ -90,8 +90,7 @@ def check_other_provisioners(host: Host, config_file: Optional[str]) -> List[Pro
     why = guards.waagent_provisions(host)
     if why:
         problems.append(Problem("other_provisioner", why + ": provisioning would be refused",
-                                "sudo apt-get purge waagent walinuxagent (dnf remove WALinuxAgent), or for "
-                                "VM extensions set Provisioning.Agent=disabled in /etc/waagent.conf"))
+                                waagent.FIX))
     why = guards.cloud_init_provisions(host)
     if why:
         problems.append(Problem("other_provisioner", why + ": provisioning would be refused",

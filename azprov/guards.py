@@ -1,8 +1,9 @@
 """Refusals: VMs azprov must not provision as normal, each with a clear reason.
 
-- Another provisioner would race it: WALinuxAgent (installed, its unit enabled, provisioning not
-  disabled in ``/etc/waagent.conf``; with ``Provisioning.Agent=disabled`` it only runs VM
-  extensions and is welcome) or cloud-init with the Azure datasource (installed, not
+- Another provisioner would race it: WALinuxAgent (installed, its unit enabled, and
+  ``Provisioning.Agent`` in ``/etc/waagent.conf`` anything but ``disabled``: it provisions, or
+  waits for cloud-init and fails the VM later; :mod:`azprov.waagent` judges it as WALinuxAgent
+  does; with ``disabled`` it only runs VM extensions and is welcome) or cloud-init with the Azure datasource (installed, not
   disabled by ``/etc/cloud/cloud-init.disabled``, ``datasource_list`` including Azure, or unset,
   which means all).  ``refuse_other_provisioners = false`` makes this a warning.
 - A pre-provisioned pool VM (``ppsType`` other than None): it needs the reprovisioning flow.
@@ -17,16 +18,14 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
+from azprov import waagent
 from azprov.errors import CustomDataMissing, NoOsProfile, NoWayToLogIn, OtherProvisioner, PoolVm
 from azprov.host import Host
 
 log = logging.getLogger(__name__)
 
-WAAGENT_BINARIES = ("/usr/sbin/waagent", "/usr/bin/waagent", "/usr/local/sbin/waagent")
-WAAGENT_UNITS = ("walinuxagent.service", "waagent.service")
-WAAGENT_CONF = "/etc/waagent.conf"
 CLOUD_INIT_BINARIES = ("/usr/bin/cloud-init", "/usr/local/bin/cloud-init")
 CLOUD_INIT_DISABLED = "/etc/cloud/cloud-init.disabled"
 CLOUD_CFG = "/etc/cloud/cloud.cfg"
@@ -72,54 +71,23 @@ def check_metadata(metadata) -> None:
                           "nothing to provision")
 
 
-def _key_values(text: str) -> dict:
-    values = {}
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip().lower()] = value.strip().strip('"').lower()
-    return values
-
-
-def _waagent(host: Host) -> Optional[Tuple[str, str, dict]]:
-    """WALinuxAgent's binary, enable link and configuration when it is installed and enabled."""
-    binary = next((path for path in WAAGENT_BINARIES if host.exists(path)), None)
-    if binary is None:
-        return None
-    links = [link for unit in WAAGENT_UNITS for link in host.glob(f"/etc/systemd/system/*.wants/{unit}")]
-    if not links:
-        log.info("WALinuxAgent is installed (%s) but its unit is not enabled", binary)
-        return None
-    return binary, links[0], _key_values(host.read_text(WAAGENT_CONF) or "")
-
-
-def _provisioning_off(conf: dict) -> bool:
-    return (conf.get("provisioning.agent", "auto") in ("disabled", "cloud-init")
-            or conf.get("provisioning.enabled") in ("n", "no", "false"))
-
-
 def waagent_extensions_only(host: Host) -> bool:
-    """WALinuxAgent runs for VM extensions only (``Provisioning.Agent=disabled``): the supported
-    way to keep extensions.  It posts its own Ready as soon as it starts, so azprov's unit is
-    ordered before it and sends READY=1 only after azprov's Ready was accepted."""
-    found = _waagent(host)
-    return found is not None and _provisioning_off(found[2])
+    """WALinuxAgent runs for VM extensions only (``Provisioning.Agent=disabled``, its unit
+    enabled): the supported way to keep extensions.  It posts its own Ready as soon as it
+    starts, so azprov's unit is ordered before it and sends READY=1 only after azprov's Ready
+    was accepted."""
+    return waagent.judge(host).extensions_only
 
 
 def waagent_provisions(host: Host) -> Optional[str]:
-    """Why WALinuxAgent would provision this VM too, or None."""
-    found = _waagent(host)
-    if found is None:
-        return None
-    binary, link, conf = found
-    if _provisioning_off(conf):
-        log.info("WALinuxAgent is enabled (%s) for extensions only (provisioning off in %s): "
-                 "it starts after azprov", link, WAAGENT_CONF)
-        return None
-    agent = conf.get("provisioning.agent", "auto")
-    return (f"WALinuxAgent is installed ({binary}), enabled ({link}) and provisions "
-            f"(Provisioning.Agent={agent} in {WAAGENT_CONF})")
+    """Why WALinuxAgent would take part in provisioning this VM (provision it, or wait for
+    cloud-init and then fail it), or None (see :mod:`azprov.waagent`)."""
+    verdict = waagent.judge(host)
+    if verdict.problem:
+        return verdict.why
+    if verdict.why:
+        log.info("%s", verdict.why + (": it starts after azprov" if verdict.extensions_only else ""))
+    return None
 
 
 def datasource_list(text: str) -> Optional[List[str]]:

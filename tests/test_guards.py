@@ -31,8 +31,8 @@ def test_walinuxagent_enabled_and_provisioning_is_refused(tmp_path, config):
     assert "WALinuxAgent" in str(caught.value) and "refuse_other_provisioners" in str(caught.value)
 
 
-@pytest.mark.parametrize("conf", ["Provisioning.Agent=disabled\n", "Provisioning.Enabled=n\n",
-                                  "Provisioning.Agent=cloud-init\n"])
+@pytest.mark.parametrize("conf", ["Provisioning.Agent=disabled\n",
+                                  "Provisioning.Enabled=n\nProvisioning.Agent=disabled\n"])
 def test_walinuxagent_for_extensions_only_is_accepted(tmp_path, conf, caplog, config):
     import logging
 
@@ -41,11 +41,13 @@ def test_walinuxagent_for_extensions_only_is_accepted(tmp_path, conf, caplog, co
     assert guards.waagent_provisions(host) is None
     guards.check_other_provisioners(host, config.provisioning)
     assert guards.waagent_extensions_only(host)
-    assert "for extensions only" in caplog.text
+    assert "for VM extensions only" in caplog.text
 
 
 @pytest.mark.parametrize("conf", ["Provisioning.Agent=auto\n", "Provisioning.Agent=waagent\n",
-                                  "# Provisioning.Agent=disabled\nProvisioning.Agent=auto\n", ""])
+                                  "# Provisioning.Agent=disabled\nProvisioning.Agent=auto\n", "",
+                                  # ignored since WALinuxAgent 2.2.45 (see tests/test_waagent.py)
+                                  "Provisioning.Enabled=n\n", "Provisioning.Agent=cloud-init\n"])
 def test_walinuxagent_that_would_provision_is_still_refused(tmp_path, conf, config):
     host = root_with(tmp_path, waagent=True, waagent_conf=conf)
     assert not guards.waagent_extensions_only(host)

@@ -78,6 +78,7 @@ LAYER: Dict[str, str] = {
     "azprov.admins": MIDDLE,
     "azprov.unit": MIDDLE,
     "azprov.guards": MIDDLE,
+    "azprov.waagent": MIDDLE,
     "azprov.network": MIDDLE,
     "azprov.provisioning_data": MIDDLE,
     "azprov.media": MIDDLE,
