@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from azprov.errors import ConfigError
@@ -32,10 +32,16 @@ _HOST_PORT = re.compile(
 
 @dataclass(frozen=True)
 class Address:
-    """A parsed address.  ``host`` has no brackets; ``port`` is None when none was given."""
+    """A parsed address.  ``host`` has no brackets; ``port`` is None when none was given;
+    ``text`` is the address as it was written (what ``str()`` gives back: the configuration
+    prints it so)."""
 
     host: str
     port: Optional[int] = None
+    text: str = field(default="", compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return self.text or self.netloc
 
     @property
     def netloc(self) -> str:
@@ -78,7 +84,7 @@ def parse_address(text: str, *, listen: bool = False) -> Address:
         raise ConfigError(f"expected {forms} (a port is required), got {_shown(text)}")
     if port is not None and not (0 if listen else 1) <= port <= 65535:
         raise ConfigError(f"expected {forms} with a port {ports}, got {_shown(text)}")
-    return Address(match.group("v6") or match.group("name"), port)
+    return Address(match.group("v6") or match.group("name"), port, text)
 
 
 def _shown(text: str) -> str:

@@ -2,7 +2,8 @@
 :class:`argparse.ArgumentTypeError`, so a bad value is a bad command line (exit 2), never a
 configuration error (exit 3, which is for the configuration files).
 
-Addresses are checked by the one address parser, :func:`azprov.address.parse_address`.
+Addresses are parsed by the one address parser, :func:`azprov.address.parse_address`, here
+and only here for a command-line address (the configuration takes the parsed value as it is).
 """
 
 from __future__ import annotations
@@ -11,24 +12,24 @@ import argparse
 import os
 import stat
 
-from azprov.address import parse_address
+from azprov.address import Address, parse_address
 from azprov.errors import ConfigError
 
 
-def address(text: str) -> str:
-    """``--wireserver``/``--imds``: checked by the one address parser; a bad one (an empty one
+def address(text: str) -> Address:
+    """``--wireserver``/``--imds``: parsed by the one address parser; a bad one (an empty one
     too) is a bad command line, exit 2, not a configuration error."""
-    return _parsed_address(text, listen=False)
+    try:
+        return parse_address(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def listen_address(text: str) -> str:
-    """``fabric serve --wireserver/--imds``: an address to listen on (a port required, 0: any)."""
-    return _parsed_address(text, listen=True)
-
-
-def _parsed_address(text: str, *, listen: bool) -> str:
+    """``fabric serve --wireserver/--imds``: an address to listen on (a port required, 0: any),
+    checked here (a bad one is exit 2); the emulator takes the text."""
     try:
-        parse_address(text, listen=listen)
+        parse_address(text, listen=True)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text

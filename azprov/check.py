@@ -103,7 +103,7 @@ def check_config(host: Host, config_file: Optional[str]) -> List[Problem]:
     from azprov.config import load_config
 
     try:
-        load_config(root=host.root, config_file=config_file)
+        load_config(host, config_file=config_file)
     except AzprovError as error:
         return [Problem("config", f"the configuration does not load: {error}",
                         "fix the file and key named; `azprov config` shows the result")]
@@ -267,11 +267,10 @@ def failure(count: int, host: Host) -> dict:
                               f"{'s' if count > 1 else ''} on {where}").failure_object()
 
 
-def command(args, config) -> int:
+def command(args, config, host: Host) -> int:
     """``azprov check [--root DIR] [--json]``."""
     if getattr(args, "self_test", False):
         return self_test()
-    host = Host(args.root)
     problems = run_checks(host, getattr(args, "config", None))
     if getattr(args, "json", False):
         verdict = {} if not problems else failure(len(problems), host)

@@ -2,7 +2,9 @@
 
 Each command's handler lives in the module named in :data:`COMMANDS` and is imported only when
 that command runs, so ``azprov report-ready`` does not pay for the provisioning steps or the
-emulator.  A handler is ``handler(args, config) -> int``; expected failures are
+emulator.  A handler is ``handler(args, config, host) -> int``: the CLI reads the configuration and
+builds the one :class:`~azprov.host.Host` of the run (at ``--root``, else ``/``) and hands both to
+it, so nothing below takes a root path.  Expected failures are
 :class:`~azprov.errors.AzprovError` and become one ``azprov: ...`` line on stderr.
 """
 
@@ -275,7 +277,7 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _load_config(args: argparse.Namespace):
+def _load_config(args: argparse.Namespace, host):
     import dataclasses
 
     from azprov.config import load_config
@@ -287,7 +289,7 @@ def _load_config(args: argparse.Namespace):
         overrides["imds"] = {"address": args.imds}
     if getattr(args, "protocol", None):
         overrides["health"] = {"protocol": args.protocol}
-    config = load_config(root=getattr(args, "root", "/"), config_file=args.config, overrides=overrides)
+    config = load_config(host, config_file=args.config, overrides=overrides)
     timeout = getattr(args, "timeout", None)
     if timeout:
         config = dataclasses.replace(
@@ -346,10 +348,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     destination = setup_logging(args.verbose, console=args.command == "provision")
     try:
+        from azprov.host import Host
+
+        host = Host(getattr(args, "root", "/"))  # the one Host of this run
         # check and status read the image's configuration themselves: a broken one is a problem
         # they list (status describes it; it needs no configuration of its own)
-        config = None if args.command in ("check", "status") else _load_config(args)
-        return int(_handler(args.handler)(args, config))
+        config = None if args.command in ("check", "status") else _load_config(args, host)
+        return int(_handler(args.handler)(args, config, host))
     except AzprovError as error:
         said = destination == "journal" and getattr(error, "logged", False)  # said once in the journal
         return _fail(as_json, str(error), error.reason, error.exit_code, say=not said)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Optional
 
-from azprov.address import parse_address
+from azprov.address import Address
 from azprov.http import HttpClient, RetryPolicy
 from azprov.wireserver import WireServerClient
+
+if typing.TYPE_CHECKING:
+    from azprov.host import Host
 
 
 class Fabric:
@@ -49,24 +53,24 @@ def policy(config, deadline: float, *, retry_not_found: bool = False) -> RetryPo
     )
 
 
-def connect(config, *, root: str = "/", http: Optional[HttpClient] = None) -> Fabric:
-    """The WireServer (explicit, DHCP option 245, or the default address) and IMDS clients."""
+def connect(config, host: "Host", *, http: Optional[HttpClient] = None) -> Fabric:
+    """The WireServer (explicit, DHCP option 245, or the default address) and IMDS clients.
+    The configuration's addresses are parsed already; a lease gives a plain IPv4 address."""
     http = http or HttpClient()
-    if config.wireserver.address:  # explicit: no need to read (or even import) the lease parsers
-        address = config.wireserver.address
-    else:
+    address = config.wireserver.address
+    if address is None:  # not configured: discover it (only now are the lease parsers imported)
         from azprov.endpoint import discover_wireserver
 
-        address = discover_wireserver(None, root=root).address
+        address = Address(discover_wireserver(None, host).address)
     wireserver = WireServerClient(
-        parse_address(address).url(), http, policy(config, config.wireserver.deadline),
+        address.url(), http, policy(config, config.wireserver.deadline),
         protocol=config.health.protocol,
     )
 
     def imds():
         from azprov.imds import ImdsClient
 
-        return ImdsClient(parse_address(config.imds.address).url(), http,
+        return ImdsClient(config.imds.address.url(), http,
                           policy(config, config.imds.deadline, retry_not_found=True))
 
     return Fabric(wireserver, imds, http)

@@ -1,5 +1,6 @@
 """Hand-run commands for debugging a VM: report-ready, report-failure, goalstate, metadata,
-endpoint, config.  Each prints plain ``key: value`` lines, or JSON with ``--json``."""
+endpoint, config.  Each prints plain ``key: value`` lines, or JSON with ``--json``; each is
+``handler(args, config, host)`` (the one Host of the run, at ``--root``)."""
 
 from __future__ import annotations
 
@@ -28,19 +29,18 @@ def _emit(args, data: Mapping[str, object]) -> None:
             print(f"{key}: {'' if value is None else value}")
 
 
-def _fabric(args, config):
+def _fabric(config, host):
     from azprov.clients import connect
 
-    return connect(config, root=getattr(args, "root", "/"))
+    return connect(config, host)
 
 
-def _report(args, config, status, kvp_report: str) -> int:
+def _report(args, config, host, status, kvp_report: str) -> int:
     """The KVP record first (the host reads it with the health report), then the report."""
     from azprov import kvp
-    from azprov.host import Host
 
-    kvp.report(Host(args.root), kvp_report)
-    fabric = _fabric(args, config)
+    kvp.report(host, kvp_report)
+    fabric = _fabric(config, host)
     goal_state = fabric.wireserver.report(status)
     _emit(args, {"state": status.state, "substatus": status.substatus.value if status.substatus else None,
                  "accepted": True, "protocol": config.health.protocol,
@@ -48,36 +48,36 @@ def _report(args, config, status, kvp_report: str) -> int:
     return 0
 
 
-def report_ready(args, config) -> int:
+def report_ready(args, config, host) -> int:
     from azprov.report import encode_success
     from azprov.health import HealthStatus
     from azprov.identity import read_dmi_vm_id
 
-    success = encode_success(agent=USER_AGENT, vm_id=read_dmi_vm_id(args.root))
-    return _report(args, config, HealthStatus.ready_status(), success)
+    success = encode_success(agent=USER_AGENT, vm_id=read_dmi_vm_id(host))
+    return _report(args, config, host, HealthStatus.ready_status(), success)
 
 
-def report_failure(args, config) -> int:
+def report_failure(args, config, host) -> int:
     from azprov.errors import ReportedByHand
     from azprov.health import HealthStatus
     from azprov.identity import read_dmi_vm_id
     from azprov.kvp import VALUE_LIMIT
     from azprov.report import encode_description, utf8_size
 
-    error, vm_id = ReportedByHand(args.reason), read_dmi_vm_id(args.root)
+    error, vm_id = ReportedByHand(args.reason), read_dmi_vm_id(host)
     description = encode_description(error, agent=USER_AGENT, vm_id=vm_id)
     kvp_report = encode_description(error, agent=USER_AGENT, vm_id=vm_id, limit=VALUE_LIMIT, size=utf8_size)
-    return _report(args, config, HealthStatus.failed(description), kvp_report)
+    return _report(args, config, host, HealthStatus.failed(description), kvp_report)
 
 
-def goalstate(args, config) -> int:
-    goal_state = _fabric(args, config).wireserver.goal_state()
+def goalstate(args, config, host) -> int:
+    goal_state = _fabric(config, host).wireserver.goal_state()
     _emit(args, asdict(goal_state))
     return 0
 
 
-def metadata(args, config) -> int:
-    data = _fabric(args, config).imds.metadata()
+def metadata(args, config, host) -> int:
+    data = _fabric(config, host).imds.metadata()
     profile = data.os_profile
     if args.json:
         keys = [{"key_data": key.key_data, "path": key.path} for key in data.public_keys]
@@ -95,21 +95,20 @@ def metadata(args, config) -> int:
         "api_version": data.api_version,
         "has_custom_data": data.has_custom_data,
         "user_data_bytes": None if data.user_data is None else len(data.user_data),
-        "provisioning_disc": _disc_summary(args.root),
+        "provisioning_disc": _disc_summary(host),
     })
     return 0
 
 
-def _disc_summary(root: str):
+def _disc_summary(host):
     """What the provisioning disc carries (password redacted), None without one, or the error;
     read in user space only (never mounted by a query)."""
     from azprov.errors import AzprovError
-    from azprov.host import Host
     from azprov.media.disc import read_ovf_env
     from azprov.ovf import parse_ovf_env
 
     try:
-        found = read_ovf_env(Host(root), mount=False)
+        found = read_ovf_env(host, mount=False)
         if found is None:
             return None
         return {"device": found.device, "read_by": found.method,
@@ -126,15 +125,16 @@ def _key_summary(key_data: str) -> str:
     return " ".join(parts)[:120]
 
 
-def endpoint(args, config) -> int:
+def endpoint(args, config, host) -> int:
     from azprov.endpoint import discover_wireserver
 
-    found = discover_wireserver(config.wireserver.address or None, root=args.root)
+    explicit = config.wireserver.address
+    found = discover_wireserver(str(explicit) if explicit else None, host)
     _emit(args, {"address": found.address, "source": found.source})
     return 0
 
 
-def show_config(args, config) -> int:
+def show_config(args, config, host) -> int:
     if args.json:
         _emit(args, config.to_dict())
     else:

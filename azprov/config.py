@@ -18,9 +18,9 @@ import json
 import os
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from azprov.address import parse_address
+from azprov.address import Address, parse_address
 from azprov.config_values import describe, validate_layer
 from azprov.errors import ConfigError
 from azprov.http import RetryPolicy
@@ -34,15 +34,6 @@ DROPIN_DIR = "etc/azprov/azprov.toml.d"
 CONFIG_SIZE_LIMIT = 256 * 1024  # bytes per configuration file
 OVERRIDES_SOURCE = "command line"
 
-def _check_address(value: str) -> Optional[str]:
-    """None if ``value`` is an address (:func:`azprov.address.parse_address`), else what is wrong."""
-    try:
-        parse_address(value)
-    except ConfigError as exc:
-        return str(exc)
-    return None
-
-
 def _check_group_names(value: Tuple[str, ...]) -> Optional[str]:
     for name in value:
         if not name or any(char.isspace() or char in ":," for char in name):
@@ -51,14 +42,16 @@ def _check_group_names(value: Tuple[str, ...]) -> Optional[str]:
 
 
 def _address_field(default: Optional[str], unset: str = "") -> Any:
-    return field(default=default, metadata={"check": _check_address, "unset": unset})
+    """An address setting: parsed when read (:func:`azprov.config_values.convert`), an
+    :class:`~azprov.address.Address` from then on (``str()`` gives it back as written)."""
+    return field(default=None if default is None else parse_address(default), metadata={"unset": unset})
 
 
 @dataclass(frozen=True)
 class WireServerConfig:
     """``[wireserver]``: where the WireServer is and how long to try it."""
 
-    address: Optional[str] = _address_field(
+    address: Optional[Address] = _address_field(
         None, unset="discover it: DHCP option 245, else 168.63.129.16"
     )
     deadline: float = 1200.0  # seconds for the whole WireServer phase
@@ -68,7 +61,7 @@ class WireServerConfig:
 class ImdsConfig:
     """``[imds]``: where IMDS is and how long to try it."""
 
-    address: str = _address_field("169.254.169.254")
+    address: Address = _address_field("169.254.169.254")
     deadline: float = 300.0  # seconds for the whole IMDS phase
     # seconds IMDS gets (from its first request) when the provisioning disc has a host name, a
     # user and a way to log in; then azprov goes on with the disc alone
@@ -156,8 +149,15 @@ class Config:
     sources: Tuple[str, ...] = ()  # files that were read, in order
 
     def to_dict(self) -> Dict[str, Dict[str, Any]]:
-        """``{section: {key: value}}`` of every setting (``sources`` left out)."""
-        return {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
+        """``{section: {key: value}}`` of every setting (``sources`` left out; addresses as written)."""
+        return {name: {f.name: _plain(getattr(getattr(self, name), f.name))
+                       for f in dataclasses.fields(_SECTIONS[name])}
+                for name in _SECTIONS}
+
+
+def _plain(value: object) -> object:
+    """A setting as TOML and JSON write it: an address as written."""
+    return str(value) if isinstance(value, Address) else value
 
 
 # section name -> section dataclass, in declaration order
@@ -207,15 +207,15 @@ def _dropins(host: "Host") -> List[str]:
 
 
 def load_config(
-    root: Union[str, "Host"] = "/",
+    host: "Host",
     *,
     config_file: Optional[str] = None,
     overrides: Optional[Mapping[str, Mapping[str, object]]] = None,
 ) -> Config:
     """The effective configuration.
 
-    Files are read through the ``Host`` of ``root`` (a path or a Host): symlinks resolve inside the
-    root, so an image tree's absolute link never makes azprov read the build host's file.
+    Files are read through ``host``: symlinks resolve inside its root, so an image tree's absolute
+    link never makes azprov read the build host's file.
     ``config_file`` (``--config FILE``, a path as the user gave it, not under ``root``) replaces
     ``<root>/etc/azprov/azprov.toml`` and must exist; the default file may be absent.  Drop-ins are
     read from ``<root>/etc/azprov/azprov.toml.d/`` either way.  ``overrides`` maps section -> key ->
@@ -223,19 +223,17 @@ def load_config(
     """
     from azprov.host import Host
 
-    # no such root: nothing to read in it (the command using the root says so)
-    host = root if isinstance(root, Host) else Host(root) if os.path.isdir(root) else None
     layers: List[Tuple[str, Mapping[str, object]]] = []
     sources: List[str] = []
     if config_file is not None:  # the user's own file, on this machine
         main = os.path.abspath(config_file)
         layers.append((config_file, _read_toml(Host("/"), main, config_file)))
         sources.append(config_file)
-    elif host is not None and host.lexists("/" + CONFIG_FILE):
+    elif host.lexists("/" + CONFIG_FILE):
         main = host.path("/" + CONFIG_FILE)
         layers.append((main, _read_toml(host, "/" + CONFIG_FILE, main)))
         sources.append(main)
-    for path in _dropins(host) if host is not None else []:
+    for path in _dropins(host):
         shown = host.path(path)
         layers.append((shown, _read_toml(host, path, shown)))
         sources.append(shown)

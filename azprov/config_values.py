@@ -2,7 +2,9 @@
 ``{section: {key: value}}`` converted to the types of the configuration's dataclass fields.
 
 Driven by the dataclasses of :mod:`azprov.config` (their field types, plus an optional ``check``
-in a field's metadata that returns what is wrong, or None).  An unknown section or key, or a value
+in a field's metadata that returns what is wrong, or None).  An address field (type
+:class:`~azprov.address.Address`) is parsed here, once: a string by the one address parser, an
+already parsed ``Address`` (a command-line value) taken as it is.  An unknown section or key, or a value
 of the wrong type, is a :class:`~azprov.errors.ConfigError` naming the source and the key, with a
 suggestion for a near miss.
 """
@@ -15,6 +17,7 @@ import math
 import typing
 from typing import Any, Dict, Mapping
 
+from azprov.address import Address, parse_address
 from azprov.errors import ConfigError
 
 
@@ -69,6 +72,15 @@ def convert(hint: Any, value: object) -> object:
         if not isinstance(value, str):
             raise Invalid(f"expected a string, got {got}")
         return value
+    if hint is Address:
+        if isinstance(value, Address):
+            return value
+        if not isinstance(value, str):
+            raise Invalid(f"expected a string, got {got}")
+        try:
+            return parse_address(value)
+        except ConfigError as exc:
+            raise Invalid(str(exc)) from None
     if origin is tuple and args[1:] == (Ellipsis,):
         if not isinstance(value, (list, tuple)):
             raise Invalid(f"expected an array, got {got}")

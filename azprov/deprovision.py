@@ -186,9 +186,8 @@ def _confirm(force: bool, as_json: bool = False) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def command(args, config) -> int:
+def command(args, config, host: Host) -> int:
     """``azprov deprovision [--user] [--force] [--root DIR] [--json]``."""
-    host = Host(args.root)
     as_json = bool(getattr(args, "json", False))
     if as_json and not args.force:  # refused before anything is read
         _confirm(args.force, as_json)

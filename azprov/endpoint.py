@@ -25,7 +25,7 @@ import os
 import re
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from azprov.errors import StepFailed
 from azprov.leases import LEASE_FILES
@@ -325,23 +325,19 @@ def _lease_files(host: "Host") -> List[Tuple[float, str, str, _Parser]]:
 
 
 def discover_wireserver(
-    explicit: Optional[str] = None,
-    root: Union[str, "Host"] = "/",
+    explicit: Optional[str],
+    host: "Host",
     now: Optional[datetime.datetime] = None,
 ) -> Endpoint:
     """The WireServer endpoint: ``explicit`` if given, else the newest lease's option 245, else
     :data:`DEFAULT_WIRESERVER`.
 
     ``explicit`` is used as given (the configuration layer validates it).  Lease files are looked
-    up in ``root`` (a path or a Host; links resolve inside it, never on the build host); the newest file carrying a usable option 245 wins, whatever the client.
+    up in the host's root (links resolve inside it, never on the build host); the newest file
+    carrying a usable option 245 wins, whatever the client.
     """
     if explicit:
         return Endpoint(explicit, SOURCE_EXPLICIT)
-    from azprov.host import Host
-
-    if not isinstance(root, Host) and not os.path.isdir(root):
-        return Endpoint(DEFAULT_WIRESERVER, SOURCE_DEFAULT)  # no such root: no leases
-    host = root if isinstance(root, Host) else Host(root)
     when = now or datetime.datetime.now(datetime.timezone.utc)
     for _mtime, in_root, label, parser in _lease_files(host):
         path = host.path(in_root)

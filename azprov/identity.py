@@ -10,10 +10,9 @@ provisioned VM look new.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import uuid
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Optional
 
 from azprov.errors import ProtocolError
 
@@ -71,18 +70,13 @@ def same_vm_id(a: Optional[str], b: Optional[str]) -> bool:
     return first == second or first == gen1_swap(second)
 
 
-def read_dmi_vm_id(root: Union[str, "Host"] = "/") -> Optional[str]:
+def read_dmi_vm_id(host: "Host") -> Optional[str]:
     """The VM id from ``<root>/sys/class/dmi/id/product_uuid`` in IMDS ``vmId`` form, or None.
 
     Without ``<root>/sys/firmware/efi`` (a Gen1 VM) the value is byte-swapped.  A missing,
-    unreadable (the file is root-only) or invalid file gives None and a log line.  ``root`` is a
-    path or a Host; links resolve inside it.
+    unreadable (the file is root-only) or invalid file gives None and a log line.  Links resolve
+    inside the host's root.
     """
-    from azprov.host import Host
-
-    if not isinstance(root, Host) and not os.path.isdir(root):
-        return None  # no such root: no DMI
-    host = root if isinstance(root, Host) else Host(root)
     path = host.path("/" + PRODUCT_UUID)
     try:
         raw = host.read_bytes("/" + PRODUCT_UUID, _READ_LIMIT)

@@ -105,7 +105,7 @@ class Provisioning:
         return outcome
 
     def identify_and_provision(self) -> Outcome:
-        dmi_id = read_dmi_vm_id(self.host.root)
+        dmi_id = read_dmi_vm_id(self.host)
         recorded = state_file.load(self.host)
         if recorded is not None and same_vm_id(recorded.vm_id, dmi_id):
             return self.already_provisioned(recorded)
@@ -376,12 +376,11 @@ def provision(host: Host, config, *, connect: Callable, notifier: Optional[Notif
         return Provisioning(host, config, connect, notifier).run()
 
 
-def command(args, config) -> int:
+def command(args, config, host: Host) -> int:
     """``azprov provision [--root DIR] [--json]``."""
     from azprov.clients import connect
 
-    host = Host(args.root)
-    outcome = provision(host, config, connect=lambda: connect(config, root=host.root))
+    outcome = provision(host, config, connect=lambda: connect(config, host))
     if getattr(args, "json", False):
         json.dump(outcome.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -28,7 +28,7 @@ def collect(host: Host, config_file: Optional[str] = None) -> dict:
     recorded = state_file.load(host)
     last = attempts.last(host)
     enabled = unit.is_enabled(host)
-    dmi_id = read_dmi_vm_id(host.root)
+    dmi_id = read_dmi_vm_id(host)
     problems = run_checks(host, config_file)
     return {
         "provisioned": recorded is not None,
@@ -82,9 +82,8 @@ def _describe_attempt(attempt: dict) -> str:
     return text
 
 
-def command(args, config) -> int:
+def command(args, config, host: Host) -> int:
     """``azprov status [--root DIR] [--json] [--wait]``."""
-    host = Host(args.root)
     waiting = getattr(args, "wait", False)
     if waiting:
         wait(host)

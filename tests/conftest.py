@@ -33,10 +33,11 @@ def scratch_root(tmp_path) -> str:
 def config(tmp_path):
     """azprov's built-in default configuration (no file read)."""
     from azprov.config import load_config
+    from azprov.host import Host
 
     empty = tmp_path / "no-config"
     empty.mkdir(exist_ok=True)
-    return load_config(root=str(empty))
+    return load_config(Host(str(empty)))
 
 
 @pytest.fixture

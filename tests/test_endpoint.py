@@ -9,6 +9,7 @@ from typing import List, Optional, Tuple
 import pytest
 from hypothesis import example, given, note, settings, strategies as st
 
+from azprov.host import Host
 from azprov.endpoint import (
     DEFAULT_WIRESERVER,
     LEASE_SIZE_LIMIT,
@@ -247,15 +248,15 @@ def test_dhclient_parser_never_raises(text):
 
 def test_explicit_wins_and_is_not_validated(tmp_path):
     write(tmp_path, "run/systemd/netif/leases/2", "OPTION_245=0a000004\n")
-    assert discover_wireserver("127.0.0.1:8080", root=str(tmp_path)) == Endpoint(
+    assert discover_wireserver("127.0.0.1:8080", Host(str(tmp_path))) == Endpoint(
         "127.0.0.1:8080", SOURCE_EXPLICIT
     )
 
 
 def test_fallback_default(tmp_path):
-    found = discover_wireserver(None, root=str(tmp_path))
+    found = discover_wireserver(None, Host(str(tmp_path)))
     assert found == Endpoint(DEFAULT_WIRESERVER, SOURCE_DEFAULT)
-    assert discover_wireserver("", root=str(tmp_path)) == found
+    assert discover_wireserver("", Host(str(tmp_path))) == found
 
 
 @pytest.mark.parametrize(
@@ -273,13 +274,13 @@ def test_fallback_default(tmp_path):
 )
 def test_each_lease_location(tmp_path, relative, data, label):
     path = write(tmp_path, relative, data)
-    found = discover_wireserver(root=str(tmp_path), now=NOW)
+    found = discover_wireserver(None, Host(str(tmp_path)), now=NOW)
     assert found == Endpoint("10.0.0.4", f"{label} {path}")
 
 
 def test_source_names_host_path_when_root_is_slash(tmp_path):
     write(tmp_path, "run/systemd/netif/leases/2", "OPTION_245=a83f8110\n")
-    found = discover_wireserver(root=str(tmp_path) + "/")
+    found = discover_wireserver(None, Host(str(tmp_path) + "/"))
     assert found.source.endswith("/run/systemd/netif/leases/2")
     assert found.source.startswith("systemd-networkd lease /")
 
@@ -288,27 +289,27 @@ def test_newest_file_wins_across_kinds(tmp_path):
     write(tmp_path, "run/systemd/netif/leases/2", "OPTION_245=0a000001\n", mtime=1000)
     write(tmp_path, "var/lib/dhcp/dhclient.eth0.leases", lease_block("a:0:0:2"), mtime=3000)
     write(tmp_path, "var/lib/dhcpcd/eth0.lease", dhcp_packet(option(245, b"\x0a\x00\x00\x03")), mtime=2000)
-    assert discover_wireserver(root=str(tmp_path), now=NOW).address == "10.0.0.2"
+    assert discover_wireserver(None, Host(str(tmp_path)), now=NOW).address == "10.0.0.2"
     os.utime(tmp_path / "var/lib/dhcpcd/eth0.lease", (4000, 4000))
-    assert discover_wireserver(root=str(tmp_path), now=NOW).address == "10.0.0.3"
+    assert discover_wireserver(None, Host(str(tmp_path)), now=NOW).address == "10.0.0.3"
 
 
 def test_newest_file_without_option_falls_through(tmp_path):
     write(tmp_path, "run/systemd/netif/leases/3", "ADDRESS=10.1.0.4\n", mtime=5000)
     write(tmp_path, "run/systemd/netif/leases/2", "OPTION_245=0a000001\n", mtime=1000)
-    assert discover_wireserver(root=str(tmp_path)).address == "10.0.0.1"
+    assert discover_wireserver(None, Host(str(tmp_path))).address == "10.0.0.1"
 
 
 def test_expired_dhclient_lease_falls_back(tmp_path):
     write(tmp_path, "var/lib/dhcp/dhclient.eth0.leases", lease_block(expire="1 2020/01/01 00:00:00"))
-    assert discover_wireserver(root=str(tmp_path), now=NOW).address == DEFAULT_WIRESERVER
+    assert discover_wireserver(None, Host(str(tmp_path)), now=NOW).address == DEFAULT_WIRESERVER
 
 
 @pytest.mark.parametrize("raw", ["00000000", "ffffffff", "e0000001", "efffffff"])
 def test_unusable_addresses_are_rejected(tmp_path, caplog, raw):
     write(tmp_path, "run/systemd/netif/leases/2", f"OPTION_245={raw}\n")
     with caplog.at_level(logging.WARNING, logger="azprov.endpoint"):
-        assert discover_wireserver(root=str(tmp_path)).address == DEFAULT_WIRESERVER
+        assert discover_wireserver(None, Host(str(tmp_path))).address == DEFAULT_WIRESERVER
     assert "not a usable address" in caplog.text
 
 
@@ -317,7 +318,7 @@ def test_huge_file_is_skipped_with_a_warning(tmp_path, caplog):
     huge = lease_block("a:0:0:2") + "#" * LEASE_SIZE_LIMIT
     path = write(tmp_path, "var/lib/dhcp/dhclient.eth0.leases", huge, mtime=2000)
     with caplog.at_level(logging.WARNING, logger="azprov.endpoint"):
-        assert discover_wireserver(root=str(tmp_path), now=NOW).address == "10.0.0.1"
+        assert discover_wireserver(None, Host(str(tmp_path)), now=NOW).address == "10.0.0.1"
     assert str(path) in caplog.text and "larger than" in caplog.text
 
 
@@ -333,7 +334,7 @@ def test_garbage_and_unreadable_files_are_skipped(tmp_path, caplog):
     os.mkfifo(fifo)  # must not block
     os.utime(fifo, (5000, 5000))
     with caplog.at_level(logging.WARNING, logger="azprov.endpoint"):
-        found = discover_wireserver(root=str(tmp_path), now=NOW)
+        found = discover_wireserver(None, Host(str(tmp_path)), now=NOW)
     assert found.address == "10.0.0.1"
     assert "not a regular file" in caplog.text
     assert "leases/8: Too many levels of symbolic links" in caplog.text
@@ -344,14 +345,14 @@ def test_permission_denied_is_skipped(tmp_path, caplog):
     path = write(tmp_path, "run/systemd/netif/leases/2", "OPTION_245=0a000001\n")
     path.chmod(0)
     with caplog.at_level(logging.WARNING, logger="azprov.endpoint"):
-        assert discover_wireserver(root=str(tmp_path)).address == DEFAULT_WIRESERVER
+        assert discover_wireserver(None, Host(str(tmp_path))).address == DEFAULT_WIRESERVER
     assert "Permission denied" in caplog.text
 
 
 def test_root_with_glob_characters(tmp_path):
     root = tmp_path / "image[1]*"
     write(root, "run/systemd/netif/leases/2", "OPTION_245=0a000001\n")
-    assert discover_wireserver(root=str(root)).address == "10.0.0.1"
+    assert discover_wireserver(None, Host(str(root))).address == "10.0.0.1"
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from azprov.host import Host
 from azprov.errors import ProtocolError
 from azprov.identity import EFI_DIR, PRODUCT_UUID, gen1_swap, normalize_vm_id, read_dmi_vm_id, same_vm_id
 
@@ -42,16 +43,16 @@ def test_gen1_swap_refuses_garbage():
 
 
 def test_read_gen1_swaps(tmp_path):
-    assert read_dmi_vm_id(machine(tmp_path, DMI.upper() + "\n")) == IMDS
+    assert read_dmi_vm_id(Host(machine(tmp_path, DMI.upper() + "\n"))) == IMDS
 
 
 def test_read_gen2_as_is(tmp_path):
-    assert read_dmi_vm_id(machine(tmp_path, IMDS.upper() + "\n", gen2=True)) == IMDS
+    assert read_dmi_vm_id(Host(machine(tmp_path, IMDS.upper() + "\n", gen2=True))) == IMDS
 
 
 def test_read_missing_file(tmp_path, caplog):
     with caplog.at_level(logging.DEBUG, logger="azprov.identity"):
-        assert read_dmi_vm_id(machine(tmp_path, None)) is None
+        assert read_dmi_vm_id(Host(machine(tmp_path, None))) is None
     assert "no DMI product UUID" in caplog.text
 
 
@@ -62,7 +63,7 @@ def test_read_missing_file(tmp_path, caplog):
 )
 def test_read_invalid_content(tmp_path, caplog, content):
     with caplog.at_level(logging.WARNING, logger="azprov.identity"):
-        assert read_dmi_vm_id(machine(tmp_path, content)) is None
+        assert read_dmi_vm_id(Host(machine(tmp_path, content))) is None
     assert "ignoring the DMI product UUID" in caplog.text
 
 
@@ -71,7 +72,7 @@ def test_read_unreadable(tmp_path, caplog):
     root = machine(tmp_path, DMI)
     (tmp_path / PRODUCT_UUID).chmod(0)
     with caplog.at_level(logging.WARNING, logger="azprov.identity"):
-        assert read_dmi_vm_id(root) is None
+        assert read_dmi_vm_id(Host(root)) is None
     assert "cannot read" in caplog.text
 
 
@@ -79,13 +80,13 @@ def test_read_error_other_than_missing(tmp_path, caplog):
     (tmp_path / "sys/class/dmi").mkdir(parents=True)
     (tmp_path / "sys/class/dmi/id").write_text("a file where a directory should be")
     with caplog.at_level(logging.WARNING, logger="azprov.identity"):
-        assert read_dmi_vm_id(str(tmp_path)) is None
+        assert read_dmi_vm_id(Host(str(tmp_path))) is None
     assert "cannot read the DMI product UUID" in caplog.text
 
 
 def test_read_directory_instead_of_file(tmp_path):
     (tmp_path / PRODUCT_UUID).mkdir(parents=True)
-    assert read_dmi_vm_id(str(tmp_path)) is None
+    assert read_dmi_vm_id(Host(str(tmp_path))) is None
 
 
 def test_normalize():

@@ -59,6 +59,7 @@ LAYER: Dict[str, str] = {
     "azprov.host.homes": BASE,
     "azprov.host.probes": BASE,
     "azprov.host.runner": BASE,
+    "azprov.host.sshd_config": BASE,
     "azprov.host.walk": BASE,
     # protocol/steps: fabric documents and clients, the disc, the files azprov keeps, the steps
     "azprov.goalstate": MIDDLE,
@@ -95,7 +96,6 @@ LAYER: Dict[str, str] = {
     "azprov.steps.password": MIDDLE,
     "azprov.steps.ssh_keys": MIDDLE,
     "azprov.steps.sshd": MIDDLE,
-    "azprov.steps.sshd_config": MIDDLE,
     "azprov.steps.user": MIDDLE,
     # flows: one command each
     "azprov.provision": FLOWS,

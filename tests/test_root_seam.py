@@ -54,7 +54,7 @@ def test_the_configuration_file(tree, tmp_path):
     target = str(tmp_path / "outside" / "azprov.toml")
     plant(tree, "/" + CONFIG_FILE, target, decoy=b'[wireserver]\naddress = "10.9.9.9"\n',
           real=b'[wireserver]\naddress = "10.1.1.1"\n')
-    assert load_config(root=tree).wireserver.address == "10.1.1.1"
+    assert str(load_config(Host(tree)).wireserver.address) == "10.1.1.1"
     shown = azprov("endpoint", "--root", tree, "--json")  # the CLI reads the tree's file too
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["address"] == "10.1.1.1"
@@ -64,7 +64,7 @@ def test_the_drop_in_directory(tree, tmp_path):
     target = str(tmp_path / "outside" / "dropins")
     plant(tree, "/" + DROPIN_DIR, target, decoy=b'[imds]\ndeadline = 11\n', real=b'[imds]\ndeadline = 22\n',
           is_dir=True, name="50-x.toml")
-    assert load_config(root=tree).imds.deadline == 22.0
+    assert load_config(Host(tree)).imds.deadline == 22.0
 
 
 def test_the_dhcp_leases(tree, tmp_path):
@@ -72,14 +72,14 @@ def test_the_dhcp_leases(tree, tmp_path):
     lease = "lease {{\n  option unknown-245 {};\n  expire never;\n}}\n"
     plant(tree, "/var/lib/dhcp", target, decoy=lease.format("a:9:9:9").encode(),
           real=lease.format("a:1:1:1").encode(), is_dir=True, name="dhclient.eth0.leases")
-    assert discover_wireserver(root=tree).address == "10.1.1.1"
+    assert discover_wireserver(None, Host(tree)).address == "10.1.1.1"
 
 
 def test_the_dmi_product_uuid(tree, tmp_path):
     target = str(tmp_path / "outside" / "product_uuid")
     plant(tree, "/" + PRODUCT_UUID, target, decoy=DECOY_ID.encode(), real=IN_TREE_ID.encode())
     os.makedirs(os.path.join(tree, "sys/firmware/efi"))  # Gen2: no byte swap
-    assert read_dmi_vm_id(tree) == IN_TREE_ID
+    assert read_dmi_vm_id(Host(tree)) == IN_TREE_ID
 
 
 def test_the_guards(tree, tmp_path):
@@ -250,9 +250,9 @@ def read_everything(tree: str) -> None:
         except AzprovError:
             pass
 
-    attempt(lambda: load_config(root=tree))
-    attempt(lambda: discover_wireserver(root=tree))
-    attempt(lambda: read_dmi_vm_id(tree))
+    attempt(lambda: load_config(Host(tree)))
+    attempt(lambda: discover_wireserver(None, Host(tree)))
+    attempt(lambda: read_dmi_vm_id(Host(tree)))
     attempt(lambda: check.run_checks(Host(tree)))
     attempt(lambda: status.collect(Host(tree)))
     attempt(lambda: disc.read_ovf_env(Host(tree), mount=False))

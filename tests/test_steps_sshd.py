@@ -8,7 +8,8 @@ import pytest
 
 from azprov import errors
 from azprov.host import Host
-from azprov.steps import sshd, sshd_config
+from azprov.host import sshd_config
+from azprov.steps import sshd
 from support.fakes import FakeRunner, metadata
 
 

@@ -26,7 +26,8 @@ def parse_listen(text: str, option: str = "address") -> Tuple[str, int]:
     return address.host, address.port
 
 
-def command(args, config) -> int:
+def command(args, config, host) -> int:
+    """``azprov fabric serve|disc`` (the emulator works on no host: ``host`` is unused)."""
     if getattr(args, "fabric_command", "serve") == "disc":
         from azprov.fabric.disc import command as disc_command
 

@@ -25,7 +25,7 @@ import stat
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from azprov.errors import StepFailed
-from azprov.host import accounts, homes
+from azprov.host import accounts, homes, sshd_config
 from azprov.host import runner as _runner
 from azprov.host.accounts import GroupEntry, PasswdEntry
 from azprov.host.homes import NO_UID, check_dir, inside
@@ -49,6 +49,7 @@ class Host:
             raise StepFailed(f"root {root} is not a directory", root=root)
         self.runner = runner or run_subprocess
         self.probes = probes if probes is not None else LiveProbes() if self.root == "/" else NOT_LIVE
+        self._sshd: Optional[sshd_config.SshdFiles] = None
 
     @property
     def live(self) -> bool:
@@ -97,16 +98,23 @@ class Host:
             directory = self.open_dir(parent, create_mode=parents)
         except FileNotFoundError:
             raise StepFailed(f"{parent} does not exist: cannot write {path}", path=path) from None
+        self._written(path)
         with directory:
             return directory.write(name, data, mode=mode, uid=uid, gid=gid, check=check)
 
     def remove(self, path: str) -> bool:
         parent, name = os.path.split(path)
+        self._written(path)
         try:
             with self.open_dir(parent) as directory:
                 return directory.remove(name)
         except FileNotFoundError:
             return False
+
+    def _written(self, path: str) -> None:
+        """Forget what was read of ``path`` (sshd's configuration is kept between reads)."""
+        if self._sshd is not None and self._sshd.covers(path):
+            self._sshd = None
 
     def lstat(self, path: str) -> Optional[os.stat_result]:
         """``lstat`` of ``path`` reached without following symlinks; None if it or a parent is
@@ -313,6 +321,15 @@ class Host:
 
     def useradd_defaults(self) -> Dict[str, str]:
         return accounts.parse_shell_variables(self.read_text("/etc/default/useradd"))
+
+    # -------------------------------------------------------------------- sshd's configuration
+
+    def sshd_config(self) -> sshd_config.SshdFiles:
+        """sshd's configuration files (:mod:`azprov.host.sshd_config`), read once and kept until
+        azprov writes one of them (or a file an Include matches) through this Host."""
+        if self._sshd is None:
+            self._sshd = sshd_config.read(self)
+        return self._sshd
 
     # ------------------------------------------------------------------------------- commands
 

@@ -39,7 +39,7 @@ from typing import Dict, List, Optional, Tuple
 
 from azprov.errors import InvalidKey, NoAuthorizedKeysFile, StepFailed, UnsafePath
 from azprov.host import NO_UID, Host, PasswdEntry, inside
-from azprov.steps import sshd_config
+from azprov.host import sshd_config
 from azprov.steps import user as user_step
 
 log = logging.getLogger(__name__)

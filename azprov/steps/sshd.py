@@ -19,7 +19,7 @@ import logging
 
 from azprov.errors import SshdPolicyOverridden
 from azprov.host import Host
-from azprov.steps import sshd_config
+from azprov.host import sshd_config
 
 log = logging.getLogger(__name__)
 
