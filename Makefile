@@ -11,6 +11,7 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -ra
+	bash .ci/pythons
 
 test-fast: setup
 	$(PY) -m pytest -ra -m "not boot"

@@ -35,7 +35,10 @@ def test_azprov_runs_on_python_3_9():
 
 
 @pytest.mark.parametrize("code", [
-    "match x:\n    case 1:\n        pass\n",  # 3.10 syntax
+    pytest.param("match x:\n    case 1:\n        pass\n",  # 3.10 syntax
+                 marks=pytest.mark.skipif(sys.version_info < (3, 10), reason=(
+                     "vermin parses with the running interpreter's ast, which cannot read 3.10 "
+                     "syntax before 3.10; this run of the suite on 3.9 is the real check"))),
     "from itertools import pairwise\n",  # 3.10 library
     "print(list(zip([1], [2], strict=True)))\n",  # 3.10 keyword argument
 ])

@@ -279,8 +279,14 @@ def test_cut_utf8_never_exceeds_and_never_splits_a_character(text, limit):
         assert decoded.encode() == text.encode("utf-8", "replace")
 
 
+# Field text as a report row can hold it: anything but NUL, which never reaches a row (report._clean
+# turns every C0 control into a space; a KVP value is NUL-terminated) and which Python 3.9's csv
+# reader refuses outright ("line contains NUL"; 3.11 reads it).
+ROW_TEXT = ANY_TEXT.map(lambda text: text.replace("\x00", " "))
+
+
 @fuzz(200)
-@given(st.lists(st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), ANY_TEXT), max_size=8))
+@given(st.lists(st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), ROW_TEXT), max_size=8))
 def test_encoded_fields_read_back_with_a_csv_reader(fields):
     text = encode_fields(fields)
     rows = list(csv.reader(io.StringIO(text, newline=""), **REPORT_CSV))
@@ -288,7 +294,7 @@ def test_encoded_fields_read_back_with_a_csv_reader(fields):
 
 
 @fuzz(200)
-@given(st.lists(st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), ANY_TEXT.map(lambda t: t * 20)),
+@given(st.lists(st.tuples(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), ROW_TEXT.map(lambda t: t * 20)),
                 min_size=1, max_size=8),
        st.integers(0, 1100))
 def test_shortened_rows_read_back_as_a_prefix_of_the_fields(fields, limit):

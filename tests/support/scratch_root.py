@@ -254,7 +254,6 @@ def install_python(root: str, *, without: Iterable[str] = ()) -> str:
     Files are hard links where possible: never write through them."""
     import importlib
     import subprocess
-    import sysconfig
 
     def with_libraries(binary: str) -> None:
         libs = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
@@ -269,7 +268,11 @@ def install_python(root: str, *, without: Iterable[str] = ()) -> str:
     python3 = os.path.join(root, "usr/bin/python3")
     if not os.path.lexists(python3):
         os.symlink(os.path.basename(interpreter), python3)
-    stdlib = sysconfig.get_paths(vars={"installed_base": "/usr", "base": "/usr"})["stdlib"]
+    # The image's interpreter is this machine's /usr/bin/python3, whatever runs the tests (the
+    # suite also runs under other Pythons): its own standard library, asked of it.
+    stdlib = subprocess.run([interpreter, "-I", "-c", "import sysconfig; print(sysconfig.get_paths("
+                             "vars={'installed_base': '/usr', 'base': '/usr'})['stdlib'])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
     dest = os.path.join(root, stdlib.lstrip("/"))
     if not os.path.isdir(dest):
         shutil.copytree(stdlib, dest, symlinks=True, copy_function=_link,
