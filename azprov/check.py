@@ -50,6 +50,7 @@ class Problem:
     check: str  # which check found it (a key of CHECKS)
     problem: str  # what is wrong, naming the file
     fix: str  # the command (or edit) that fixes it
+    warning: bool = False  # said, but an image with it still provisions: not a reason to fail
 
 
 Check = Callable[[Host, Optional[str]], List[Problem]]
@@ -134,6 +135,20 @@ def check_leftovers(host: Host, config_file: Optional[str]) -> List[Problem]:
         problems.append(Problem("leases", f"DHCP leases left ({', '.join(leases)}): new VMs would ask "
                                 "for the build VM's address first", DEPROVISION))
     return problems
+
+
+def check_hostname(host: Host, config_file: Optional[str]) -> List[Problem]:
+    """A warning: the image still carries a machine's host name (the build VM's).  VMs whose
+    provisioning disc names them set their name before the network; one named by IMDS alone
+    sends this name in its first DHCP requests, and Azure DNS registers it."""
+    from azprov import deprovision
+
+    name = deprovision.real_hostname(host)
+    if name is None:
+        return []
+    return [Problem("hostname", f"{deprovision.HOSTNAME_FILE} still names this machine ({name}): a VM "
+                    "from this image that only IMDS names sends it to Azure DNS until azprov renames it",
+                    DEPROVISION, warning=True)]
 
 
 def user_leftovers(host: Host, username: str) -> List[str]:
@@ -234,6 +249,7 @@ CHECKS: Tuple[Tuple[str, Check], ...] = (
     ("other_provisioner", check_other_provisioners),
     ("config", check_config),
     ("leftovers", check_leftovers),
+    ("hostname", check_hostname),
     ("admin_user", check_admin_users),
     ("network", check_network),
     ("python", check_python),
@@ -271,14 +287,19 @@ def command(args, config, host: Host) -> int:
     """``azprov check [--root DIR] [--json]``."""
     if getattr(args, "self_test", False):
         return self_test()
-    problems = run_checks(host, getattr(args, "config", None))
+    found = run_checks(host, getattr(args, "config", None))
+    problems = [p for p in found if not p.warning]
+    warnings = [p for p in found if p.warning]
     if getattr(args, "json", False):
         verdict = {} if not problems else failure(len(problems), host)
         json.dump({**verdict, "root": host.root, "ready_for_capture": not problems,
-                   "problems": [asdict(p) for p in problems]}, sys.stdout, indent=2)
+                   "problems": [asdict(p) for p in problems],
+                   "warnings": [asdict(p) for p in warnings]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         where = "this system" if host.live else host.root
+        for problem in warnings:
+            print(f"warning: {problem.problem}\n    fix: {problem.fix}")
         for problem in problems:
             print(f"problem: {problem.problem}\n    fix: {problem.fix}")
         print(f"ready for capture: yes ({where})" if not problems

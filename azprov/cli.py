@@ -25,6 +25,7 @@ log = logging.getLogger("azprov")
 
 COMMANDS = {
     "provision": "azprov.provision:command",
+    "early-hostname": "azprov.early_hostname:command",
     "report-ready": "azprov.commands:report_ready",
     "report-failure": "azprov.commands:report_failure",
     "goalstate": "azprov.commands:goalstate",
@@ -42,6 +43,7 @@ COMMANDS = {
 NEEDS_ROOT = {
     "provision": "it changes the system: hostname, users, SSH keys, sshd, /var/lib/azprov; with "
                  "--root as well, since useradd --root chroots and files are given to the admin user",
+    "early-hostname": "it sets the host name and writes /etc/hostname",
     "report-ready": "it writes the KVP report in /var/lib/hyperv, which belongs to root",
     "report-failure": "it writes the KVP report in /var/lib/hyperv, which belongs to root",
     "deprovision": "it removes users, SSH host keys, leases and /var/lib/azprov, which belong to root",
@@ -61,7 +63,7 @@ exit codes:
   6  a provisioning step failed (ProvisioningFailed was reported to Azure)
   7  azprov refused to provision this VM (another provisioner, a pool VM, no osProfile)
   8  another azprov is running
-  9  must run as root: provision, report-ready, report-failure, deprovision, status and check
+  9  must run as root: provision, early-hostname, report-ready, report-failure, deprovision, status and check
      (--root too); refused before anything is read or sent
   10 azprov check: an image captured now would not provision (every problem is listed)
   130 interrupted
@@ -72,6 +74,7 @@ with --json, a failure prints one JSON object on stdout (the log stays on stderr
 EPILOG = f"""\
 examples:
   azprov provision                    what azprov.service runs on first boot
+  azprov early-hostname               what azprov-hostname.service runs before the network
   azprov status                       what was provisioned, the last attempt, and whether an image captured now would provision
   azprov status --wait                wait for the first-boot run; exit 0 if provisioned, 1 if not
   azprov goalstate --json             the WireServer goal state, as JSON
@@ -184,6 +187,16 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
                 "Exits 0 at once when this VM id is already provisioned. Any failure is reported "
                 "to Azure as ProvisioningFailed with the reason.")
     _add_fabric_options(p), _add_root(p), _add_json(p)
+
+    p = command("early-hostname", "set the host name from the provisioning disc, before the network "
+                "(what azprov-hostname.service runs)",
+                "Read the host name from ovf-env.xml on the provisioning disc (never mounted, no "
+                "network) and make it this system's name, so that the first DHCP request already "
+                "carries it to Azure DNS. Does nothing on a VM already provisioned; a problem is "
+                "logged and left to azprov provision. Exits 0.")
+    _add_json(p)
+    p.add_argument("--root", metavar="DIR", default="/", type=arguments.directory,
+                   help="read the disc under DIR (DIR/dev/sr0, ...) and write DIR/etc/hostname")
 
     p = command("report-ready", "post Ready for the current goal state",
                 "Write the KVP PROVISIONING_REPORT (result=success), then fetch a fresh goal "

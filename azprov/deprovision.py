@@ -1,7 +1,9 @@
 """``azprov deprovision``: prepare this VM (or an image tree) for capture as a generalized image.
 
 It re-enables azprov.service, removes azprov's state and provisioning history, its KVP
-``PROVISIONING_REPORT`` record, the SSH host keys, the DHCP leases and the machine id, and with
+``PROVISIONING_REPORT`` record, the SSH host keys, the DHCP leases and the machine id, resets the
+host name in ``/etc/hostname`` to ``localhost`` (so that no VM made from the image sends the build
+VM's name to Azure DNS before azprov names it), and with
 ``--user`` every admin user azprov provisioned (home, sudoers line).  A plain run keeps the record
 of those users (:mod:`azprov.admins`), so a later ``--user`` still finds them after the state is
 gone; ``azprov check`` fails while one is present.
@@ -32,6 +34,7 @@ from azprov import unit
 from azprov.errors import ConfirmationRequired, ExitCode, StepFailed
 from azprov.host import Host
 from azprov.leases import LEASE_FILES
+from azprov.steps import hostname as hostname_step
 from azprov.steps import user as user_step
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 HOST_KEYS = "/etc/ssh/ssh_host_*"
 LEASES = tuple(pattern for _kind, pattern in LEASE_FILES)
 MACHINE_ID = "/etc/machine-id"
+HOSTNAME_FILE = "/etc/hostname"
+NEUTRAL_HOSTNAME = "localhost"  # what no DHCP client sends, and no VM is called
 DBUS_MACHINE_ID = "/var/lib/dbus/machine-id"
 LOCK_WAIT = 5.0
 
@@ -51,6 +56,7 @@ class Action:
     user: Optional[str] = None  # the admin user it removes
     kvp_record: Optional[str] = None  # the KVP record it removes
     empties: Tuple[str, ...] = ()  # the files it truncates
+    hostname_reset: Optional[str] = None  # the build VM's host name it replaces
 
 
 def _remove_all(host: Host, paths: List[str]) -> Callable[[], None]:
@@ -138,10 +144,31 @@ def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) ->
     if leases:
         actions.append(Action(f"remove DHCP leases: {', '.join(leases)}", _remove_all(host, leases),
                               removes=tuple(leases)))
+    name = real_hostname(host)
+    if name is not None:
+        actions.append(Action(f"reset the host name {name} in {HOSTNAME_FILE} to {NEUTRAL_HOSTNAME} "
+                              "(no VM from the image registers this VM's name in Azure DNS)",
+                              lambda: _reset_hostname(host), hostname_reset=name))
     actions.append(Action(f"empty {MACHINE_ID} (systemd makes a new machine id at the next boot)",
                           lambda: _empty_machine_id(host), empties=(MACHINE_ID,),
                           removes=(DBUS_MACHINE_ID,) if _listed_dbus_copy(host) else ()))
     return actions
+
+
+def real_hostname(host: Host) -> Optional[str]:
+    """The image's static host name when it names a machine (not empty, not ``localhost``), or
+    None: the name every VM from the image would send in its first DHCP request."""
+    name = hostname_step.current_hostname(host).lower()
+    if not name or name in hostname_step.LOOPBACK_NAMES or name.endswith(".localhost"):
+        return None
+    return name
+
+
+def _reset_hostname(host: Host) -> None:
+    """``/etc/hostname`` says ``localhost``: systemd sets that name at boot, and DHCP clients
+    send no name for it (systemd-networkd) or a name Azure DNS ignores; the running system keeps
+    its name until it shuts down."""
+    host.write_file(HOSTNAME_FILE, (NEUTRAL_HOSTNAME + "\n").encode(), mode=0o644)
 
 
 def _listed_dbus_copy(host: Host) -> bool:
@@ -162,6 +189,7 @@ def summary(host: Host, done: List[Action], kept: List[str]) -> dict:
         "removed_kvp_records": [action.kvp_record for action in done if action.kvp_record],
         "emptied_files": [path for action in done for path in action.empties],
         "kept_admin_users": kept,
+        "hostname_reset": next((a.hostname_reset for a in done if a.hostname_reset), None),
         "unit_enabled": True,
     }
 

@@ -44,9 +44,10 @@ def collect(host: Host, config_file: Optional[str] = None) -> dict:
         "custom_data": host.lexists(provisioning_data.CUSTOM_DATA),
         "user_data": host.lexists(provisioning_data.USER_DATA),
         "unit_enabled": enabled,
-        "ready_for_capture": not problems,  # azprov check's verdict
+        "ready_for_capture": all(problem.warning for problem in problems),  # azprov check's verdict
         "warnings": [problem.problem for problem in problems],
-        "capture_problems": [asdict(problem) for problem in problems],
+        "capture_problems": [asdict(problem) for problem in problems if not problem.warning],
+        "capture_warnings": [asdict(problem) for problem in problems if problem.warning],
     }
 
 
@@ -114,6 +115,6 @@ def command(args, config, host: Host) -> int:
     print("ready for capture: yes (as `azprov check` finds)" if not problems else
           f"ready for capture: no ({len(problems)} problem{'s' if len(problems) > 1 else ''}; "
           "`azprov check` is the gate)")
-    for problem in problems:
+    for problem in data["capture_warnings"] + problems:
         print(f"warning: {problem['problem']}\n    fix: {problem['fix']}")
     return code

@@ -355,6 +355,7 @@ def test_first_boot_timing_breakdown(first_boot, workdir: Path, capsys):
     assert marks["unit_start"] <= marks["first_log"] <= marks["first_request"] <= marks["ready_notify"]
     assert marks["ready_notify"] <= marks["ready_received"], text
     assert marks["ready_notify"] <= marks["sshd_start"] <= marks["sshd_ready"], text
+    assert marks["early_start"] <= marks["early_exit"] <= marks["unit_start"], text  # before the network
     steps = [name for name, _, end in timeline.steps if end is not None]
     assert {"goal_state", "metadata", "hostname", "user", "ssh_keys", "host_keys", "report"} <= set(steps), text
 

@@ -80,6 +80,24 @@ def test_problems_are_listed_with_their_fix_and_exit_10(image):
     assert status.stdout.count("warning: ") == 2 and "sudo rm /etc/azprov/disabled" in status.stdout
 
 
+def test_a_real_host_name_is_a_warning_and_deprovision_clears_it(image):
+    """The build VM's name left in /etc/hostname does not keep an image from provisioning (the
+    disc's name is set before the network), so check passes, but says it."""
+    write(image, "/etc/hostname", "build-vm-7\n")
+    assert check(image) == (0, [])
+    report = json.loads(cli.azprov("check", "--root", image, "--json").stdout)
+    assert [(w["check"], w["warning"]) for w in report["warnings"]] == [("hostname", True)]
+    assert "build-vm-7" in report["warnings"][0]["problem"]
+    assert report["warnings"][0]["fix"] == "sudo azprov deprovision --force"
+    text = cli.azprov("check", "--root", image)
+    assert text.returncode == 0 and "ready for capture: yes" in text.stdout
+    assert "warning: /etc/hostname still names this machine (build-vm-7)" in text.stdout
+    assert "problem: " not in text.stdout
+    done = cli.azprov("deprovision", "--force", "--root", image)
+    assert done.returncode == 0 and "reset the host name build-vm-7" in done.stdout
+    assert json.loads(cli.azprov("check", "--root", image, "--json").stdout)["warnings"] == []
+
+
 def _disable(root):
     os.remove(os.path.join(root, "etc/systemd/system/multi-user.target.wants/azprov.service"))
 
@@ -267,6 +285,8 @@ def test_the_guide_path_provision_deprovision_check(tmp_path, emulator):
     code, problems = check(root)
     assert code == NOT_READY
     assert {p["check"] for p in problems} >= {"unit", "state", "host_keys", "admin_user"}, problems
+    warnings = json.loads(cli.azprov("check", "--root", root, "--json").stdout)["warnings"]
+    assert [w["check"] for w in warnings] == ["hostname"]  # the provisioned VM's own name
 
     plain = cli.azprov("deprovision", "--force", "--root", root)
     assert plain.returncode == 0, plain.stderr

@@ -90,6 +90,7 @@ def open_tree():
 
 ROOT_COMMAND_ARGS = {
     "provision": ["--root", "{root}", "{fabric}"],
+    "early-hostname": ["--root", "{root}"],
     "report-ready": ["--root", "{root}", "{fabric}"],
     "report-failure": ["--reason", "disk setup failed", "--root", "{root}", "{fabric}"],
     "deprovision": ["--force", "--user", "--root", "{root}"],

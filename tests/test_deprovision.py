@@ -85,6 +85,46 @@ def test_deprovision_force_on_an_image_tree(scratch_root):
     assert again.returncode == 0, again.stderr
 
 
+def test_deprovision_resets_the_build_vms_host_name_to_localhost(scratch_root):
+    """The captured image must not carry the build VM's name: every VM from it would send that
+    name in its first DHCP requests.  --json says which name was replaced."""
+    with open(os.path.join(scratch_root, "etc/hostname"), "w") as handle:
+        handle.write("Build-VM-7\n")
+    result = cli.azprov("deprovision", "--force", "--json", "--root", scratch_root)
+    assert result.returncode == 0, result.stderr
+    done = json.loads(result.stdout)
+    assert done["hostname_reset"] == "build-vm-7"
+    assert any("reset the host name build-vm-7 in /etc/hostname to localhost" in d for d in done["done"])
+    assert open(os.path.join(scratch_root, "etc/hostname")).read() == "localhost\n"
+    assert oct(os.stat(os.path.join(scratch_root, "etc/hostname")).st_mode & 0o777) == "0o644"
+    again = json.loads(cli.azprov("deprovision", "--force", "--json", "--root", scratch_root).stdout)
+    assert again["hostname_reset"] is None and not any("host name" in d for d in again["done"])
+
+
+@pytest.mark.parametrize("text", ["localhost\n", "", "localhost.localdomain\n", "# comment only\n"])
+def test_a_neutral_host_name_is_left_alone(scratch_root, text):
+    with open(os.path.join(scratch_root, "etc/hostname"), "w") as handle:
+        handle.write(text)
+    host = Host(scratch_root, runner=FakeRunner())
+    actions = deprovision.plan(host, state.load(host), remove_user=False)
+    assert not any(a.hostname_reset for a in actions)
+
+
+def test_a_linked_hostname_file_is_refused_not_followed(scratch_root, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.write_text("keep\n")
+    path = os.path.join(scratch_root, "etc/hostname")
+    os.remove(path)
+    os.symlink(str(outside), path)
+    host = Host(scratch_root, runner=FakeRunner())
+    actions = deprovision.plan(host, state.load(host), remove_user=False)
+    reset = [a for a in actions if a.hostname_reset]
+    if reset:  # read through the link or not, writing through it is refused
+        with pytest.raises(errors.AzprovError):
+            reset[0].run()
+    assert outside.read_text() == "keep\n"
+
+
 def test_without_a_terminal_or_force_it_refuses(scratch_root):
     before = snapshot(scratch_root)
     result = cli.azprov("deprovision", "--root", scratch_root)

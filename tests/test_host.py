@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -261,6 +262,34 @@ def test_the_live_probes_read_this_running_system():
     assert probes.kernel_hostname() == os.uname().nodename
     with open("/proc/cmdline") as handle:
         assert probes.kernel_command_line() == handle.read().split()
+
+
+def test_a_process_with_a_long_name_is_found_by_its_full_name(tmp_path):
+    """The kernel cuts /proc/PID/comm to 15 characters (systemd-networkd runs as
+    systemd-network): the probe must find the process by the name it was started as."""
+    import shutil
+    import subprocess
+
+    program = tmp_path / "azprov-test-long-process-name"
+    shutil.copy2(shutil.which("sleep"), program)
+    process = subprocess.Popen([str(program), "30"])
+    try:
+        comm = ""
+        for _ in range(100):  # until the child has exec'd the program
+            with open(f"/proc/{process.pid}/comm") as handle:
+                comm = handle.read().strip()
+            if comm == "azprov-test-lon":
+                break
+            time.sleep(0.05)
+        assert comm == "azprov-test-lon"
+        probes = Host("/").probes
+        assert process.pid in [pid for pid, _argv in probes.processes(program.name)]
+        assert process.pid in [pid for pid, _argv in probes.processes("azprov-test-lon")]
+        assert probes.processes("azprov-test-long-process-other") != []  # same 15 characters
+        assert probes.processes("azprov-test-lo") == []
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_reads_never_wait_on_a_fifo_planted_in_the_tree(host):

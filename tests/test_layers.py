@@ -100,6 +100,7 @@ LAYER: Dict[str, str] = {
     # flows: one command each
     "azprov.provision": FLOWS,
     "azprov.deprovision": FLOWS,
+    "azprov.early_hostname": FLOWS,  # the host name from the disc, before the network
     "azprov.check": FLOWS,
     "azprov.status": FLOWS,
     "azprov.commands": FLOWS,

@@ -106,14 +106,17 @@ def test_renew_commands_for_each_dhcp_client(tmp_path):
     def live(**probes):
         return live_host(str(tmp_path), FakeRunner(), **probes)
 
-    networkd = live(networkd=True, processes={"systemd-networkd": [(10, ["/lib/systemd/systemd-networkd"])]})
-    assert dhcp.renew_commands(networkd, "eth0") == [["networkctl", "renew", "eth0"]]
+    networkd = live(networkd=True, processes={"systemd-network": [(10, ["/lib/systemd/systemd-networkd"])]})
+    # renew would send the name networkd read when it configured the link (systemd #23244)
+    assert dhcp.renew_commands(networkd, "eth0") == [["networkctl", "reconfigure", "eth0"]]
     nm = live(processes={"NetworkManager": [(11, ["NetworkManager"])]})
     assert dhcp.renew_commands(nm, "eth0") == [["nmcli", "device", "reapply", "eth0"]]
     argv = ["/sbin/dhclient", "-4", "-v", "-pf", "/run/dhclient.eth0.pid", "eth0"]
     dhclient = live(processes={"dhclient": [(12, argv)]})
     assert dhcp.renew_commands(dhclient, "eth0") == [
         ["/sbin/dhclient", "-r", "-4", "-v", "-pf", "/run/dhclient.eth0.pid", "eth0"], argv]
+    dhcpcd = live(processes={"dhcpcd": [(13, ["/usr/sbin/dhcpcd", "-q", "-b"])]})
+    assert dhcp.renew_commands(dhcpcd, "eth0") == [["/usr/sbin/dhcpcd", "--rebind", "eth0"]]
     assert dhcp.renew_commands(live(), "eth0") == []
 
 
@@ -121,8 +124,41 @@ def test_a_live_host_renews_on_its_default_interface(scratch_root):
     runner = FakeRunner()
     host = live_host(scratch_root, runner, networkd=True, interface="eth1")
     assert dhcp.publish_hostname(host) is True
-    assert runner.calls == [["networkctl", "renew", "eth1"]]
+    assert runner.calls == [["networkctl", "reconfigure", "eth1"]]
     assert dhcp.publish_hostname(live_host(scratch_root, FakeRunner(), interface=None)) is False
+
+
+def test_the_dhcp_client_is_not_asked_again_when_it_started_with_the_name(scratch_root, config):
+    """azprov early-hostname set the name before the network: the client sent it from its first
+    request, and a reconfigure would only take the link down and up again."""
+    runner = FakeRunner()
+    host = live_host(scratch_root, runner, networkd=True, kernel_hostname="vm9")
+    hostname.apply(host, metadata(computer_name="vm9"), config.provisioning)
+    assert "networkctl" not in runner.commands()
+    runner = FakeRunner()
+    host = live_host(scratch_root, runner, networkd=True, kernel_hostname="localhost")
+    hostname.apply(host, metadata(computer_name="vm9"), config.provisioning)
+    assert ["networkctl", "reconfigure", "eth0"] in runner.calls
+
+
+def test_before_the_network_the_name_is_set_without_d_bus(scratch_root):
+    runner = FakeRunner()
+    host = live_host(scratch_root, runner, processes={})
+    assert hostname.set_before_network(host, "vm9") is True
+    assert runner.calls == [["sethostname", "vm9"]]
+    assert read(host, "/etc/hostname") == "vm9\n"
+    assert "127.0.1.1\tvm9" in read(host, "/etc/hosts")
+
+
+def test_before_the_network_with_selinux_only_the_kernel_name_is_set(scratch_root):
+    """hostnamed would label /etc/hostname itself; it does not run yet: azprov provision sets the
+    static name later, with hostnamectl."""
+    runner = FakeRunner()
+    host = live_host(scratch_root, runner, selinux=True)
+    before = read(host, "/etc/hostname")
+    assert hostname.set_before_network(host, "vm9") is True
+    assert runner.calls == [["sethostname", "vm9"]]
+    assert read(host, "/etc/hostname") == before
 
 
 def test_publishing_is_skipped_for_an_image_tree(host):

@@ -25,6 +25,14 @@ def default_route_interface(route_table: str) -> Optional[str]:
     return None
 
 
+COMM_LENGTH = 15  # TASK_COMM_LEN (16) less the terminating NUL
+
+
+def comm_name(name: str) -> str:
+    """What ``/proc/PID/comm`` says for a program called ``name``: its first 15 characters."""
+    return name[:COMM_LENGTH]
+
+
 def _read(path: str, limit: int = 64 * 1024) -> Optional[str]:
     try:
         with open(path, "rb") as handle:
@@ -89,14 +97,18 @@ class LiveProbes(NoProbes):
         return os.path.exists("/sys/fs/selinux/enforce")
 
     def processes(self, name: str) -> Processes:
-        """``(pid, argv)`` of the processes whose command name (``comm``) is ``name``."""
+        """``(pid, argv)`` of the processes whose command name (``comm``) is ``name``.
+
+        The kernel keeps only the first 15 characters of a command name (``TASK_COMM_LEN``):
+        ``systemd-networkd`` runs as ``systemd-network``.  ``name`` is cut the same way."""
+        comm = comm_name(name)
         found = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
                 with open(f"/proc/{entry}/comm") as handle:
-                    if handle.read().strip() != name:
+                    if handle.read().rstrip("\n") != comm:
                         continue
                 with open(f"/proc/{entry}/cmdline", "rb") as handle:
                     argv = [a.decode(errors="replace") for a in handle.read().split(b"\0") if a]

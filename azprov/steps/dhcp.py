@@ -1,11 +1,23 @@
-"""Publishing the host name to Azure DNS: make the running DHCP client renew with it.
+"""Publishing the host name to Azure DNS: make the running DHCP client send the new name.
 
-Azure DNS registers the name the DHCP client sends, so a name set after the network came up is
-only published once the client renews.  Whichever client runs on a live host is asked to:
-systemd-networkd (``networkctl renew IFACE``), NetworkManager (``nmcli device reapply IFACE``) or
-ISC dhclient (release, then start again with the options it was running with).  Nothing runs for
-an image tree (its DHCP client will send the name at its first boot) or when no client is found.
-Publishing is best effort: a failure is logged, never fatal (the VM works; only its DNS name lags).
+Azure DNS registers the name the DHCP client sends (option 12).  Each client reads the name at a
+moment of its own, so a name set after the network came up reaches Azure DNS only when the client
+is made to read it again, and a plain lease renewal is not always that:
+
+- systemd-networkd reads the kernel's host name when it configures a link and keeps it for the
+  life of that configuration: ``networkctl renew`` sends the old name (systemd issues #23244,
+  #36440, #36792, open from v247 to v257); ``networkctl reconfigure IFACE`` configures the link
+  anew and sends the current one (what flatcar's WALinuxAgent switched to).
+- ISC dhclient evaluates ``send host-name = gethostname();`` when it starts: it is released and
+  started again with the options it was running with.
+- dhcpcd reads the host name for each message it builds: ``dhcpcd --rebind IFACE``.
+- NetworkManager: ``nmcli device reapply IFACE`` (not proven by a DHCP exchange here).
+
+Nothing runs for an image tree (its DHCP client sends the name at its first boot), when no client
+is found, or when the client already started with this name (``azprov early-hostname`` set it
+before the network came up).  Publishing is best effort: a failure is logged, never fatal (the VM
+works; only its DNS name lags).  The processes are found by ``/proc/PID/comm``, which the kernel
+cuts to 15 characters (``systemd-network``): :meth:`azprov.host.probes.LiveProbes.processes`.
 """
 
 from __future__ import annotations
@@ -20,20 +32,24 @@ log = logging.getLogger(__name__)
 
 
 def renew_commands(host: Host, interface: str) -> List[List[str]]:
-    """The commands that make the running DHCP client renew on ``interface`` (empty: none runs)."""
+    """The commands that make the running DHCP client send the current host name on
+    ``interface`` (empty: no client found)."""
     if host.probes.networkd_running():
-        return [["networkctl", "renew", interface]]
+        return [["networkctl", "reconfigure", interface]]
     if host.probes.processes("NetworkManager"):
         return [["nmcli", "device", "reapply", interface]]
     for _pid, argv in host.probes.processes("dhclient"):
         if argv and argv[-1] == interface:
             options = [arg for arg in argv[1:] if arg not in ("-1", "-nw", "-r", "-x")]
             return [[argv[0], "-r", *options], [argv[0], *options]]
+    for _pid, argv in host.probes.processes("dhcpcd"):
+        if argv:
+            return [[argv[0], "--rebind", interface]]
     return []
 
 
 def publish_hostname(host: Host) -> bool:
-    """Ask the live DHCP client to renew so Azure DNS learns the name; True if one was asked."""
+    """Make the live DHCP client send the host name now; True if one was asked."""
     if not host.live:
         log.debug("image tree: its DHCP client will send the host name at first boot")
         return False
@@ -43,7 +59,7 @@ def publish_hostname(host: Host) -> bool:
         return False
     commands = renew_commands(host, interface)
     if not commands:
-        log.info("no running DHCP client found (networkd, NetworkManager, dhclient): "
+        log.info("no running DHCP client found (networkd, NetworkManager, dhclient, dhcpcd): "
                  "host name not republished to Azure DNS now")
         return False
     try:
@@ -52,5 +68,6 @@ def publish_hostname(host: Host) -> bool:
     except CommandFailed as exc:
         log.warning("host name not republished to Azure DNS: %s", exc)
         return False
-    log.info("DHCP client on %s renewed: Azure DNS learns the new host name", interface)
+    log.info("DHCP client on %s asked to send the new host name (%s): Azure DNS learns it",
+             interface, " ; ".join(" ".join(argv) for argv in commands))
     return True

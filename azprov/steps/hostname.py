@@ -16,7 +16,10 @@ properties and change signals stay right; likewise when ``/etc/machine-info`` se
 name, which ``hostnamectl set-hostname`` would update too, and where SELinux is enabled (hostnamed
 writes the file with its own label).  Debian's ``127.0.1.1 oldname`` line in
 ``/etc/hosts`` follows the new name; no such line is invented where the image has none.  Azure DNS
-learns the name from the DHCP client, so a live host's client is made to renew (see ``dhcp``).
+learns the name from the DHCP client, so a live host's client is made to send it again (see
+``dhcp``), unless the kernel already had the name before this step: then
+``azprov early-hostname`` set it from the provisioning disc before the network came up, and the
+client has sent it from its first request.
 """
 
 from __future__ import annotations
@@ -87,10 +90,31 @@ def check(host: Host, metadata, settings) -> None:
 
 def apply(host: Host, metadata, settings) -> bool:
     name = validate(metadata.os_profile.computer_name)
+    started_with = host.probes.kernel_hostname()  # the name a DHCP client running now was given
     changed = set_hostname(host, name)
     changed = update_hosts(host, name) or changed
     if settings.publish_hostname:
-        dhcp.publish_hostname(host)
+        if started_with == name:
+            log.info("the DHCP client already sends %s (set before the network came up): "
+                     "not asked again", name)
+        else:
+            dhcp.publish_hostname(host)
+    return changed
+
+
+def set_before_network(host: Host, name: str) -> bool:
+    """``azprov early-hostname``: ``name`` as the kernel's host name, and as the static one
+    where writing the files is all ``hostnamectl`` would do.  Never over D-Bus: the system bus
+    does not run yet.  Where hostnamed must write the file itself (SELinux labels, a pretty name
+    it would update), only the kernel's name is set; ``azprov provision`` sets the static one.
+    False if nothing changed."""
+    changed = False
+    if not _hostnamed_must_be_told(host) and current_hostname(host) != name:
+        host.write_file("/etc/hostname", (name + "\n").encode(), mode=0o644)
+        changed = update_hosts(host, name) or True
+    changed = host.set_kernel_hostname(name) or changed
+    log.info("host name %s set before the network (from the provisioning disc)%s", name,
+             "" if changed else ": it already was")
     return changed
 
 
@@ -127,7 +151,7 @@ def _hostnamed_must_be_told(host: Host) -> bool:
     is running (it would keep serving and signalling its old idea of the name until it reads
     the file again), a pretty host name is set (``hostnamectl set-hostname`` replaces it), or
     SELinux is enforcing labels (hostnamed writes ``/etc/hostname`` with its own file type)."""
-    if host.probes.processes("systemd-hostnam"):  # /proc/PID/comm: 15 characters
+    if host.probes.processes("systemd-hostnamed"):
         return True
     if host.probes.selinux_enabled():
         return True

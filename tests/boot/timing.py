@@ -3,7 +3,8 @@
 Three clocks, brought onto one (CLOCK_MONOTONIC, which a container shares with its host):
 
 - systemd's unit timestamps, recorded inside the booted image by the recorder unit
-  (``systemctl show``: ``...TimestampMonotonic``, microseconds): when azprov's process started
+  (``systemctl show``: ``...TimestampMonotonic``, microseconds): when the early stage
+  (``azprov-hostname.service``, before the network) started and exited, when azprov's process started
   (``ExecMainStartTimestampMonotonic``), when systemd got READY=1 (a ``Type=notify`` unit becomes
   active then: ``ActiveEnterTimestampMonotonic``), when the process exited, when sshd was started
   and ready (Debian's ``ssh.service`` is ``Type=notify`` too), when user sessions were permitted;
@@ -38,7 +39,11 @@ MILESTONES = (
     ("sessions", "user sessions permitted"),
     ("sshd_start", "sshd process started"),
     ("sshd_ready", "sshd started (ready)"),
+    # the early stage, before the network (azprov-hostname.service: the disc's host name)
+    ("early_start", "azprov-hostname.service started"),
+    ("early_exit", "azprov-hostname.service finished"),
 )
+EARLY = ("early_start", "early_exit")
 
 
 @dataclass
@@ -64,8 +69,11 @@ class Timeline:
         if start is not None:
             out["unit start (from boot)"] = start
             for key, label in MILESTONES[1:]:
-                if key in self.milestones:
+                if key in self.milestones and key not in EARLY:
                     out[label] = self.milestones[key] - start
+        early = self.span("early_start", "early_exit")
+        if early is not None:
+            out["early stage takes (azprov-hostname.service)"] = early
         for name, begin, end in self.steps:
             if end is not None:
                 out[f"step {name}"] = end - begin
@@ -91,6 +99,9 @@ class Timeline:
         # subtracting "step host_keys" (the wait for it before READY=1) does not give Ready
         # without key generation, which competed for the CPUs all along.  Boot a tree that has
         # its keys for that (benchmarks/first_boot.py --host-keys-present).
+        early = self.span("early_start", "early_exit")
+        if early is not None:
+            lines.append(f"azprov-hostname.service (before the network) takes: {early:.1f} ms")
         unit_to_ready = self.span("unit_start", "ready_received")
         if unit_to_ready is not None:
             lines.append(f"unit start -> Ready received: {unit_to_ready:.1f} ms")
@@ -129,6 +140,7 @@ def breakdown(record: dict, journal: Sequence[dict], requests: Sequence[dict]) -
     azprov = units.get(UNIT, {})
     ssh = units.get("ssh.service", {})
     sessions = units.get("systemd-user-sessions.service", {})
+    early = units.get("azprov-hostname.service", {})
     manager = record.get("manager", {})
     zero = _us(manager.get("UserspaceTimestampMonotonic"))
     if zero is None:  # an older recorder: the boot's first journal entry instead
@@ -146,6 +158,8 @@ def breakdown(record: dict, journal: Sequence[dict], requests: Sequence[dict]) -
         "sessions": _us(sessions.get("ActiveEnterTimestampMonotonic")),
         "sshd_start": _us(ssh.get("ExecMainStartTimestampMonotonic")),
         "sshd_ready": _us(ssh.get("ActiveEnterTimestampMonotonic")),
+        "early_start": _us(early.get("ExecMainStartTimestampMonotonic")),
+        "early_exit": _us(early.get("ExecMainExitTimestampMonotonic")),
     }
     own = [e for e in journal if e.get("_SYSTEMD_UNIT") == UNIT and e.get("SYSLOG_IDENTIFIER") == "azprov"]
     if own:

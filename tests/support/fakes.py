@@ -8,7 +8,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from azprov.errors import FabricUnreachable
 from azprov.goalstate import GoalState
 from azprov.host import CommandResult, Host
-from azprov.host.probes import NoProbes
+from azprov.host.probes import NoProbes, comm_name
 from azprov.http import Deadline
 from azprov.imds import Metadata, OsProfile, PublicKey
 
@@ -131,7 +131,11 @@ class FakeProbes(NoProbes):
         self.live = live
         self._systemd = systemd
         self._networkd = networkd
+        # keyed by /proc/PID/comm as the kernel has it: at most 15 characters
         self._processes = processes or {}
+        too_long = [comm for comm in self._processes if comm != comm_name(comm)]
+        if too_long:
+            raise ValueError(f"no process has the comm {too_long}: the kernel keeps 15 characters")
         self._hostname = kernel_hostname
         self._cmdline = list(cmdline)
         self._interface = interface
@@ -151,7 +155,7 @@ class FakeProbes(NoProbes):
         return self._networkd
 
     def processes(self, name: str) -> list:
-        return list(self._processes.get(name, []))
+        return list(self._processes.get(comm_name(name), []))
 
     def default_interface(self) -> Optional[str]:
         return self._interface
