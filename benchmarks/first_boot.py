@@ -11,6 +11,10 @@ With ``--baseline REV`` (a git revision, built into its own .deb from ``git arch
 ``--baseline-deb FILE``, the baseline and this tree's package are booted alternately in the
 same run, so that both see the same machine load; the load average is printed before and after.
 
+With ``--disc``, every boot has the scenario's provisioning disc attached (UDF, as ``/dev/sr0``):
+the early stage (``azprov-hostname.service``, before the network) then reads it and sets the host
+name, and its time shows as "early stage takes".
+
 With ``--host-keys-present``, each package is also booted on the same image with SSH host keys
 already in place (made with ``ssh-keygen -A`` before the boot, not timed), alternately: first-boot
 time with and without host-key generation, whose random RSA prime search otherwise dominates
@@ -18,7 +22,7 @@ the comparison of two packages.
 
 Needs root (as the boot tests).  Usage:
   sudo AZPROV_BOOT_CACHE=/work/bootcache .venv/bin/python benchmarks/first_boot.py \\
-      [--runs 5] [--baseline REV | --baseline-deb FILE] [--deb FILE] [--host-keys-present]
+      [--runs 5] [--baseline REV | --baseline-deb FILE] [--deb FILE] [--host-keys-present] [--disc]
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from tests.boot import disc as discs  # noqa: E402
 from tests.boot import image as images  # noqa: E402
 from tests.boot import timing  # noqa: E402
 from tests.boot.fabric import boot_with_fabric  # noqa: E402
@@ -84,6 +89,8 @@ def main() -> int:
     group.add_argument("--baseline-deb", type=Path, metavar="FILE", help="also boot this package")
     parser.add_argument("--host-keys-present", action="store_true",
                         help="also boot each package with the host keys already generated")
+    parser.add_argument("--disc", action="store_true",
+                        help="attach the provisioning disc to every boot (the early stage reads it)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("first_boot.py boots images with systemd-nspawn: run it as root")
@@ -116,7 +123,12 @@ def main() -> int:
                 tree = workspace.overlay(layers[name], label).root
                 if name.endswith("+keys"):
                     images.run(["ssh-keygen", "-A", "-f", str(tree)])
-                booted, requests = boot_with_fabric(tree, scenario(public_key, run), work, label)
+                served = scenario(public_key, run)
+                if args.disc:
+                    with discs.attached(discs.provisioning_disc(served, work / label)) as attach:
+                        booted, requests = boot_with_fabric(tree, served, work, label, nspawn_args=attach)
+                else:
+                    booted, requests = boot_with_fabric(tree, served, work, label)
                 ready = [r for r in requests if r.get("endpoint") == "health"
                          and (r.get("report") or {}).get("state") == "Ready" and r.get("status") == 200]
                 if name.endswith("+keys") and "generated SSH host keys" in str(booted.journal):

@@ -32,6 +32,7 @@ import pytest
 
 from tests.boot import image as images
 from tests.boot import nspawn, timing
+from tests.boot.disc import provisioning_disc
 from tests.boot.fabric import boot_with_fabric
 
 pytestmark = pytest.mark.boot
@@ -550,20 +551,6 @@ def password_vm(name: str, user: str) -> dict:
     scenario["admin_password"] = BOOT_PASSWORD
     scenario["custom_data"] = CUSTOM_SCRIPT
     return scenario
-
-
-def provisioning_disc(scenario: dict, directory: Path) -> Path:
-    """A UDF disc (genisoimage -udf, as Azure writes UDF) with the emulator's ovf-env.xml."""
-    from azprov.fabric.disc import ovf_env
-    from azprov.fabric.scenario import Scenario
-
-    source = directory / "disc-source"
-    source.mkdir(parents=True, exist_ok=True)
-    (source / "ovf-env.xml").write_bytes(ovf_env(Scenario.from_dict(scenario)))
-    image = directory / "provisioning-disc.iso"
-    images.run(["genisoimage", "-quiet", "-udf", "-o", str(image), str(source)])
-    (source / "ovf-env.xml").unlink()  # the password stays in the image file only
-    return image
 
 
 def tree_contains(tree: Path, needle: bytes) -> List[str]:

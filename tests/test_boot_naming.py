@@ -34,7 +34,8 @@ from tests.boot import dhcp
 from tests.boot import image as images
 from tests.boot import nspawn
 from tests.boot.fabric import Emulator
-from tests.test_boot import keys, provisioning_disc, vm, workdir, workspace  # noqa: F401
+from tests.boot.disc import provisioning_disc
+from tests.test_boot import keys, vm, workdir, workspace  # noqa: F401
 
 pytestmark = pytest.mark.boot
 

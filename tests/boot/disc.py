@@ -1,4 +1,5 @@
-"""A provisioning disc for a boot: the image attached read-only as ``/dev/sr0``.
+"""A provisioning disc for a boot: ``provisioning_disc(scenario, directory)`` writes one (UDF, with
+the scenario's ``ovf-env.xml``), and the image is attached read-only as ``/dev/sr0``.
 
 ``attached(image)`` sets up a read-only loop device (``losetup -r -f --show``) and yields the
 systemd-nspawn options that bind it into the container as ``/dev/sr0`` and allow reading it;
@@ -20,6 +21,22 @@ from typing import Dict, Iterator, List
 from tests.boot.image import CLEAN_ENV, HarnessError
 
 SECRET_MOUNT = "/run/azprov-boottest-secret"
+
+
+def provisioning_disc(scenario: dict, directory: Path) -> Path:
+    """A UDF disc (genisoimage -udf, as Azure writes UDF) with the emulator's ovf-env.xml for
+    ``scenario`` (a dict), in ``directory``."""
+    from azprov.fabric.disc import ovf_env
+    from azprov.fabric.scenario import Scenario
+    from tests.boot.image import run
+
+    source = directory / "disc-source"
+    source.mkdir(parents=True, exist_ok=True)
+    (source / "ovf-env.xml").write_bytes(ovf_env(Scenario.from_dict(scenario)))
+    image = directory / "provisioning-disc.iso"
+    run(["genisoimage", "-quiet", "-udf", "-o", str(image), str(source)])
+    (source / "ovf-env.xml").unlink()  # the password stays in the image file only
+    return image
 
 
 @contextmanager
