@@ -59,7 +59,7 @@ def skip_reason(host: Host, config) -> Optional[str]:
     if not config.media.read:
         return "[media] read = false"
     recorded = state_file.load(host)
-    if recorded is not None and same_vm_id(recorded.vm_id, read_dmi_vm_id(host.root)):
+    if recorded is not None and same_vm_id(recorded.vm_id, read_dmi_vm_id(host)):
         return f"VM {recorded.vm_id} is already provisioned"
     found = guards.other_provisioners(host)
     if found:
@@ -84,9 +84,9 @@ def run(host: Host, config) -> Optional[str]:
     return name
 
 
-def command(args, config) -> int:
+def command(args, config, host: Host) -> int:
     """``azprov early-hostname [--root DIR] [--json]``."""
-    name = run(Host(args.root), config)
+    name = run(host, config)
     if getattr(args, "json", False):
         json.dump({"hostname": name}, sys.stdout)
         sys.stdout.write("\n")
