@@ -65,7 +65,8 @@ exit codes:
   8  another azprov is running
   9  must run as root: provision, early-hostname, report-ready, report-failure, deprovision, status and check
      (--root too); refused before anything is read or sent
-  10 azprov check: an image captured now would not provision (every problem is listed)
+  10 azprov check: an image captured now would not provision (every problem is listed);
+     azprov fabric boot: the booted image did not provision (the verdict says why)
   130 interrupted
 with --json, a failure prints one JSON object on stdout (the log stays on stderr):
   {"error": "<message>", "reason": "<reason token, or null>", "exit_code": N}
@@ -287,6 +288,27 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     disc.add_argument("--scenario", metavar="FILE", help="scenario file (.json or .toml)")
     disc.add_argument("--output", "-o", metavar="FILE", required=True, help="the image to write (0600)")
     _add_json(disc)
+    boot = fabric_sub.add_parser(
+        "boot", help="boot a disk image in QEMU against the emulator: would it provision on Azure?",
+        description="Boot IMAGE (raw, qcow2 or fixed VHD; never written) in QEMU with Azure's DMI, "
+                    "the provisioning disc and a DHCP server, against the emulated fabric at the "
+                    "real addresses, with a generated SSH key; print whether Ready was reported, "
+                    "the SSH login worked and the host name is right. Exit 0 only when the image "
+                    "would provision. Needs root and QEMU (docs/testing-vm.md).")
+    boot.add_argument("image", metavar="IMAGE")
+    boot.add_argument("--scenario", metavar="FILE", help="scenario file (.json or .toml): user, password, "
+                      "custom data, names (the generated key is added to its keys)")
+    boot.add_argument("--firmware", choices=("auto", "bios", "uefi"), default="auto",
+                      help="auto (default): UEFI (OVMF, Gen2) for a GPT disk with an EFI system partition, else BIOS (Gen1)")
+    boot.add_argument("--kernel", metavar="FILE", help="boot this kernel directly (an image without a boot loader)")
+    boot.add_argument("--initrd", metavar="FILE", help="with --kernel: its initrd")
+    boot.add_argument("--append", metavar="CMDLINE", help="with --kernel: the kernel command line")
+    boot.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                      help="from power-on to the first health report (default 600)")
+    boot.add_argument("--memory", type=int, default=1024, metavar="MIB", help="guest memory (default 1024)")
+    boot.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="QEMU accelerator (default tcg)")
+    boot.add_argument("--keep", metavar="DIR", help="keep the VM's files here (console, logs, overlay, key)")
+    _add_json(boot)
     return parser
 
 

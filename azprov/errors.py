@@ -43,7 +43,7 @@ class ExitCode(enum.IntEnum):
     REFUSED = 7  # azprov refused to provision this VM (another provisioner, pool VM, ...)
     BUSY = 8  # another azprov instance holds the lock
     NOT_ROOT = 9  # a command that needs root run without it: refused before anything was read or sent
-    NOT_READY = 10  # azprov check: an image captured now would not provision (problems listed)
+    NOT_READY = 10  # azprov check: an image captured now would not provision (problems listed); fabric boot: it did not
 
 
 class AzprovError(Exception):
@@ -192,6 +192,22 @@ class NotReadyForCapture(AzprovError):
 
     reason = "not_ready_for_capture"
     exit_code = ExitCode.NOT_READY
+
+
+class ImageWouldNotProvision(AzprovError):
+    """``azprov fabric boot``: the image, booted against the emulator, did not provision (no
+    accepted Ready, a NotReady, no SSH login with the key, or the wrong host name)."""
+
+    reason = "image_would_not_provision"
+    exit_code = ExitCode.NOT_READY
+
+
+class VmUnavailable(AzprovError):
+    """``azprov fabric boot`` cannot boot a VM here: QEMU or its helpers are not installed, or the
+    image cannot be opened."""
+
+    reason = "vm_unavailable"
+    exit_code = ExitCode.CONFIG
 
 
 class ConfirmationRequired(AzprovError):

@@ -119,6 +119,7 @@ LAYER: Dict[str, str] = {
     "azprov.fabric.vmnet": FABRIC,  # a VM's network namespace, tap and DHCP server
     "azprov.fabric.qemu": FABRIC,  # a VM's disk image, firmware and QEMU process
     "azprov.fabric.vm": FABRIC,  # a VM booted against the emulator (fabric boot, tests/vm/)
+    "azprov.fabric.boot": FABRIC,  # azprov fabric boot: the verdict on an image
     # the command line
     "azprov.cli": CLI,
     "azprov.arguments": CLI,  # the command-line value types

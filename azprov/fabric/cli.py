@@ -27,7 +27,11 @@ def parse_listen(text: str, option: str = "address") -> Tuple[str, int]:
 
 
 def command(args, config, host) -> int:
-    """``azprov fabric serve|disc`` (the emulator works on no host: ``host`` is unused)."""
+    """``azprov fabric serve|disc|boot`` (the emulator works on no host: ``host`` is unused)."""
+    if getattr(args, "fabric_command", "serve") == "boot":
+        from azprov.fabric.boot import command as boot_command
+
+        return boot_command(args, config)
     if getattr(args, "fabric_command", "serve") == "disc":
         from azprov.fabric.disc import command as disc_command
 

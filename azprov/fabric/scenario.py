@@ -355,6 +355,16 @@ def _rate_limit(value: Any) -> RateLimit:
 def load_scenario(path: Union[str, Path]) -> Scenario:
     """Read a ``.json`` or ``.toml`` scenario file; relative ``body_file`` paths are relative to it."""
     path = Path(path)
+    data = scenario_data(path)
+    try:
+        return Scenario.from_dict(data, base_dir=path.parent, source=str(path))
+    except ScenarioError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+
+
+def scenario_data(path: Union[str, Path]) -> Dict[str, Any]:
+    """The top-level table of a ``.json`` or ``.toml`` scenario file, not yet checked."""
+    path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -374,7 +384,4 @@ def load_scenario(path: Union[str, Path]) -> Scenario:
         raise ScenarioError(f"scenario {path}: unknown file type {suffix or '(none)'!r}; use .json or .toml")
     if not isinstance(data, dict):
         raise ScenarioError(f"scenario {path}: the top level must be an object")
-    try:
-        return Scenario.from_dict(data, base_dir=path.parent, source=str(path))
-    except ScenarioError as exc:
-        raise ScenarioError(f"{path}: {exc}") from None
+    return data
