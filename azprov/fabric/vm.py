@@ -27,7 +27,7 @@ from typing import Callable, List, Optional, Sequence
 from azprov.fabric.qemu import ImageInfo, Qemu, QemuSpec, inspect_image, make_overlay
 from azprov.fabric.vmnet import GUEST, IMDS, WIRESERVER, DhcpRequest, VmNetwork, VmSetupError, run, stop_process
 
-SSH_OPTIONS = ("-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+SSH_OPTIONS = ("-F", "/dev/null", "-o", "IdentitiesOnly=yes",
                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR")
 
@@ -192,22 +192,33 @@ class VirtualMachine:
             time.sleep(poll)
         return False
 
-    def ssh(self, user: str, key: Path, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        """``ssh user@GUEST command`` from inside the namespace with ``key``."""
+    def ssh(self, user: str, key: Optional[Path], command: str, timeout: float = 60,
+            password: Optional[str] = None) -> subprocess.CompletedProcess:
+        """``ssh user@GUEST command`` from inside the namespace with ``key``, or with ``password``
+        only (``sshpass -e``: the password goes through the environment, never the command line)."""
         assert self.network is not None
-        argv = self.network.exec_argv(["ssh", *SSH_OPTIONS, "-i", str(key), f"{user}@{GUEST}", command])
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+        if password is not None:
+            env["SSHPASS"] = password
+            login = ["sshpass", "-e", "ssh", *SSH_OPTIONS, "-o", "PubkeyAuthentication=no",
+                     "-o", "PreferredAuthentications=password,keyboard-interactive"]
+        else:
+            assert key is not None
+            login = ["ssh", *SSH_OPTIONS, "-o", "BatchMode=yes", "-i", str(key)]
+        argv = self.network.exec_argv([*login, f"{user}@{GUEST}", command])
         try:
             return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                                  env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"})
+                                  env=env)
         except subprocess.TimeoutExpired as exc:
             return subprocess.CompletedProcess(argv, 255, "", f"ssh timed out after {timeout} s: {exc}")
 
-    def wait_for_ssh(self, user: str, key: Path, timeout: float) -> Optional[subprocess.CompletedProcess]:
-        """Retry a key login until it works; the last attempt (None if none was made)."""
+    def wait_for_ssh(self, user: str, key: Optional[Path], timeout: float,
+                     password: Optional[str] = None) -> Optional[subprocess.CompletedProcess]:
+        """Retry a login (key or password) until it works; the last attempt (None if none was made)."""
         last: List[subprocess.CompletedProcess] = []
 
         def logged_in() -> bool:
-            last.append(self.ssh(user, key, "true", timeout=20))
+            last.append(self.ssh(user, key, "true", timeout=20, password=password))
             return last[-1].returncode == 0
 
         self.wait_until(logged_in, timeout, poll=2)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,3 +172,78 @@ def check_converged(disk: DiskState, data: dict, workdir: Path) -> None:
     assert isinstance(state, dict) and state.get("vm_id") == data["vm_id"], state
     assert not disk.enabled, "azprov.service is still enabled"
     assert "ssh_host_ed25519_key" in disk.files["keys"].split(), disk.files["keys"]
+
+
+# --- power cuts --------------------------------------------------------------------------------
+
+# Where to cut the power: a predicate on the VM, checked every 0.1 s from power-on.
+CUT_POINTS = {
+    "goalstate": lambda vm: any(r.get("endpoint") == "goalstate" for r in vm.records()),
+    "user": lambda vm: "azprov: step user: done" in vm.console(),
+    "ready": lambda vm: bool(health_reports(vm.records())),
+}
+
+
+@dataclass
+class CutTrial:
+    """One power cut and the boots after it."""
+
+    point: str
+    cut_at: Optional[float] = None  # s after power-on
+    cut_records: List[dict] = field(default_factory=list)  # what reached the fabric before the cut
+    next_records: List[dict] = field(default_factory=list)  # the normal boot after it
+    silent_records: List[dict] = field(default_factory=list)  # the boot after that
+    login: Optional[subprocess.CompletedProcess] = None
+    session: Optional[subprocess.CompletedProcess] = None
+    disk: Optional[DiskState] = None
+    consoles: List[str] = field(default_factory=list)
+
+
+def power_cut_trial(image: VmImage, data: dict, key: Path, directory: Path, point: str,
+                    delay: Optional[float] = None) -> CutTrial:
+    """Boot, SIGKILL QEMU at ``point`` (a :data:`CUT_POINTS` name, or ``"random"``: ``delay``
+    seconds after power-on), boot normally (Ready, an SSH login with the key), power off, boot
+    once more (nothing may reach the fabric), power off, read the disk."""
+    trial = CutTrial(point)
+    disc = ovf_disc(data, directory / "disc", udf=False)
+    with VirtualMachine(setup(image, data, disc=disc), directory) as vm:
+        qemu = vm.boot()
+        if point == "random":
+            assert delay is not None
+            vm.wait_until(lambda: time.monotonic() - qemu.started >= delay, delay + 5, poll=0.05)
+        else:
+            reached = vm.wait_until(lambda: CUT_POINTS[point](vm), TIMEOUT, poll=0.1)
+            assert reached, f"power cut point {point} never came:\n{explain(vm)}"
+        vm.power_cut()
+        trial.cut_at = time.monotonic() - qemu.started
+        trial.cut_records = vm.records()
+        trial.consoles.append(vm.console())
+        vm.boot()
+        trial.login = vm.wait_for_ssh(data["admin_username"], key, TIMEOUT)
+        trial.next_records = vm.records()[len(trial.cut_records):]
+        trial.session = vm.ssh(data["admin_username"], key, "hostname; sudo -n true && echo sudo-ok")
+        trial.consoles.append(vm.console())
+        vm.shutdown()
+        before = len(vm.records())
+        vm.boot()
+        vm.wait_for_ssh(data["admin_username"], key, TIMEOUT)
+        trial.silent_records = vm.records()[before:]
+        trial.consoles.append(vm.console())
+        vm.shutdown()
+        trial.disk = read_disk(vm, data["admin_username"])
+    return trial
+
+
+def check_trial(trial: CutTrial, data: dict, workdir: Path) -> None:
+    """After the cut and a normal boot, the VM converged (see :func:`check_converged`): Ready
+    accepted, never NotReady, the login and host name right, nothing sent on the boot after."""
+    every = trial.cut_records + trial.next_records
+    context = f"cut at {trial.point} ({trial.cut_at:.1f} s)"
+    assert not health_reports(every, "NotReady"), f"{context}: NotReady was sent: {health_reports(every)}"
+    accepted = [r for r in health_reports(every, "Ready") if r.get("status") == 200 and not r.get("violations")]
+    assert accepted, f"{context}: no Ready accepted; requests {[(r.get('endpoint'), r.get('status')) for r in every]}"
+    assert trial.login is not None and trial.login.returncode == 0, f"{context}: no SSH login after the cut: {trial.login}"
+    assert trial.session is not None and trial.session.stdout.split() == [data["computer_name"], "sudo-ok"], trial.session
+    assert trial.silent_records == [], f"{context}: the boot after sent {trial.silent_records}"
+    assert trial.disk is not None
+    check_converged(trial.disk, data, workdir)
