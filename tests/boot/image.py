@@ -113,8 +113,8 @@ def build_deb(outdir: Path, source: Path = REPO) -> Path:
     if result.returncode != 0 or len(debs) != 1:
         raise HarnessError(f"make deb failed (exit {result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     listing = run(["dpkg-deb", "-c", str(debs[0])]).stdout
-    for needed in ("/azprov/provision.py", "/azprov/fabric/", "azprov.service", "azprov-hostname.service",
-                   "/usr/bin/azprov"):
+    units = [f"{path.name}" for path in sorted((source / "systemd").glob("*.service"))]
+    for needed in ("/azprov/provision.py", "/azprov/fabric/", "/usr/bin/azprov", *units):
         if needed not in listing:
             raise HarnessError(f"{debs[0].name} has no {needed!r}: the package is built from the "
                                f"files git tracks (packaging/export-tree.sh); is it committed?")
