@@ -18,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "azprov.service"
+EARLY_UNIT = ROOT / "systemd" / "azprov-hostname.service"
 PRESET = ROOT / "systemd" / "80-azprov.preset"
 MANPAGE = ROOT / "docs" / "azprov.8"
 RPMLINT_CONFIG = ROOT / "packaging" / "rpm" / "rpmlint.toml"
@@ -158,6 +159,8 @@ def test_deb_ships_code_unit_preset_config_and_man_page(deb: Path, deb_tree: Pat
     units = [p for p in files if p.endswith("/systemd/system/azprov.service")]
     assert units, "the unit is not in the package"
     assert (deb_tree / units[0].lstrip("/")).read_text() == UNIT.read_text()
+    early = [p for p in files if p.endswith("/systemd/system/azprov-hostname.service")]
+    assert early and (deb_tree / early[0].lstrip("/")).read_text() == EARLY_UNIT.read_text()
     assert any(p.endswith("/systemd/system-preset/80-azprov.preset") for p in files)
     assert not [p for p in files if "__pycache__" in p or p.startswith("/usr/local")]
 
@@ -213,7 +216,7 @@ def test_rpm_byte_compiles_with_the_targets_python_and_cleans_up(rpm: Path):
 def test_rpm_files(rpm: Path):
     files = rpm_query(rpm, "--list").splitlines()
     for path in ("/usr/bin/azprov", "/usr/share/azprov/azprov/cli.py",
-                 "/usr/lib/systemd/system/azprov.service",
+                 "/usr/lib/systemd/system/azprov.service", "/usr/lib/systemd/system/azprov-hostname.service",
                  "/usr/lib/systemd/system-preset/80-azprov.preset", "/etc/azprov/azprov.toml",
                  "/var/lib/azprov"):
         assert path in files, path
@@ -247,18 +250,23 @@ def test_rpm_has_no_rpmlint_errors(rpm: Path):
 # the unit, the preset and the man page
 
 
-def test_unit_passes_systemd_analyze_verify(tmp_path: Path):
+@pytest.mark.parametrize("unit,command", [(UNIT, "provision"), (EARLY_UNIT, "early-hostname")])
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path, unit: Path, command: str):
     need("systemd-analyze", "man")
     # verify wants ExecStart= to exist and the Documentation= man page to be installed: point
-    # it at an existing executable and at this tree's man page.
-    copy = tmp_path / "azprov.service"
-    text = UNIT.read_text()
-    assert "ExecStart=/usr/bin/azprov provision\n" in text
-    copy.write_text(text.replace("ExecStart=/usr/bin/azprov", f"ExecStart={shutil.which('true')}"))
+    # it at an existing executable and at this tree's man page.  Both units side by side, so
+    # that azprov.service's Wants=azprov-hostname.service finds it.
+    copies = {}
+    for source in (UNIT, EARLY_UNIT):
+        copies[source] = tmp_path / source.name
+        copies[source].write_text(source.read_text().replace("ExecStart=/usr/bin/azprov",
+                                                             f"ExecStart={shutil.which('true')}"))
+    assert f"ExecStart=/usr/bin/azprov {command}\n" in unit.read_text()
     (tmp_path / "man" / "man8").mkdir(parents=True)
     shutil.copy(MANPAGE, tmp_path / "man" / "man8" / "azprov.8")
-    result = run("systemd-analyze", "verify", str(copy),
-                 env={**CLEAN_ENV, "MANPATH": str(tmp_path / "man")}, check=False)
+    result = run("systemd-analyze", "verify", str(copies[unit]), cwd=tmp_path,
+                 env={**CLEAN_ENV, "MANPATH": str(tmp_path / "man"),
+                      "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}, check=False)
     # verify exits 0 on unknown keys and only complains: any output is a failure
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), (
         result.stdout + result.stderr)
@@ -287,6 +295,28 @@ def test_unit_settings():
         assert f"Service.{forbidden}" not in unit, forbidden
     assert unit["Service.ProtectSystem"] == ["true"]
     assert unit["Install.WantedBy"] == ["multi-user.target"]
+
+
+def test_early_unit_runs_before_the_network_only_with_azprov():
+    """azprov-hostname.service: pulled in by azprov.service (no [Install]: it runs exactly while
+    azprov is enabled), before network-pre.target and the network stacks, with the same kill
+    switches; a oneshot that needs no D-Bus (DefaultDependencies=no)."""
+    unit = parse_unit(EARLY_UNIT)
+    main = parse_unit(UNIT)
+    assert "azprov-hostname.service" in " ".join(main["Unit.Wants"]).split()
+    assert "azprov-hostname.service" in " ".join(main["Unit.After"]).split()
+    assert not [key for key in unit if key.startswith("Install.")]
+    assert unit["Unit.DefaultDependencies"] == ["no"]
+    before = " ".join(unit["Unit.Before"]).split()
+    for name in ("network-pre.target", "systemd-networkd.service", "networking.service", "NetworkManager.service"):
+        assert name in before, name
+    assert "network-pre.target" in " ".join(unit["Unit.Wants"]).split()
+    after = " ".join(unit.get("Unit.After", [])).split()
+    assert not {"dbus.service", "dbus.socket", "network.target", "basic.target"} & set(after), after
+    assert unit["Unit.ConditionPathExists"] == main["Unit.ConditionPathExists"]
+    assert unit["Unit.ConditionKernelCommandLine"] == main["Unit.ConditionKernelCommandLine"]
+    assert unit["Service.Type"] == ["oneshot"]
+    assert unit["Service.ExecStart"] == ["/usr/bin/azprov early-hostname"]
 
 
 def test_preset_enables_the_unit():
