@@ -22,7 +22,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional, Tuple
 
-from azprov import admins, guards, network, unit, waagent
+from azprov import admins, agent_state, guards, network, unit, waagent
 from azprov import state as state_file
 from azprov.errors import AzprovError, ExitCode, NotReadyForCapture
 from azprov.host import READ_LIMIT, Host
@@ -151,6 +151,18 @@ def check_hostname(host: Host, config_file: Optional[str]) -> List[Problem]:
                     DEPROVISION, warning=True)]
 
 
+def check_agent_state(host: Host, config_file: Optional[str]) -> List[Problem]:
+    """WALinuxAgent's and cloud-init's per-VM state (secrets, markers, extension directories)."""
+    problems = []
+    for agent in agent_state.AGENTS:
+        left = agent_state.find(host, agent)
+        if left:
+            problems.append(Problem("agent_state", f"{agent} left the build VM's state: "
+                                    f"{agent_state.describe(left)}: every VM from this image would carry "
+                                    "them", DEPROVISION))
+    return problems
+
+
 def user_leftovers(host: Host, username: str) -> List[str]:
     """What is left of ``username`` in the image: account, home with keys, sudo rights."""
     left = []
@@ -250,6 +262,7 @@ CHECKS: Tuple[Tuple[str, Check], ...] = (
     ("config", check_config),
     ("leftovers", check_leftovers),
     ("hostname", check_hostname),
+    ("agent_state", check_agent_state),
     ("admin_user", check_admin_users),
     ("network", check_network),
     ("python", check_python),

@@ -35,6 +35,7 @@ COMMANDS = {
     "status": "azprov.status:command",
     "check": "azprov.check:command",
     "deprovision": "azprov.deprovision:command",
+    "firewall": "azprov.firewall:command",
     "fabric": "azprov.fabric.cli:command",
 }
 
@@ -47,6 +48,7 @@ NEEDS_ROOT = {
     "report-ready": "it writes the KVP report in /var/lib/hyperv, which belongs to root",
     "report-failure": "it writes the KVP report in /var/lib/hyperv, which belongs to root",
     "deprovision": "it removes users, SSH host keys, leases and /var/lib/azprov, which belong to root",
+    "firewall": "it changes the firewall rules of this machine (nft or iptables)",
     "status": "azprov's state and history in /var/lib/azprov can be read by root only",
     "check": "it reads azprov's state, which only root can, and other users' homes, and runs "
              "the image's interpreter in a chroot",
@@ -63,7 +65,7 @@ exit codes:
   6  a provisioning step failed (ProvisioningFailed was reported to Azure)
   7  azprov refused to provision this VM (another provisioner, a pool VM, no osProfile)
   8  another azprov is running
-  9  must run as root: provision, early-hostname, report-ready, report-failure, deprovision, status and check
+  9  must run as root: provision, early-hostname, report-ready, report-failure, deprovision, firewall, status and check
      (--root too); refused before anything is read or sent
   10 azprov check: an image captured now would not provision (every problem is listed);
      azprov fabric boot: the booted image did not provision (the verdict says why)
@@ -264,6 +266,12 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     p.add_argument("--user", action="store_true", help="also remove the provisioned admin user and home")
     p.add_argument("--force", action="store_true", help="do not ask (--json never asks: it needs --force)")
     _add_root(p), _add_json(p)
+
+    p = command("firewall", "let only root connect to the WireServer (what azprov-firewall.service runs)",
+                "Set the rule that lets only root open TCP connections to the WireServer (DNS on "
+                "port 53 stays open), with nft or iptables, as [wireserver] root_only says; with "
+                "root_only = false, remove it. Idempotent.")
+    _add_json(p)
 
     fabric = command("fabric", "run the built-in fabric emulator (for tests and image builds)",
                      "A local WireServer and IMDS over real HTTP.")

@@ -55,6 +55,9 @@ class WireServerConfig:
         None, unset="discover it: DHCP option 245, else 168.63.129.16"
     )
     deadline: float = 1200.0  # seconds for the whole WireServer phase
+    # after provisioning and at every boot, only root may open TCP connections to the WireServer
+    # (DNS on port 53 stays open; azprov-firewall.service, azprov.firewall)
+    root_only: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """``azprov deprovision``: prepare this VM (or an image tree) for capture as a generalized image.
 
 It re-enables azprov.service, removes azprov's state and provisioning history, its KVP
-``PROVISIONING_REPORT`` record, the SSH host keys, the DHCP leases and the machine id, resets the
-host name in ``/etc/hostname`` to ``localhost`` (so that no VM made from the image sends the build
-VM's name to Azure DNS before azprov names it), and with
+``PROVISIONING_REPORT`` record, the SSH host keys, the DHCP leases, WALinuxAgent's and
+cloud-init's per-VM state and logs (:mod:`azprov.agent_state`; their configuration and packages
+stay) and the machine id, resets the host name in ``/etc/hostname`` to ``localhost`` (so that no
+VM made from the image sends the build VM's name to Azure DNS before azprov names it), and with
 ``--user`` every admin user azprov provisioned (home, sudoers line).  A plain run keeps the record
 of those users (:mod:`azprov.admins`), so a later ``--user`` still finds them after the state is
 gone; ``azprov check`` fails while one is present.
@@ -28,7 +29,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
-from azprov import admins, attempts, kvp, provisioning_data
+from azprov import admins, agent_state, attempts, kvp, provisioning_data
 from azprov import state as state_file
 from azprov import unit
 from azprov.errors import ConfirmationRequired, ExitCode, StepFailed
@@ -149,6 +150,7 @@ def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) ->
         actions.append(Action(f"reset the host name {name} in {HOSTNAME_FILE} to {NEUTRAL_HOSTNAME} "
                               "(no VM from the image registers this VM's name in Azure DNS)",
                               lambda: _reset_hostname(host), hostname_reset=name))
+    actions.extend(_agent_state(host))
     actions.append(Action(f"empty {MACHINE_ID} (systemd makes a new machine id at the next boot)",
                           lambda: _empty_machine_id(host), empties=(MACHINE_ID,),
                           removes=(DBUS_MACHINE_ID,) if _listed_dbus_copy(host) else ()))
@@ -169,6 +171,18 @@ def _reset_hostname(host: Host) -> None:
     send no name for it (systemd-networkd) or a name Azure DNS ignores; the running system keeps
     its name until it shuts down."""
     host.write_file(HOSTNAME_FILE, (NEUTRAL_HOSTNAME + "\n").encode(), mode=0o644)
+
+
+def _agent_state(host: Host) -> List[Action]:
+    """WALinuxAgent's and cloud-init's per-VM state and logs (:mod:`azprov.agent_state`)."""
+    actions = []
+    for agent in agent_state.AGENTS:
+        left = agent_state.find(host, agent)
+        if left:
+            actions.append(Action(f"remove {agent}'s per-VM state and logs ({agent_state.describe(left)})",
+                                  lambda left=left: agent_state.remove(host, left),
+                                  removes=tuple(item.path for item in left)))
+    return actions
 
 
 def _listed_dbus_copy(host: Host) -> bool:

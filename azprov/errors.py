@@ -131,6 +131,13 @@ class StepFailed(AzprovError):
     exit_code = ExitCode.PROVISIONING
 
 
+class FirewallFailed(StepFailed):
+    """The WireServer rule (root only) could not be set: nft or iptables failed.  After Ready
+    it is only logged as a warning; ``azprov firewall`` exits with it."""
+
+    reason = "firewall_failed"
+
+
 class UnusableHome(StepFailed):
     """The admin user's home is not a place azprov can make a working login of: outside the usual
     place (``/home``), missing from ``/etc/passwd``, a symlink, or owned by someone else."""

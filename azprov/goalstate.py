@@ -31,6 +31,9 @@ class GoalState:
     # The Incarnation exactly as sent ("007"), echoed in health reports as WALinuxAgent does;
     # empty when it is the plain number.  Not part of equality: 007 and 7 are one incarnation.
     incarnation_text: str = field(default="", compare=False)
+    # The RoleInstance's Configuration/ExtensionsConfig URL (what VM extensions the platform
+    # asks for: azprov.extensions), None when absent or not an http URL.  Not part of equality.
+    extensions_config: Optional[str] = field(default=None, compare=False)
 
     @property
     def echoed_incarnation(self) -> str:
@@ -100,4 +103,17 @@ def _goal_state(root) -> GoalState:
     )
     number = int(incarnation_text)
     return GoalState(number, container_id, instance_id,
-                     incarnation_text if incarnation_text != str(number) else "")
+                     incarnation_text if incarnation_text != str(number) else "",
+                     _extensions_config(root))
+
+
+EXTENSIONS_CONFIG_PATH = "Container/RoleInstanceList/RoleInstance/Configuration/ExtensionsConfig"
+
+
+def _extensions_config(root) -> Optional[str]:
+    """The ExtensionsConfig URL, only an http(s) URL of printable ASCII up to 2048 characters."""
+    text = (root.findtext(EXTENSIONS_CONFIG_PATH) or "").strip()
+    if (text.startswith(("http://", "https://")) and len(text) <= 2048 and text.isascii()
+            and text.isprintable() and " " not in text):
+        return text
+    return None

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from azprov.errors import InvalidOvfEnv, ProtocolError
 from azprov.xmlparse import parse_untrusted_xml
+
+log = logging.getLogger(__name__)
 
 
 OVF_NS = "http://schemas.dmtf.org/ovf/environment/1"
@@ -57,6 +60,9 @@ class OvfEnv:
     preprovisioned_vm: bool = False
     preprovisioned_vm_type: Optional[str] = None
     provision_guest_proxy_agent: Optional[bool] = None
+    # PlatformSettings/ProvisionGuestAgent: whether the VM was created asking for a guest agent
+    # (osProfile.linuxConfiguration.provisionVMAgent; az vm create's default is true)
+    provision_guest_agent: Optional[bool] = None
 
     @property
     def key_values(self) -> Tuple[str, ...]:
@@ -79,6 +85,7 @@ class OvfEnv:
             "preprovisioned_vm": self.preprovisioned_vm,
             "preprovisioned_vm_type": self.preprovisioned_vm_type,
             "provision_guest_proxy_agent": self.provision_guest_proxy_agent,
+            "provision_guest_agent": self.provision_guest_agent,
         }
 
 
@@ -101,6 +108,15 @@ def _bool(parent, name: str) -> Optional[bool]:
     if value not in ("true", "false"):
         raise ProtocolError(f"ovf-env.xml {name} is {value[:20]!r}, not true or false")
     return value == "true"
+
+
+def _advisory_bool(parent, name: str) -> Optional[bool]:
+    """A setting azprov only reports on: a bad value is a warning and None, never a failure."""
+    try:
+        return _bool(parent, name)
+    except ProtocolError as exc:
+        log.warning("%s; ignoring it", exc)
+        return None
 
 
 def _custom_data(text: Optional[str]) -> Optional[bytes]:
@@ -163,6 +179,7 @@ def _parse(body: bytes) -> OvfEnv:
         preprovisioned_vm=bool(_bool(platform, "PreprovisionedVm")),
         preprovisioned_vm_type=(_text(platform, "PreprovisionedVMType") or "").strip() or None,
         provision_guest_proxy_agent=_bool(platform, "ProvisionGuestProxyAgent"),
+        provision_guest_agent=_advisory_bool(platform, "ProvisionGuestAgent"),
     )
 
 

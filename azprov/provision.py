@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional
 
-from azprov import USER_AGENT, admins, attempts, kvp
+from azprov import USER_AGENT, admins, attempts, extensions, firewall, kvp
 from azprov import log as azlog
 from azprov import provisioning_data, sources
 from azprov import state as state_file
@@ -184,18 +184,22 @@ class Provisioning:
             self.ready_accepted = True
         if hold_ready:
             self.notifier.ready("provisioned; Ready accepted, WALinuxAgent may start")
+        warnings = extensions.after_ready(  # a guest agent or extensions asked for: advice only
+            self.host, self.fabric.wireserver, goal_state, disc,
+            lambda text: self.tell_host(encode_success(agent=USER_AGENT, vm_id=self.vm_id, warning=text)))
         recorded = state_file.State(
             vm_id=self.vm_id, incarnation=goal_state.incarnation,
             container_id=goal_state.container_id, instance_id=goal_state.instance_id,
             ready_at=state_file.now(), steps=tuple(changes),
             hostname=metadata.os_profile.computer_name.lower() if self.settings.set_hostname else None,
             admin_username=metadata.os_profile.admin_username,
-            vm_id_source="dmi" if dmi_id else "imds",
+            vm_id_source="dmi" if dmi_id else "imds", platform_warnings=warnings,
         )
         with self.phase("state"):
             state_file.save(self.host, recorded)
         with self.phase("unit"):
             unit.disable(self.host)
+        firewall.after_provisioning(self.host, self.config)  # a warning at worst, never a failure
         log.info("VM %s provisioned; Ready accepted for incarnation %d", self.vm_id,
                  goal_state.incarnation, extra=azlog.outcome("ok", azlog.MESSAGE_READY))
         self.notifier.status(f"provisioned VM {self.vm_id}")

@@ -117,12 +117,15 @@ def _now(timestamp: Optional[datetime.datetime]) -> str:
 
 
 def encode_success(*, agent: str, vm_id: Optional[str],
-                   timestamp: Optional[datetime.datetime] = None) -> str:
+                   timestamp: Optional[datetime.datetime] = None, warning: Optional[str] = None) -> str:
     """The success report (KVP ``PROVISIONING_REPORT``), as cloud-init writes it:
-    ``result=success|agent=..|timestamp=..|vm_id=..``."""
-    return encode_fields([("result", "success"), ("agent", _clean(agent, _FIELD_LIMIT)),
-                          ("timestamp", _now(timestamp)),
-                          ("vm_id", _clean(vm_id or "unknown", _FIELD_LIMIT))])
+    ``result=success|agent=..|timestamp=..|vm_id=..``; ``warning``: one more field, last (what
+    the platform asked for that nobody here does)."""
+    fields = [("result", "success"), ("agent", _clean(agent, _FIELD_LIMIT)),
+              ("timestamp", _now(timestamp)), ("vm_id", _clean(vm_id or "unknown", _FIELD_LIMIT))]
+    if warning:
+        fields.append(("warning", _clean(warning)))
+    return encode_fields(fields)
 
 
 def encode_description(

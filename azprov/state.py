@@ -47,10 +47,13 @@ class State:
     hostname: Optional[str] = None
     admin_username: Optional[str] = None
     vm_id_source: str = "imds"  # "dmi" or "imds": where this run read the VM id
+    # What the platform asked for that nobody here does (azprov.extensions), said after Ready
+    platform_warnings: Tuple[str, ...] = ()
 
     def to_json(self) -> bytes:
         data = asdict(self)
         data["steps"] = list(self.steps)
+        data["platform_warnings"] = list(self.platform_warnings)
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
@@ -65,6 +68,7 @@ class State:
         if not isinstance(known["vm_id"], str) or not isinstance(known["incarnation"], int):
             raise ValueError("vm_id or incarnation has the wrong type")
         known["steps"] = tuple(str(step) for step in known.get("steps") or ())
+        known["platform_warnings"] = tuple(str(text) for text in known.get("platform_warnings") or ())
         return cls(**known)
 
 

@@ -39,6 +39,7 @@ def collect(host: Host, config_file: Optional[str] = None) -> dict:
         "hostname": recorded.hostname if recorded else None,
         "admin_username": recorded.admin_username if recorded else None,
         "steps": list(recorded.steps) if recorded else [],
+        "platform_warnings": list(recorded.platform_warnings) if recorded else [],
         "version": recorded.version if recorded else None,
         "last_attempt": _last_attempt(last),
         "custom_data": host.lexists(provisioning_data.CUSTOM_DATA),
@@ -106,6 +107,8 @@ def command(args, config, host: Host) -> int:
             ("custom data", provisioning_data.CUSTOM_DATA, data["custom_data"]),
             ("user data", provisioning_data.USER_DATA, data["user_data"])) if present]
         print(f"custom data / user data: {', '.join(found) if found else 'none found'}")
+        for warning in data["platform_warnings"]:
+            print(f"warning: {warning}")
     else:
         print("provisioned: no (no state recorded)")
     if data["last_attempt"]:

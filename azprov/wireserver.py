@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import logging
 from typing import Optional
+from urllib.parse import urlsplit
 
 from azprov import AGENT_NAME, USER_AGENT
-from azprov.errors import DESCRIPTION_LIMIT, FabricUnreachable, HttpStatusError, MissingRoleInstance
+from azprov.errors import (DESCRIPTION_LIMIT, FabricUnreachable, HttpStatusError, MissingRoleInstance,
+                           ProtocolError)
 from azprov.goalstate import GOAL_STATE_MAX_BYTES, GoalState, parse_goal_state
 from azprov.health import HealthStatus, build_health_report
 from azprov.http import Deadline, HttpClient, RetryPolicy
@@ -31,6 +33,16 @@ JSON_HEALTH_PATH = "/provisioning/health"
 ROLE_INSTANCE_ATTEMPTS = 6  # a goal state without RoleInstance is transient at boot
 ROLE_INSTANCE_WAIT = 0.5
 GONE_ATTEMPTS = 10  # successive 410s before giving up
+
+
+def _origin(url: str) -> tuple:
+    """(scheme, host, port) of ``url``, the port filled in; a malformed port counts as none."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return (parts.scheme, parts.hostname, -1)
+    return (parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
 
 
 class WireServerClient:
@@ -72,6 +84,16 @@ class WireServerClient:
             )
             return goal_state
         raise AssertionError("unreachable")
+
+    def document(self, url: str, what: str, max_bytes: int, deadline: Deadline) -> bytes:
+        """GET one document the goal state points to (ExtensionsConfig...), only from the
+        WireServer this client talks to: a URL naming another host is refused."""
+        if _origin(url) != _origin(self.base_url):
+            raise ProtocolError(f"the {what} URL points away from the WireServer "
+                                f"({urlsplit(url).netloc[:100]!r}); not following it")
+        response = self.http.request("GET", url, policy=self.policy, what=what, headers=self.headers,
+                                     max_bytes=max_bytes, deadline=deadline)
+        return response.body
 
     def report(self, status: HealthStatus, deadline: Optional[Deadline] = None, *,
                goal_state: Optional[GoalState] = None) -> Optional[GoalState]:

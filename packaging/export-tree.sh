@@ -25,7 +25,7 @@ else
         --exclude='*.egg-info' --exclude=./build -cf - . | tar -xf - -C "$dest"
 fi
 
-for f in packaging/azprov.toml systemd/azprov.service systemd/azprov-hostname.service systemd/80-azprov.preset docs/azprov.8; do
+for f in packaging/azprov.toml systemd/azprov.service systemd/azprov-hostname.service systemd/azprov-firewall.service systemd/80-azprov.preset docs/azprov.8; do
     [ -e "$dest/$f" ] && continue
     mkdir -p "$(dirname "$dest/$f")"
     if [ -e "$top/$f" ]; then

@@ -94,6 +94,7 @@ ROOT_COMMAND_ARGS = {
     "report-ready": ["--root", "{root}", "{fabric}"],
     "report-failure": ["--reason", "disk setup failed", "--root", "{root}", "{fabric}"],
     "deprovision": ["--force", "--user", "--root", "{root}"],
+    "firewall": [],
     "status": ["--root", "{root}"],
     "check": ["--root", "{root}"],
 }

@@ -164,7 +164,7 @@ def test_section_that_is_not_a_table(tmp_path):
         ("[imds]\naddress = \"https://x\"\n", '[imds] address: expected HOST, HOST:PORT or http://HOST[:PORT] (the fabric speaks plain http only), got "https://x"'),
         ("[wireserver]\ndeadline = 1979-05-27\n", "[wireserver] deadline: expected a number, got date"),
         ("[http.read_timeout]\nx = 1\n", "[http] read_timeout: expected a number, got table"),
-        ("[wireserver]\n[wireserver.sub]\nx = 1\n", "[wireserver] sub: unknown key (keys of [wireserver]: address, deadline)"),
+        ("[wireserver]\n[wireserver.sub]\nx = 1\n", "[wireserver] sub: unknown key (keys of [wireserver]: address, deadline, root_only)"),
     ],
 )
 def test_wrong_types(tmp_path, text, message):
@@ -284,7 +284,7 @@ def test_render_toml_of_defaults_round_trips(tmp_path):
 def test_to_dict_shape():
     data = Config(wireserver=WireServerConfig(address="10.0.0.1")).to_dict()
     assert list(data) == ["wireserver", "imds", "http", "health", "provisioning", "media", "custom_data"]
-    assert data["wireserver"] == {"address": "10.0.0.1", "deadline": 1200.0}
+    assert data["wireserver"] == {"address": "10.0.0.1", "deadline": 1200.0, "root_only": True}
     assert data["provisioning"]["admin_groups"] == ("sudo", "wheel")
     assert "sources" not in data
 

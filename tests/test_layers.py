@@ -80,6 +80,8 @@ LAYER: Dict[str, str] = {
     "azprov.unit": MIDDLE,
     "azprov.guards": MIDDLE,
     "azprov.waagent": MIDDLE,
+    "azprov.agent_state": MIDDLE,
+    "azprov.extensions": MIDDLE,
     "azprov.network": MIDDLE,
     "azprov.provisioning_data": MIDDLE,
     "azprov.media": MIDDLE,
@@ -99,6 +101,7 @@ LAYER: Dict[str, str] = {
     "azprov.steps.user": MIDDLE,
     # flows: one command each
     "azprov.provision": FLOWS,
+    "azprov.firewall": FLOWS,
     "azprov.deprovision": FLOWS,
     "azprov.early_hostname": FLOWS,  # the host name from the disc, before the network
     "azprov.check": FLOWS,

@@ -133,6 +133,7 @@ def test_deb_configuration_is_a_conffile(deb_control: Path):
 def test_deb_enables_the_unit_but_never_starts_or_stops_it(deb_control: Path):
     postinst = (deb_control / "postinst").read_text()
     assert "deb-systemd-helper enable 'azprov.service'" in postinst
+    assert "deb-systemd-helper enable 'azprov-firewall.service'" in postinst
     for script in ("preinst", "postinst", "prerm", "postrm"):
         path = deb_control / script
         if path.exists():
@@ -161,6 +162,9 @@ def test_deb_ships_code_unit_preset_config_and_man_page(deb: Path, deb_tree: Pat
     assert (deb_tree / units[0].lstrip("/")).read_text() == UNIT.read_text()
     early = [p for p in files if p.endswith("/systemd/system/azprov-hostname.service")]
     assert early and (deb_tree / early[0].lstrip("/")).read_text() == EARLY_UNIT.read_text()
+    firewall = [p for p in files if p.endswith("/systemd/system/azprov-firewall.service")]
+    assert firewall and (deb_tree / firewall[0].lstrip("/")).read_text() == \
+        (ROOT / "systemd" / "azprov-firewall.service").read_text()
     assert any(p.endswith("/systemd/system-preset/80-azprov.preset") for p in files)
     assert not [p for p in files if "__pycache__" in p or p.startswith("/usr/local")]
 
@@ -217,6 +221,7 @@ def test_rpm_files(rpm: Path):
     files = rpm_query(rpm, "--list").splitlines()
     for path in ("/usr/bin/azprov", "/usr/share/azprov/azprov/cli.py",
                  "/usr/lib/systemd/system/azprov.service", "/usr/lib/systemd/system/azprov-hostname.service",
+                 "/usr/lib/systemd/system/azprov-firewall.service",
                  "/usr/lib/systemd/system-preset/80-azprov.preset", "/etc/azprov/azprov.toml",
                  "/var/lib/azprov"):
         assert path in files, path
@@ -321,7 +326,7 @@ def test_early_unit_runs_before_the_network_only_with_azprov():
 
 def test_preset_enables_the_unit():
     lines = [l for l in PRESET.read_text().splitlines() if l.strip() and not l.startswith("#")]
-    assert lines == ["enable azprov.service"]
+    assert lines == ["enable azprov.service", "enable azprov-firewall.service"]
 
 
 def test_man_page_renders_without_warnings():

@@ -63,7 +63,7 @@ def ovf_env(scenario: Scenario) -> bytes:
     wa(platform_section, "Version", "1.0")
     platform = wa(platform_section, "PlatformSettings")
     wa(platform, "KmsServerHostname", "kms.core.windows.net")
-    wa(platform, "ProvisionGuestAgent", "false")
+    wa(platform, "ProvisionGuestAgent", "true" if scenario.provision_guest_agent else "false")
     wa(platform, "PreprovisionedVm", "false")
     return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
 

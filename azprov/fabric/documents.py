@@ -8,7 +8,7 @@ random-looking identifiers so runs are reproducible.  Every scenario value is es
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
@@ -80,12 +80,30 @@ def goal_state_xml(goal: GoalState, base_url: str, role_instance: bool = True) -
     return text.encode("utf-8")
 
 
-def config_xml(goal: GoalState, kind: str) -> Optional[bytes]:
+def extensions_xml(goal: GoalState, extensions: Tuple[Tuple[str, str], ...]) -> str:
+    """The ExtensionsConfig document as WALinuxAgent reads it: ``Plugins/Plugin`` (name,
+    version, location of the handler manifest, state...) and each one's ``PluginSettings``."""
+    e = escape
+    plugins = "".join(
+        f'<Plugin name="{e(name)}" version="{e(version)}" location="https://umsa.blob.core.windows.net/'
+        f'{e(name)}_manifest.xml" state="enabled" autoUpgrade="false" runAsStartupTask="false" '
+        f'isJson="true" useExactVersion="true" />' for name, version in extensions)
+    settings = "".join(
+        f'<Plugin name="{e(name)}" version="{e(version)}"><RuntimeSettings seqNo="0">'
+        '{"runtimeSettings":[{"handlerSettings":{"publicSettings":{}}}]}</RuntimeSettings></Plugin>'
+        for name, version in extensions)
+    return (f'<Extensions version="1.0.0.0" goalStateIncarnation="{goal.incarnation}">'
+            "<GuestAgentExtension><GAFamilies><GAFamily><Name>Prod</Name><Uris><Uri>"
+            "https://umsa.blob.core.windows.net/Microsoft.OSTCLinuxAgent_Prod_manifest.xml</Uri></Uris>"
+            f"</GAFamily></GAFamilies></GuestAgentExtension><Plugins>{plugins}</Plugins>"
+            f"<PluginSettings>{settings}</PluginSettings></Extensions>")
+
+
+def config_xml(goal: GoalState, kind: str, extensions: Tuple[Tuple[str, str], ...] = ()) -> Optional[bytes]:
     """A minimal document for the Configuration URLs of the goal state (None: unknown type)."""
     e = escape
     if kind == "extensionsConfig":
-        text = (f'<Extensions version="1.0.0.0" goalStateIncarnation="{goal.incarnation}">'
-                "<GuestAgentExtension/><Plugins/><PluginSettings/></Extensions>")
+        text = extensions_xml(goal, extensions)
     elif kind == "hostingEnvironmentConfig":
         text = ('<HostingEnvironmentConfig version="1.0.0.0" goalStateIncarnation="'
                 f'{goal.incarnation}"><Deployment name="{e(goal.container_id)}"/>'

@@ -180,7 +180,8 @@ def config(request: Request, served: Served) -> Reply:
     refused = _refused(request)
     if refused is not None:
         return refused
-    content = documents.config_xml(served.goal_state, request.params.get("type", ""))
+    content = documents.config_xml(served.goal_state, request.params.get("type", ""),
+                                   served.scenario.extensions)
     if content is None:
         return error(request.listener, 404, "no such configuration document")
     return Reply(200, content, XML)

@@ -37,7 +37,7 @@ _TOP_KEYS = frozenset({
     "description", "incarnation", "container_id", "instance_id", "vm_id", "vm_name",
     "computer_name", "admin_username", "public_keys", "wireserver", "imds", "goalstate",
     "health", "provisioning_health", "rate_limit", "admin_password", "custom_data", "user_data",
-    "disable_password_authentication",
+    "disable_password_authentication", "extensions", "provision_guest_agent",
 })
 _LISTENER_KEYS = frozenset({"refuse_for", "unavailable_for", "retry_after"})
 _IMDS_KEYS = _LISTENER_KEYS | {
@@ -212,6 +212,10 @@ class Scenario:
     custom_data: Optional[str] = field(default=None, repr=False)  # text; base64 on the disc
     user_data: Optional[str] = None  # text; base64 in IMDS compute.userData
     disable_password_authentication: Optional[bool] = None  # None: false with a password
+    # VM extensions the goal state's ExtensionsConfig asks for: (name, version) each; a string
+    # "Publisher.Type" or "Publisher.Type@1.2.3" in a scenario file
+    extensions: Tuple[Tuple[str, str], ...] = ()
+    provision_guest_agent: bool = False  # ProvisionGuestAgent on the provisioning disc
     wireserver: Listener = field(default_factory=Listener)
     imds_listener: Listener = field(default_factory=Listener)
     imds: ImdsSettings = field(default_factory=ImdsSettings)
@@ -246,6 +250,10 @@ class Scenario:
         if "disable_password_authentication" in table:
             values["disable_password_authentication"] = read.boolean(
                 table["disable_password_authentication"], "disable_password_authentication")
+        if "provision_guest_agent" in table:
+            values["provision_guest_agent"] = read.boolean(table["provision_guest_agent"], "provision_guest_agent")
+        if "extensions" in table:
+            values["extensions"] = _extensions(table["extensions"])
         if "wireserver" in table:
             wireserver = read.table(table["wireserver"], "wireserver")
             read.check_keys(wireserver, _LISTENER_KEYS, "wireserver")
@@ -295,6 +303,16 @@ def _steps(value: Any, endpoint: str, where: str, base_dir: Optional[Path]) -> T
     if not isinstance(value, list):
         raise ScenarioError(f"scenario: {where} must be a list of steps, not {type(value).__name__}")
     return tuple(Step.from_dict(item, endpoint, f"{where}[{index}]", base_dir) for index, item in enumerate(value))
+
+
+def _extensions(value: Any) -> Tuple[Tuple[str, str], ...]:
+    if not isinstance(value, list):
+        raise ScenarioError(f"scenario: extensions must be a list of strings, not {type(value).__name__}")
+    found = []
+    for index, item in enumerate(value):
+        name, _, version = read.string(item, f"extensions[{index}]").partition("@")
+        found.append((name, version or "1.0.0"))
+    return tuple(found)
 
 
 def _public_keys(value: Any) -> Tuple[Tuple[str, Optional[str]], ...]:

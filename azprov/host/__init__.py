@@ -116,6 +116,17 @@ class Host:
         if self._sshd is not None and self._sshd.covers(path):
             self._sshd = None
 
+    def remove_tree(self, path: str) -> int:
+        """Remove ``path`` and everything below it without following a symlink (a link is
+        removed itself); how many entries were removed (0: absent)."""
+        parent, name = os.path.split(path.rstrip("/"))
+        self._written(path)
+        try:
+            with self.open_dir(parent) as directory:
+                return directory.remove_tree(name)
+        except FileNotFoundError:
+            return 0
+
     def lstat(self, path: str) -> Optional[os.stat_result]:
         """``lstat`` of ``path`` reached without following symlinks; None if it or a parent is
         absent (UnsafePath if a parent is a symlink)."""

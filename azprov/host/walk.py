@@ -17,6 +17,7 @@ from azprov.host import atomic
 log = logging.getLogger(__name__)
 
 READ_LIMIT = 4 * 1024 * 1024
+MAX_TREE_DEPTH = 64  # remove_tree: deeper than any agent's state directory
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -166,6 +167,25 @@ class Dir:
             return False
         os.fsync(self.fd)
         return True
+
+    @_system_errors
+    def remove_tree(self, name: str, depth: int = 0) -> int:
+        """Remove ``name`` and, when it is a directory, everything below it, never following a
+        symlink (a link is removed, not what it points to); how many entries were removed."""
+        info = self.lstat(name)
+        if info is None:
+            return 0
+        if not stat.S_ISDIR(info.st_mode):
+            os.unlink(name, dir_fd=self.fd)
+            return 1
+        if depth >= MAX_TREE_DEPTH:
+            raise StepFailed(f"{self._where(name)} is nested deeper than {MAX_TREE_DEPTH} levels; "
+                             "azprov does not remove it", path=self._where(name))
+        with self.subdir(name) as child:
+            removed = sum(child.remove_tree(entry, depth + 1) for entry in sorted(os.listdir(child.fd)))
+        os.rmdir(name, dir_fd=self.fd)
+        os.fsync(self.fd)
+        return removed + 1
 
     def readlink(self, name: str) -> Optional[str]:
         try:

@@ -45,6 +45,8 @@ PACKAGES = (
 )
 # The variant for WALinuxAgent kept for VM extensions next to azprov: Debian's own package.
 WAAGENT_PACKAGES = PACKAGES + ("waagent",)
+# The WireServer firewall tests: both tools an image may have (nft is used when present).
+FIREWALL_PACKAGES = PACKAGES + ("nftables", "iptables")
 # The bake test's build VM, as a Debian marketplace image has it: the Azure agent and cloud-init.
 BUILD_VM_PACKAGES = WAAGENT_PACKAGES + ("cloud-init",)
 # Bump when the way the base tree is made changes (invalidates the cache).
