@@ -108,3 +108,31 @@ def test_azprovs_ready_comes_first_and_after_the_keys(coexisting_boot):
     started = booted.unit(UNIT)
     assert int(booted.record["units_after"][WAAGENT_UNIT]["InactiveExitTimestampMonotonic"]) >= \
         int(started["ActiveEnterTimestampMonotonic"]) > 0
+
+
+# --- the other modes, as docs/images/README.md's table promises ---------------------------------
+# Debian's package ships Provisioning.Agent=cloud-init (WALinuxAgent would wait 30 minutes for
+# cloud-init, then fail the VM); auto (unset) makes WALinuxAgent provision the VM itself.  Either
+# way azprov refuses before changing anything and says why in its ProvisioningFailed report.
+MODES = {"cloud-init": "waits up to 1800 s for cloud-init", "auto": "it provisions this VM itself"}
+
+
+@pytest.fixture(scope="module", params=sorted(MODES))
+def other_mode_boot(request, workspace, waagent_layers, keys, workdir):  # noqa: F811
+    mode = request.param
+    tree = workspace.overlay(waagent_layers, f"waagent-{mode}").root
+    images.set_waagent_conf(tree, {"Provisioning.Agent": mode})
+    scenario = vm(f"azprov-waagent-{mode}", "modeadmin", keys["vm1"][1], incarnation=5)
+    booted, records = boot_vm(tree, scenario, f"waagent-{mode}", workdir)
+    return mode, tree, booted, records
+
+
+def test_any_other_mode_is_refused_with_the_reason(other_mode_boot):
+    mode, tree, booted, records = other_mode_boot
+    ours = [r for r in records if r["endpoint"] == "health" and _agent(r) == "azprov"]
+    assert len(ours) == 1, [(r["endpoint"], _agent(r)) for r in records]
+    report = ours[0]["report"]
+    assert (report["state"], report["substatus"]) == ("NotReady", "ProvisioningFailed"), report
+    assert "reason=other_provisioner_active" in report["description"], report
+    assert f"Provisioning.Agent={mode}" in report["description"] and MODES[mode] in report["description"]
+    assert not (tree / "home/modeadmin").exists()  # refused before any change
