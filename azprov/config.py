@@ -114,6 +114,7 @@ class ProvisioningConfig:
     install_ssh_keys: bool = True
     configure_sshd: bool = True
     generate_host_keys: bool = True
+    keep_host_keys: bool = False  # a new VM keeps the image's SSH host keys (pinned on purpose)
     refuse_other_provisioners: bool = True
 
 

@@ -35,6 +35,7 @@ from azprov import unit
 from azprov.errors import ConfirmationRequired, ExitCode, StepFailed
 from azprov.host import Host
 from azprov.leases import LEASE_FILES
+from azprov.steps import host_keys
 from azprov.steps import hostname as hostname_step
 from azprov.steps import user as user_step
 
@@ -138,9 +139,11 @@ def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) ->
         actions.append(Action(f"remove what the provisioning disc and IMDS carried: {', '.join(saved)}",
                               _remove_all(host, saved), removes=tuple(saved)))
     keys = present(host, [HOST_KEYS])
-    if keys:
-        actions.append(Action(f"remove the SSH host keys ({len(keys)} files in /etc/ssh)",
-                              _remove_all(host, keys), removes=tuple(keys)))
+    made_for = present(host, [host_keys.MARKER])  # which VM they were made for
+    if keys or made_for:
+        actions.append(Action(f"remove the SSH host keys ({len(keys)} files in /etc/ssh)"
+                              + (f" and {host_keys.MARKER}" if made_for else ""),
+                              _remove_all(host, keys + made_for), removes=tuple(keys + made_for)))
     leases = present(host, LEASES)
     if leases:
         actions.append(Action(f"remove DHCP leases: {', '.join(leases)}", _remove_all(host, leases),

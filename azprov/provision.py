@@ -89,14 +89,11 @@ class Provisioning:
         self.wireserver_answered = False
         self.ready_accepted = False
         self.keys: Optional[_Prefetch] = None  # ssh-keygen in the background
+        self.keys_started = False
         self.imds_deadline = None  # of the IMDS fetch in the background, ended early for the disc
         self.history = attempts.Recorder(host)
 
     def run(self) -> Outcome:
-        # ssh-keygen first, in the background: it needs nothing from the fabric, and sshd needs
-        # its keys whatever happens next (break-glass logins after a failure).
-        self.keys = (_Prefetch(lambda: host_keys.apply(self.host, None, self.settings), step=host_keys.NAME)
-                     if host_keys.needed(self.host, self.settings) else None)
         try:
             outcome = self.identify_and_provision()
         except BaseException:
@@ -104,9 +101,23 @@ class Provisioning:
             raise
         return outcome
 
+    def start_host_keys(self, dmi_id: Optional[str], known_vm: bool) -> None:
+        """Host keys first, in the background: they need nothing from the fabric, and sshd needs
+        them whatever happens next (break-glass logins after a failure).  A VM the state does
+        not know gets new ones (see azprov.steps.host_keys).  Once per run."""
+        if self.keys_started:
+            return
+        self.keys_started = True
+        plan = host_keys.plan(self.host, self.settings, vm_id=dmi_id, known_vm=known_vm)
+        if plan is not None:
+            self.keys = _Prefetch(lambda: host_keys.apply(self.host, None, self.settings, plan),
+                                  step=host_keys.NAME)
+
     def identify_and_provision(self) -> Outcome:
         dmi_id = read_dmi_vm_id(self.host)
         recorded = state_file.load(self.host)
+        # without DMI, a recorded state counts as this VM's (only IMDS could tell otherwise)
+        self.start_host_keys(dmi_id, recorded is not None and (dmi_id is None or same_vm_id(recorded.vm_id, dmi_id)))
         if recorded is not None and same_vm_id(recorded.vm_id, dmi_id):
             return self.already_provisioned(recorded)
         self.history.begin(dmi_id)
@@ -209,6 +220,7 @@ class Provisioning:
     def settle_host_keys(self) -> None:
         """On a failure path: wait for ssh-keygen so sshd finds its keys; its own failure is
         logged, the failure being handled stays the one reported."""
+        self.start_host_keys(None, known_vm=True)  # failed before they started: missing ones only
         if self.keys is None:
             return
         try:

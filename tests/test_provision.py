@@ -330,7 +330,7 @@ def check_only_failure_leftovers(changed) -> None:
     """Nothing half-written; only what a failure leaves on purpose: the lock, the attempt
     history, the KVP report for the host, and the SSH host keys (break-glass logins)."""
     expected = {"run/azprov", "run/azprov/lock", "var/lib/azprov", "var/lib/azprov/attempts.json",
-                "var/lib/hyperv", "var/lib/hyperv/.kvp_pool_1"}
+                "var/lib/azprov/host-keys", "var/lib/hyperv", "var/lib/hyperv/.kvp_pool_1"}
     assert {p for p in changed if not p.startswith("etc/ssh/ssh_host_")} <= expected, changed
     assert {p for p in changed if p.startswith("etc/ssh/ssh_host_") and p.endswith("_key")} == {
         "etc/ssh/ssh_host_rsa_key", "etc/ssh/ssh_host_ecdsa_key", "etc/ssh/ssh_host_ed25519_key"}
@@ -454,12 +454,20 @@ def kvp_reports(host):
     return [value for key, value in kvp.read_pool(host) if key == "PROVISIONING_REPORT"]
 
 
-def keygen_runner(root):
-    """ssh-keygen -A that writes the keys (the other commands succeed and do nothing)."""
+def keygen_runner(delay: float = 0.0, events=None):
+    """The real ssh-keygen (after ``delay`` seconds; the time it is done in ``events["keys"]``);
+    the other commands succeed and do nothing."""
+    import time
+
+    from azprov.host.runner import run_subprocess
+
     def handler(argv):
         if argv[0] == "ssh-keygen":
-            for kind in ("rsa", "ecdsa", "ed25519"):
-                open(os.path.join(root, f"etc/ssh/ssh_host_{kind}_key"), "w").write("k")
+            time.sleep(delay)
+            result = run_subprocess(argv, 60, None)
+            if events is not None:
+                events["keys"] = time.monotonic()
+            return result
     return FakeRunner(handler)
 
 
@@ -518,7 +526,7 @@ def test_already_provisioned_records_no_attempt(host, light):
 
 @pytest.mark.parametrize("path", ["success", "failure", "refusal", "unreachable"])
 def test_host_keys_are_generated_on_every_path(scratch_root, config, path):
-    host = Host(scratch_root, runner=keygen_runner(scratch_root))
+    host = Host(scratch_root, runner=keygen_runner())
     settings = dataclasses.replace(config, provisioning=dataclasses.replace(
         config.provisioning, create_user=False, install_ssh_keys=False))
     fabric = FakeFabric(metadata(computer_name="../x" if path == "failure" else "vm-1",
@@ -532,20 +540,14 @@ def test_host_keys_are_generated_on_every_path(scratch_root, config, path):
             provision(host, settings, connect=fabric.connect)
     assert set(os.listdir(host.path("/etc/ssh"))) >= {"ssh_host_ecdsa_key", "ssh_host_ed25519_key",
                                                       "ssh_host_rsa_key"}
-    assert [c for c in host.runner.calls if c[0] == "ssh-keygen"] == [["ssh-keygen", "-A", "-f", host.root]]
+    made = [c[c.index("-t") + 1] for c in host.runner.calls if c[0] == "ssh-keygen" and "-t" in c]
+    assert made == ["ed25519", "ecdsa", "rsa"]  # each once, the fast types first
 
 
 def test_host_keys_run_concurrently_and_ready_waits_for_them(scratch_root, config):
     import time
 
     events = {}
-
-    def handler(argv):
-        if argv[0] == "ssh-keygen":
-            time.sleep(0.6)
-            for kind in ("rsa", "ecdsa", "ed25519"):
-                open(os.path.join(scratch_root, f"etc/ssh/ssh_host_{kind}_key"), "w").write("k")
-            events["keys"] = time.monotonic()
 
     class Notifier:
         def status(self, text):
@@ -554,7 +556,7 @@ def test_host_keys_run_concurrently_and_ready_waits_for_them(scratch_root, confi
         def ready(self, text=""):
             events["ready"] = time.monotonic()
 
-    host = Host(scratch_root, runner=FakeRunner(handler))
+    host = Host(scratch_root, runner=keygen_runner(0.2, events))
     settings = dataclasses.replace(config, provisioning=dataclasses.replace(
         config.provisioning, create_user=False, install_ssh_keys=False))
     fabric = FakeFabric(metadata())

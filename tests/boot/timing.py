@@ -180,8 +180,8 @@ def breakdown(record: dict, journal: Sequence[dict], requests: Sequence[dict]) -
         at = ms(float(entry["__MONOTONIC_TIMESTAMP"]))
         match = _STEP.match(message)
         owner = entry.get("AZPROV_STEP")
-        if owner in background and not match:  # the background work's own result line ends it
-            _close(timeline, background.pop(owner), at)
+        if owner in background and not match:  # the background work's last own line ends it
+            _close(timeline, background[owner], at)
         if not match:
             continue
         name, what, in_background = match.groups()
@@ -193,6 +193,6 @@ def breakdown(record: dict, journal: Sequence[dict], requests: Sequence[dict]) -
             timeline.steps.append((name, at, None))
         elif name in open_steps:
             _close(timeline, open_steps.pop(name), at)
-            if name in background:  # no result line: it ended by the time its wait did
-                _close(timeline, background.pop(name), at)
+            if name in background and timeline.steps[background[name]][2] is None:
+                _close(timeline, background[name], at)  # no line of its own: ended by its wait
     return timeline

@@ -726,3 +726,99 @@ MATRIX += [
 
 ROWS = {r.id: r for r in MATRIX}
 assert len(ROWS) == len(MATRIX), "row ids must be unique"
+
+
+# --- hostile and unusual images: SSH host keys -----------------------------------------------------
+
+_KINDS = ("ed25519", "ecdsa", "rsa")
+
+
+def _key(root: str, kind: str, pub: str = "") -> str:
+    return os.path.join(root, f"etc/ssh/ssh_host_{kind}_key{pub}")
+
+
+def _public_of(path: str) -> str:
+    """``ssh-keygen -y``: the public key sshd's own parser derives (raises if it cannot load it)."""
+    import subprocess
+
+    done = subprocess.run(["ssh-keygen", "-y", "-P", "", "-f", path], capture_output=True, text=True, check=True)
+    return " ".join(done.stdout.split()[:2])
+
+
+def _read_public(path: str) -> str:
+    with open(path) as handle:
+        return " ".join(handle.read().split()[:2])
+
+
+@contextlib.contextmanager
+def _seeded_publics(ctx: Context, break_key: Callable[[str], None], kind: str) -> Iterator[List[str]]:
+    ctx.facts["publics"] = {k: _read_public(_key(ctx.root, k, ".pub")) for k in _KINDS}
+    break_key(_key(ctx.root, kind))
+    yield []
+
+
+def broken_host_key(kind: str, break_key: Callable[[str], None]) -> Callable[[Context], Any]:
+    return lambda ctx: _seeded_publics(ctx, break_key, kind)
+
+
+def new_vm(ctx: Context):
+    """The image's keys were made for another VM (the build VM): no record of this one."""
+    with open(os.path.join(ctx.root, "var/lib/azprov/host-keys"), "w") as handle:
+        handle.write("6a1f0e3c-0d1e-4b9a-8c1d-0123456789ab\n")
+    return _seeded_publics(ctx, lambda path: None, "rsa")
+
+
+def check_host_keys(*replaced: str) -> Callable[[Run], None]:
+    """Every key loads and its .pub matches; ``replaced`` kinds are new, the others kept; the
+    fingerprints of every key were shown (``SSH host key TYPE SHA256:...``)."""
+    def check(run: Run) -> None:
+        root = run.facts["root"]
+        for kind in _KINDS:
+            private = _key(root, kind)
+            assert os.path.isfile(private) and not os.path.islink(private), private
+            assert _public_of(private) == _read_public(private + ".pub"), kind
+            changed = _read_public(private + ".pub") != run.facts["publics"][kind]
+            assert changed is (kind in replaced), (kind, changed)
+            assert f"SSH host key {kind.upper()} SHA256:" in run.logs, run.logs[-2000:]
+    return check
+
+
+def _empty(path: str) -> None:
+    open(path, "w").close()
+
+
+def _truncated(path: str) -> None:
+    with open(path, "rb") as handle:
+        data = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(data[:100])
+
+
+def _to_shadow(path: str) -> None:
+    os.remove(path)
+    os.symlink("/etc/shadow", path)
+
+
+def _pub_of_another(path: str) -> None:  # the .pub of the RSA key beside the ed25519 private key
+    with open(path.replace("ed25519", "rsa") + ".pub") as source, open(path + ".pub", "w") as target:
+        target.write(source.read())
+
+
+MATRIX += [
+    row("host-key-empty", "the image's ed25519 host key is a zero-length file (a power cut after ssh-keygen -A)",
+        setup=broken_host_key("ed25519", _empty), tree="any", check=check_host_keys("ed25519"),
+        note="a new ed25519 key (synced), the others kept, every .pub matches"),
+    row("host-key-truncated", "the image's ecdsa host key is cut after 100 bytes",
+        setup=broken_host_key("ecdsa", _truncated), tree="any", check=check_host_keys("ecdsa"),
+        note="a new ecdsa key, the others kept"),
+    row("host-key-symlink", "the image's ed25519 host key is a symlink to /etc/shadow",
+        setup=broken_host_key("ed25519", _to_shadow), tree="any", check=check_host_keys("ed25519"),
+        owner_changes=("etc/ssh/ssh_host_ed25519_key",),
+        note="the link removed (never written through), a new key in its place"),
+    row("host-key-foreign-pub", "the ed25519 key's .pub holds the RSA public key",
+        setup=broken_host_key("ed25519", _pub_of_another), tree="any", check=check_host_keys(),
+        note="the .pub rewritten from its private key; no key replaced"),
+    row("host-keys-of-another-vm", "the image kept host keys made for another VM (captured without deprovision)",
+        setup=new_vm, tree="any", check=check_host_keys(*_KINDS), max_seconds=25,
+        note="three new keys, old and new fingerprints logged"),
+]
