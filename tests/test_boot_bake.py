@@ -25,7 +25,10 @@ commands), then capture the disk.  This module does exactly that, with real boot
    DHCP client).  Boot 3 logs in over SSH as that admin user: ``sudo azprov check`` must exit 10
    naming each of those leftovers; then the guide's own remote script, read from capture.sh,
    runs over SSH with sudo (``azprov deprovision --force --user``, ``userdel`` of the login
-   user, ``azprov check``) and must succeed.  The disk after the shutdown passes
+   user, ``azprov check``) and must succeed.  The build VM also carries what a marketplace
+   image's WALinuxAgent and cloud-init keep of their VM (tests/support/agent_leftovers.py:
+   ``ovf-env.xml``, certificates and transport key, the provisioned marker, an extension's
+   directory, cloud-init's instance, seed and logs): check must name them, deprovision remove them.  The disk after the shutdown passes
    ``azprov check --root``.
 4. **Capture**: the build VM's overlay is unmounted; its layers, read-only from now on, are the
    image.  A new VM with another computer name, admin user and key boots from it (boot 4): Ready
@@ -47,7 +50,7 @@ import pytest
 from tests.boot import image as images
 from tests.boot import nspawn
 from tests.boot.fabric import boot_with_fabric, python
-from tests.support import guides
+from tests.support import agent_leftovers, guides
 from tests.test_boot import (STATE, UNIT, boot_vm, check_admin_user, check_ssh_login, keys,  # noqa: F401
                              reports, vm, workdir, workspace)
 
@@ -175,6 +178,9 @@ def dirty(installed, build_vm, build_scenario, keys, workdir):
     lease.write_text('lease {\n  interface "eth0";\n  fixed-address 10.0.0.4;\n'
                      "  option unknown-245 a8:3f:81:10;\n  renew 0 2099/01/01 00:00:00;\n"
                      "  expire 0 2099/01/01 00:00:00;\n}\n")
+    # what the marketplace image's WALinuxAgent and cloud-init kept of the build VM (secrets,
+    # markers, an extension it ran, logs), as it is after their packages were purged
+    agent_leftovers.plant(str(tree), kept=False)
     booted, records = boot_vm(tree, build_scenario, "bake-2-build-vm", workdir, login_key=keys["vm1"][0])
     clear_step(tree, booted, workdir, "bake-2-build-vm")
     machine_id = (tree / "etc/machine-id").read_text().strip()
@@ -266,7 +272,12 @@ def test_check_fails_on_the_dirty_build_vm_naming_each_leftover(generalized):
     verdict = json.loads(section(output, "check-before"))
     assert verdict["ready_for_capture"] is False
     found = {problem["check"] for problem in verdict["problems"]}
-    assert {"unit", "state", "host_keys", "machine_id", "leases", "admin_user"} <= found, verdict["problems"]
+    assert {"unit", "state", "host_keys", "machine_id", "leases", "admin_user", "agent_state"} <= found, \
+        verdict["problems"]
+    agents = " ".join(problem["problem"] for problem in verdict["problems"] if problem["check"] == "agent_state")
+    for name in ("ovf-env.xml", "TransportPrivate.pem", "provisioned", agent_leftovers.EXTENSION,
+                 "/var/lib/cloud/instance", "/var/lib/cloud/seed"):
+        assert name in agents, (name, agents)
     assert all(problem["fix"] for problem in verdict["problems"])
 
 
@@ -285,6 +296,7 @@ def test_guides_last_commands_generalize_the_build_vm_and_check_passes(generaliz
     assert not (tree / "home" / build_scenario["admin_username"]).exists()
     assert not (tree / STATE).exists() and not (tree / LEASE).exists()
     assert host_keys(tree) == {}
+    assert agent_leftovers.left(str(tree)) == [], "WALinuxAgent's or cloud-init's per-VM state survived"
     assert os.path.islink(images.enable_link(tree, UNIT))
 
 
@@ -311,4 +323,5 @@ def test_a_vm_from_the_captured_image_provisions_as_itself(new_vm, new_vm_scenar
     machine_id = (tree / "etc/machine-id").read_text().strip()
     assert machine_id and machine_id != build_machine_id
     assert json.loads((tree / STATE).read_text())["vm_id"] == new_vm_scenario["vm_id"]
+    assert agent_leftovers.left(str(tree)) == []  # no other agent's state of the build VM either
     assert not os.path.lexists(images.enable_link(tree, UNIT))
