@@ -16,7 +16,10 @@ the CLOCK_MONOTONIC the container shares, against the moment systemd started azp
   started carries it).
 - ifupdown with ISC dhclient (Debian's ``ifupdown`` and ``isc-dhcp-client``, installed in the
   image from the same archive): with the disc, every message carries the VM's name; generalized,
-  IMDS alone, dhclient is released and restarted with its own options.  NetworkManager is not booted here: in a container without udev it would need
+  IMDS alone, dhclient is released and restarted with its own options.
+- dhcpcd (Debian's ``dhcpcd``, with ``hostname`` in its configuration, which Debian's lacks):
+  with the disc, every message carries the VM's name; generalized, IMDS alone,
+  ``dhcpcd --rebind eth0`` sends it.  NetworkManager is not booted here: in a container without udev it would need
   more set-up than it shares with a VM (docs/testing-boot.md).
 
 In no case does any message carry the build VM's name.
@@ -42,6 +45,7 @@ pytestmark = pytest.mark.boot
 BUILD_NAME = "naming-build-vm"
 NETWORKD = "/etc/systemd/network/50-azprov-boottest.network"
 IFUPDOWN_PACKAGES = images.PACKAGES + ("ifupdown", "isc-dhcp-client")
+DHCPCD_PACKAGES = images.PACKAGES + ("dhcpcd",)
 
 
 def _deb(workspace) -> Path:
@@ -83,6 +87,16 @@ def _ifupdown(tree: Path) -> None:
     assert os.path.islink(images.enable_link(tree, "networking.service")), "ifupdown is not enabled"
 
 
+def _dhcpcd(tree: Path) -> None:
+    """Debian's dhcpcd.service (manager mode, every interface) with ``hostname`` in
+    /etc/dhcpcd.conf, as an admin who wants the name in DNS sets it: Debian's file does not send
+    the host name at all; and ``nodev`` (no udev in a container)."""
+    conf = tree / "etc/dhcpcd.conf"
+    # nodev: a container has no udev, whose "initialized" flag dhcpcd otherwise waits for
+    conf.write_text(conf.read_text() + "\n# boot test: send the host name\nhostname\nnodev\n")
+    assert os.path.islink(images.enable_link(tree, "dhcpcd.service")), "dhcpcd is not enabled"
+
+
 @pytest.fixture(scope="module")
 def networkd_layers(workspace) -> List[Path]:
     layers = images.make_image(workspace, images.base_tree(), _deb(workspace), name="naming-image")
@@ -94,6 +108,13 @@ def ifupdown_layers(workspace) -> List[Path]:
     base = images.base_tree(IFUPDOWN_PACKAGES)
     layers = images.make_image(workspace, base, _deb(workspace), name="naming-ifupdown-image")
     return _layer(workspace, layers, "naming-ifupdown", _ifupdown)
+
+
+@pytest.fixture(scope="module")
+def dhcpcd_layers(workspace) -> List[Path]:
+    base = images.base_tree(DHCPCD_PACKAGES)
+    layers = images.make_image(workspace, base, _deb(workspace), name="naming-dhcpcd-image")
+    return _layer(workspace, layers, "naming-dhcpcd", _dhcpcd)
 
 
 class DhcpBoot:
@@ -245,4 +266,46 @@ def test_dhclient_with_imds_alone_is_restarted_with_the_new_name(ifupdown_imds_b
     requests_after = [p for p in boot.after_azprov() if p.kind != "DHCPRELEASE"]
     assert before and all(p.name in (None, "localhost") for p in before), boot.explain()
     assert requests_after and requests_after[0].name == scenario["computer_name"], boot.explain()
+    assert BUILD_NAME not in boot.log
+
+
+# --- dhcpcd ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dhcpcd_disc_boot(workspace, dhcpcd_layers, keys, workdir):  # noqa: F811
+    layers = _layer(workspace, dhcpcd_layers, "naming-dhcpcd-buildname", _build_vm_name)
+    scenario = vm("naming-dhcpcd-disc", "dhcpcdadmin", keys["vm1"][1], incarnation=1)
+    return scenario, dhcp_boot(workspace, layers, scenario, "naming-dhcpcd-disc", workdir, disc=True)
+
+
+@pytest.fixture(scope="module")
+def dhcpcd_imds_boot(workspace, dhcpcd_layers, keys, workdir):  # noqa: F811
+    layers = _layer(workspace, dhcpcd_layers, "naming-dhcpcd-deprov", _deprovision)
+    scenario = vm("naming-dhcpcd-imds", "dhcpcdadmin", keys["vm1"][1], incarnation=1)
+    return scenario, dhcp_boot(workspace, layers, scenario, "naming-dhcpcd-imds", workdir, disc=False)
+
+
+def test_dhcpcd_with_the_disc_every_request_carries_the_vms_name(dhcpcd_disc_boot):
+    """dhcpcd.service is ordered only before network.target: azprov-hostname.service names it
+    (Before=dhcpcd.service), so its first message carries the disc's name."""
+    scenario, boot = dhcpcd_disc_boot
+    _ready(boot)
+    assert boot.packets, boot.explain()  # no wait-online here: azprov may start before the lease
+    assert boot.names() == [scenario["computer_name"]] * len(boot.packets), boot.explain()
+    assert BUILD_NAME not in boot.log
+
+
+def test_dhcpcd_with_imds_alone_rebind_sends_the_new_name(dhcpcd_imds_boot):
+    """dhcpcd sends no name for localhost; after ``dhcpcd --rebind eth0`` its first message
+    carries the VM's name.  No wait-online unit comes with dhcpcd, so azprov may start before the
+    lease: the line is azprov's "asked to send" message, not the unit's start."""
+    scenario, boot = dhcpcd_imds_boot
+    _ready(boot)
+    asked = [float(e["__MONOTONIC_TIMESTAMP"]) / 1e6 for e in boot.booted.journal
+             if "(dhcpcd --rebind eth0)" in str(e.get("MESSAGE"))]
+    assert len(asked) == 1, boot.explain()
+    before = [p for p in boot.packets if p.monotonic < asked[0]]
+    after = [p for p in boot.packets if p.monotonic > asked[0] and p.kind != "DHCPRELEASE"]
+    assert before and all(p.name is None for p in before), boot.explain()
+    assert after and all(p.name == scenario["computer_name"] for p in after), boot.explain()
     assert BUILD_NAME not in boot.log

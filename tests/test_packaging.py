@@ -313,7 +313,8 @@ def test_early_unit_runs_before_the_network_only_with_azprov():
     assert not [key for key in unit if key.startswith("Install.")]
     assert unit["Unit.DefaultDependencies"] == ["no"]
     before = " ".join(unit["Unit.Before"]).split()
-    for name in ("network-pre.target", "systemd-networkd.service", "networking.service", "NetworkManager.service"):
+    for name in ("network-pre.target", "systemd-networkd.service", "networking.service", "NetworkManager.service",
+                 "dhcpcd.service"):
         assert name in before, name
     assert "network-pre.target" in " ".join(unit["Unit.Wants"]).split()
     after = " ".join(unit.get("Unit.After", [])).split()

@@ -115,8 +115,9 @@ def test_renew_commands_for_each_dhcp_client(tmp_path):
     dhclient = live(processes={"dhclient": [(12, argv)]})
     assert dhcp.renew_commands(dhclient, "eth0") == [
         ["/sbin/dhclient", "-r", "-4", "-v", "-pf", "/run/dhclient.eth0.pid", "eth0"], argv]
-    dhcpcd = live(processes={"dhcpcd": [(13, ["/usr/sbin/dhcpcd", "-q", "-b"])]})
-    assert dhcp.renew_commands(dhcpcd, "eth0") == [["/usr/sbin/dhcpcd", "--rebind", "eth0"]]
+    # dhcpcd 9 rewrites its command line (setproctitle): found by comm, run by name
+    dhcpcd = live(processes={"dhcpcd": [(13, ["dhcpcd: [manager] [ip4] [ip6]"])]})
+    assert dhcp.renew_commands(dhcpcd, "eth0") == [["dhcpcd", "--rebind", "eth0"]]
     assert dhcp.renew_commands(live(), "eth0") == []
 
 

@@ -10,7 +10,8 @@ is made to read it again, and a plain lease renewal is not always that:
   anew and sends the current one (what flatcar's WALinuxAgent switched to).
 - ISC dhclient evaluates ``send host-name = gethostname();`` when it starts: it is released and
   started again with the options it was running with.
-- dhcpcd reads the host name for each message it builds: ``dhcpcd --rebind IFACE``.
+- dhcpcd reads the host name for each message it builds: ``dhcpcd --rebind IFACE`` (it sends one
+  only with ``hostname`` in dhcpcd.conf, which Debian's file lacks).
 - NetworkManager: ``nmcli device reapply IFACE`` (not proven by a DHCP exchange here).
 
 Nothing runs for an image tree (its DHCP client sends the name at its first boot), when no client
@@ -42,9 +43,8 @@ def renew_commands(host: Host, interface: str) -> List[List[str]]:
         if argv and argv[-1] == interface:
             options = [arg for arg in argv[1:] if arg not in ("-1", "-nw", "-r", "-x")]
             return [[argv[0], "-r", *options], [argv[0], *options]]
-    for _pid, argv in host.probes.processes("dhcpcd"):
-        if argv:
-            return [[argv[0], "--rebind", interface]]
+    if host.probes.processes("dhcpcd"):  # it rewrites its argv ("dhcpcd: [manager] [ip4]"): by name
+        return [["dhcpcd", "--rebind", interface]]
     return []
 
 
