@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import pytest
 
@@ -51,9 +52,13 @@ def scenario(name: str, user: str, keys: List[str], incarnation: int = 1,
     return data
 
 
+# QEMU's accelerator: tcg (software; KVM does not boot a kernel on the project's machines), or kvm.
+ACCEL = os.environ.get("AZPROV_VM_ACCEL", "tcg")
+
+
 def setup(image: VmImage, data: dict, disc: Optional[Path] = None, append: str = "", **more) -> VmSetup:
     return VmSetup(image=image.disk, scenario=data, disc=disc, kernel=image.kernel, initrd=image.initrd,
-                   append=f"{image.append} {append}".strip(), **more)
+                   append=f"{image.append} {append}".strip(), accel=ACCEL, **more)
 
 
 def ovf_disc(data: dict, directory: Path, udf: bool = True) -> Path:
@@ -247,3 +252,136 @@ def check_trial(trial: CutTrial, data: dict, workdir: Path) -> None:
     assert trial.silent_records == [], f"{context}: the boot after sent {trial.silent_records}"
     assert trial.disk is not None
     check_converged(trial.disk, data, workdir)
+
+
+# --- the key and password scenarios (Debian 12 and 13) --------------------------------------------
+
+def key_vm_run(image: VmImage, data: dict, key: Path, workdir: Path) -> dict:
+    """Two boots of one key VM: provision (then an ACPI power-off), boot again; what each showed."""
+    user = data["admin_username"]
+    disc = ovf_disc(data, workdir / "disc", udf=False)
+    outcome: dict = {}
+    with VirtualMachine(setup(image, data, disc=disc), workdir) as vm:
+        vm.boot()
+        wait_ready(vm)
+        outcome["login"] = vm.wait_for_ssh(user, key, 120)
+        outcome["session"] = vm.ssh(user, key, "id -un; hostname; sudo -n true && echo sudo-ok;"
+                                    " systemctl is-enabled azprov.service || true")
+        outcome["first_records"] = vm.records()
+        outcome["first_clean"] = vm.shutdown()
+        vm.boot()
+        outcome["second_login"] = vm.wait_for_ssh(user, key, TIMEOUT)
+        outcome["second_session"] = vm.ssh(user, key, "systemctl show -P ActiveState azprov.service; hostname")
+        outcome["second_records"] = vm.records()[len(outcome["first_records"]):]
+        outcome["second_clean"] = vm.shutdown()
+        outcome["disk"] = read_disk(vm, user)
+        outcome["dhcp"] = vm.dhcp_names()
+        outcome["console"] = vm.console(1)
+    return outcome
+
+
+def check_ready_once(records: List[dict], data: dict) -> None:
+    """Exactly one health report, Ready, accepted, echoing the served ids; no violation."""
+    ready = health_reports(records, "Ready")
+    assert len(ready) == 1, [(r["endpoint"], r.get("report")) for r in records]
+    (report,) = ready
+    assert report["status"] == 200 and report["violations"] == []
+    assert report["report"]["incarnation"] == data["incarnation"]
+    assert report["report"]["container_id"] == data["container_id"]
+    assert report["report"]["instance_id"] == data["instance_id"]
+    assert health_reports(records) == ready, "a report other than Ready was sent"
+    assert [r for r in records if r.get("violations")] == []
+
+
+def check_key_login(outcome: dict, data: dict) -> None:
+    assert outcome["login"] is not None and outcome["login"].returncode == 0, outcome["login"]
+    session = outcome["session"]
+    assert session.returncode == 0, session.stderr
+    assert session.stdout.split() == [data["admin_username"], data["computer_name"], "sudo-ok", "disabled"]
+
+
+def check_second_boot(outcome: dict, data: dict) -> None:
+    assert outcome["first_clean"] and outcome["second_clean"], "the VM did not power off on ACPI power-off"
+    assert outcome["second_login"] is not None and outcome["second_login"].returncode == 0
+    assert outcome["second_session"].stdout.split() == ["inactive", data["computer_name"]]
+    assert outcome["second_records"] == []
+
+
+def check_dhcp_names(outcome: dict, data: dict) -> None:
+    names = [request.name for request in outcome["dhcp"]]
+    assert len(names) >= 2, f"dnsmasq logged {names} ('client provides name:' lines)"
+    assert set(names) == {data["computer_name"]}, names
+
+
+# The password VM's look around after logging in with the password (one line each).
+PASSWORD_PROBE = (
+    "id -un; hostname; if grep -qw '^udf' /proc/modules; then echo udf-loaded; else echo udf-absent; fi;"
+    " findmnt -n /dev/sr0 >/dev/null && echo sr0-mounted || echo sr0-not-mounted;"
+    " sudo -n true 2>/dev/null && echo sudo-without-password || echo sudo-needs-password")
+
+
+def password_vm_run(image: VmImage, data: dict, password: str, workdir: Path, kernel_option: str = "") -> dict:
+    """A password VM (no key) from a UDF provisioning disc: Ready, a password login and the probe.
+    ``kernel_option``: e.g. ``modprobe.blacklist=udf``."""
+    user = data["admin_username"]
+    disc = ovf_disc(data, workdir / "disc", udf=True)
+    stranger = workdir / "stranger-key"
+    vmimages.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)])
+    with VirtualMachine(setup(image, data, disc=disc, append=kernel_option), workdir) as vm:
+        vm.boot()
+        wait_ready(vm)
+        found = {"login": vm.wait_for_ssh(user, None, 120, password=password)}
+        found["probe"] = vm.ssh(user, None, PASSWORD_PROBE, password=password)
+        found["key_login"] = vm.ssh(user, stranger, "true")
+        found["records"] = vm.records()
+        found["console"] = vm.console()
+        vm.shutdown()
+    return found
+
+
+# azprov's line on the serial console (journal+console) saying how it read the disc
+READ_LINE = re.compile(r"read ovf-env\.xml \(\d+ bytes\) from /dev/sr0 \((\w+)\)")
+
+
+def check_password_vm(found: dict, data: dict, module: str) -> None:
+    """Ready once; the password login; the udf module as asked (``udf-absent``/``udf-loaded``),
+    the disc not mounted, sudo asking the password; azprov read the disc with its UDF reader; a
+    key the VM was never given does not log in."""
+    ready = health_reports(found["records"], "Ready")
+    assert len(ready) == 1 and ready[0]["status"] == 200, found["records"]
+    assert health_reports(found["records"]) == ready
+    assert found["login"] is not None and found["login"].returncode == 0, found["login"]
+    probe = found["probe"]
+    assert probe.returncode == 0, (probe.stdout, probe.stderr)
+    assert probe.stdout.split("\n")[:5] == [data["admin_username"], data["computer_name"], module,
+                                            "sr0-not-mounted", "sudo-needs-password"], probe.stdout
+    assert READ_LINE.findall(found["console"]) == ["udf"], "azprov did not read the disc with its UDF reader"
+    assert found["key_login"].returncode != 0, "a key the VM was never given logged in"
+
+
+def in_parallel(jobs: Dict[str, Callable[[], object]]) -> Dict[str, object]:
+    """Run each job on a thread of its own (VMs booting at the same time); a job's exception is
+    its result, for the test to raise."""
+    import threading
+
+    results: Dict[str, object] = {}
+
+    def run(name: str, job) -> None:
+        try:
+            results[name] = job()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            results[name] = exc
+
+    threads = [threading.Thread(target=run, args=item) for item in jobs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def result(results: Dict[str, object], name: str):
+    value = results[name]
+    if isinstance(value, BaseException):
+        raise value
+    return value

@@ -7,8 +7,6 @@ after it sends nothing.  The three trials run at the same time, each on its own 
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from tests.vm import harness
@@ -21,37 +19,25 @@ POINTS = ("goalstate", "user", "ready")
 @pytest.fixture(scope="module")
 def trials(vm_workspace, bookworm, vm_key):
     private, public = vm_key
-    found: dict = {}
+    scenarios = {point: harness.scenario(f"azprov-cut-{point}", "cutadmin", [public], incarnation=5)
+                 for point in POINTS}
 
-    def one(point: str) -> None:
-        data = harness.scenario(f"azprov-cut-{point}", "cutadmin", [public], incarnation=5)
-        try:
-            directory = vm_workspace.path / "vms" / f"cut-{point}"
-            found[point] = (data, harness.power_cut_trial(bookworm, data, private, directory, point))
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            found[point] = (data, exc)
+    def job(point):
+        directory = vm_workspace.path / "vms" / f"cut-{point}"
+        return lambda: harness.power_cut_trial(bookworm, scenarios[point], private, directory, point)
 
-    threads = [threading.Thread(target=one, args=(point,)) for point in POINTS]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return found
+    return scenarios, harness.in_parallel({point: job(point) for point in POINTS})
 
 
 @pytest.mark.parametrize("point", POINTS)
 def test_a_power_cut_converges_on_the_next_boot(trials, point, vm_dir):
-    data, trial = trials[point]
-    if isinstance(trial, BaseException):
-        raise trial
-    harness.check_trial(trial, data, vm_dir)
+    scenarios, results = trials
+    harness.check_trial(harness.result(results, point), scenarios[point], vm_dir)
 
 
 def test_the_cuts_came_where_they_were_meant_to(trials):
     """The ready cut came after a Ready reached the fabric, the goal-state cut before any report."""
-    _, goal = trials["goalstate"]
-    _, ready = trials["ready"]
-    if isinstance(goal, BaseException) or isinstance(ready, BaseException):
-        pytest.fail("a trial failed (see its own test)")
+    _, results = trials
+    goal, ready = harness.result(results, "goalstate"), harness.result(results, "ready")
     assert not harness.health_reports(goal.cut_records)
     assert harness.health_reports(ready.cut_records)
