@@ -351,12 +351,14 @@ def test_first_boot_timing_breakdown(first_boot, workdir: Path, capsys):
         print(f"\n{text}")
     marks = timeline.milestones
     # unit_exit may be absent: the recorder runs once azprov is active (READY=1), maybe before it exits
-    missing = [key for key, _ in timing.MILESTONES if key not in marks and key != "unit_exit"]
+    # the early stage does not run without a CD-ROM drive (this boot has none): its rows are
+    # checked by tests/test_boot_naming.py, which attaches the disc
+    missing = [key for key, _ in timing.MILESTONES
+               if key not in marks and key != "unit_exit" and key not in timing.EARLY]
     assert not missing, f"no {missing} in this boot's record, journal or request log\n{text}"
     assert marks["unit_start"] <= marks["first_log"] <= marks["first_request"] <= marks["ready_notify"]
     assert marks["ready_notify"] <= marks["ready_received"], text
     assert marks["ready_notify"] <= marks["sshd_start"] <= marks["sshd_ready"], text
-    assert marks["early_start"] <= marks["early_exit"] <= marks["unit_start"], text  # before the network
     steps = [name for name, _, end in timeline.steps if end is not None]
     assert {"goal_state", "metadata", "hostname", "user", "ssh_keys", "host_keys", "report"} <= set(steps), text
 

@@ -321,6 +321,7 @@ def test_early_unit_runs_before_the_network_only_with_azprov():
     assert not {"dbus.service", "dbus.socket", "network.target", "basic.target"} & set(after), after
     assert unit["Unit.ConditionPathExists"] == main["Unit.ConditionPathExists"]
     assert unit["Unit.ConditionKernelCommandLine"] == main["Unit.ConditionKernelCommandLine"]
+    assert unit["Unit.ConditionPathExistsGlob"] == ["/dev/sr*"]  # no CD-ROM drive, no disc
     assert unit["Service.Type"] == ["oneshot"]
     assert unit["Service.ExecStart"] == ["/usr/bin/azprov early-hostname"]
 
