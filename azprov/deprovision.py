@@ -237,8 +237,9 @@ def command(args, config, host: Host) -> int:
     if as_json and not args.force:  # refused before anything is read
         _confirm(args.force, as_json)
     with state_file.acquire(host, LOCK_WAIT):
-        actions = plan(host, state_file.load(host), args.user)
-        kept = [] if args.user else [name for name in admins.provisioned(host, state_file.load(host))
+        recorded = state_file.load(host)
+        actions = plan(host, recorded, args.user)
+        kept = [] if args.user else [name for name in admins.provisioned(host, recorded)
                                      if host.user(name) is not None]
         if not as_json:
             where = "this system" if host.live else host.root

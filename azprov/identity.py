@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from azprov.errors import ProtocolError
@@ -97,3 +98,21 @@ def read_dmi_vm_id(host: "Host") -> Optional[str]:
     if not host.is_dir("/" + EFI_DIR):
         vm_id = gen1_swap(vm_id)  # Gen1 (BIOS): little-endian fields
     return vm_id
+
+
+@dataclass(frozen=True)
+class VmId:
+    """The VM id a run provisions, and where it came from (``dmi`` or ``imds``)."""
+
+    value: str
+    source: str
+
+
+def settle(dmi_id: Optional[str], imds_id: str) -> VmId:
+    """The VM id of this run, decided once the metadata is known: DMI's when there is one (a
+    warning when IMDS names another VM), else IMDS's."""
+    if dmi_id is None:
+        return VmId(normalize_vm_id(imds_id), "imds")
+    if not same_vm_id(dmi_id, imds_id):
+        log.warning("DMI says VM %s, IMDS says %s: using the DMI id", dmi_id, imds_id)
+    return VmId(dmi_id, "dmi")

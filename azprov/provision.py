@@ -1,9 +1,10 @@
-"""The first-boot flow: (host keys in the background) identity → goal state → provisioning disc →
-metadata → checks → steps → saved custom/user data → host keys → READY → KVP report → Ready →
-state → disable the unit → custom data script (opt-in).
+"""The first-boot flow: :meth:`Provisioning.provision` reads as README's "What azprov does", and
+:data:`PHASES` is its one list of phase names, in order (the ``AZPROV_STEP`` of the journal, the
+``step`` of a failure report; ``tests/test_provision.py`` holds azprov(8) and
+docs/architecture.md to it).
 
 - A VM whose id is recorded in the state is already provisioned: exit 0 without a word to the
-  WireServer (the id comes from DMI, or from IMDS where there is no DMI).
+  WireServer (the id comes from DMI, or from IMDS where there is no DMI: the ``identity`` phase).
 - Everything IMDS asks for is validated, the refusals checked and every path azprov will write
   (the state and unit after Ready included) checked for traps before the first change, so a
   hostile value or image leaves the system as it was.
@@ -17,10 +18,10 @@ state → disable the unit → custom data script (opt-in).
 - Every attempt is recorded with its outcome (``azprov.attempts``) for ``azprov status``.
 - SSH host keys are generated in the background from the start and waited for on every path.
 - The state is written only after Ready was accepted, so a lost report is retried next boot.
-- The provisioning disc (``ovf-env.xml``) is read after the goal state, so a disc that cannot be
-  read is reported; IMDS and the disc are combined as :mod:`azprov.sources` says (IMDS wins for
-  hostname, user and keys; the disc alone when IMDS does not answer, after only
-  ``[imds] disc_grace`` seconds when the disc has a host name, a user and a way to log in).
+- The provisioning disc is read after the goal state, so a disc that cannot be read is reported;
+  IMDS (fetched beside the goal state) and the disc are combined as :mod:`azprov.sources` says.
+- The VM id is settled once, when the metadata is known (:func:`azprov.identity.settle`); until
+  then failures carry DMI's.
 - One run at a time: ``/run/azprov/lock``.
 """
 
@@ -29,8 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional
@@ -40,19 +39,24 @@ from azprov import log as azlog
 from azprov import provisioning_data, sources
 from azprov import state as state_file
 from azprov import unit
+from azprov.background import Background
 from azprov.errors import AzprovError, FabricUnreachable, InternalError
 from azprov.guards import (check_custom_data, check_login, check_metadata, check_other_provisioners,
                            waagent_extensions_only)
 from azprov.health import HealthStatus
 from azprov.host import Host
-from azprov.identity import normalize_vm_id, read_dmi_vm_id, same_vm_id
+from azprov.identity import VmId, read_dmi_vm_id, same_vm_id, settle
 from azprov.notify import Notifier
 from azprov.report import encode_description, encode_success, utf8_size
 from azprov.steps import STEPS, host_keys
 
 log = logging.getLogger(__name__)
 
-# Failing in these steps means the WireServer did not take our word: no point reporting to it.
+# The phases of a first boot, in the order they run (``identity`` only where there is no DMI).
+PHASES = ("identity", "goal_state", "media", "metadata", "checks", *(step.NAME for step in STEPS),
+          "provisioning_data", host_keys.NAME, "admins", "report", "state", "unit")
+
+# Failing in these phases means the WireServer did not take our word: no point reporting to it.
 # (A failure fetching the goal state is covered by ``wireserver_answered``, still False then.)
 _NO_REPORT_STEPS = ("report",)
 
@@ -75,7 +79,7 @@ class Outcome:
 
 
 class Provisioning:
-    """One run of the flow; ``run()`` is the whole story, the other methods its phrases."""
+    """One run of the flow: :meth:`provision` is the whole story, the other methods its phrases."""
 
     def __init__(self, host: Host, config, connect: Callable, notifier: Notifier) -> None:
         self.host = host
@@ -85,21 +89,25 @@ class Provisioning:
         self.notifier = notifier
         self.fabric = None
         self.step = "identity"
-        self.vm_id: Optional[str] = None
+        self.dmi_id: Optional[str] = None
+        self.vm: Optional[VmId] = None  # settled in the metadata phase
         self.wireserver_answered = False
         self.ready_accepted = False
-        self.keys: Optional[_Prefetch] = None  # ssh-keygen in the background
+        self.keys: Optional[Background] = None  # ssh-keygen in the background
         self.keys_started = False
-        self.imds_deadline = None  # of the IMDS fetch in the background, ended early for the disc
         self.history = attempts.Recorder(host)
+
+    @property
+    def vm_id(self) -> Optional[str]:
+        """The settled VM id, DMI's until then (for failure reports)."""
+        return self.vm.value if self.vm is not None else self.dmi_id
 
     def run(self) -> Outcome:
         try:
-            outcome = self.identify_and_provision()
+            return self.identify_and_provision()
         except BaseException:
             self.settle_host_keys()
             raise
-        return outcome
 
     def start_host_keys(self, dmi_id: Optional[str], known_vm: bool) -> None:
         """Host keys first, in the background: they need nothing from the fabric, and sshd needs
@@ -110,28 +118,26 @@ class Provisioning:
         self.keys_started = True
         plan = host_keys.plan(self.host, self.settings, vm_id=dmi_id, known_vm=known_vm)
         if plan is not None:
-            self.keys = _Prefetch(lambda: host_keys.apply(self.host, None, self.settings, plan),
-                                  step=host_keys.NAME)
+            self.keys = Background(lambda: host_keys.apply(self.host, None, self.settings, plan),
+                                   step=host_keys.NAME)
 
     def identify_and_provision(self) -> Outcome:
-        dmi_id = read_dmi_vm_id(self.host)
+        self.dmi_id = read_dmi_vm_id(self.host)
         recorded = state_file.load(self.host)
         # without DMI, a recorded state counts as this VM's (only IMDS could tell otherwise)
-        self.start_host_keys(dmi_id, recorded is not None and (dmi_id is None or same_vm_id(recorded.vm_id, dmi_id)))
-        if recorded is not None and same_vm_id(recorded.vm_id, dmi_id):
+        self.start_host_keys(self.dmi_id, recorded is not None and (
+            self.dmi_id is None or same_vm_id(recorded.vm_id, self.dmi_id)))
+        if recorded is not None and same_vm_id(recorded.vm_id, self.dmi_id):
             return self.already_provisioned(recorded)
-        self.history.begin(dmi_id)
+        self.history.begin(self.dmi_id)
         try:
             self.fabric = self.connect()
-            metadata = None
-            if recorded is not None and dmi_id is None:  # no DMI: only IMDS can say (no WireServer yet)
-                with self.phase("identity"):
-                    metadata = self.fabric.imds.metadata()
-                if same_vm_id(recorded.vm_id, metadata.vm_id):
-                    self.history.discard()
-                    return self.already_provisioned(recorded)
-            self.vm_id = dmi_id
-            outcome = self.provision(dmi_id, metadata)
+            identify = recorded is not None and self.dmi_id is None  # only IMDS can say
+            imds = self.ask_imds(identify=identify)
+            if identify and same_vm_id(recorded.vm_id, imds.result().vm_id):
+                self.history.discard()
+                return self.already_provisioned(recorded)
+            outcome = self.provision(imds)
         except AzprovError as error:
             self.report_failure(error)
             raise
@@ -141,26 +147,49 @@ class Provisioning:
         self.history.succeeded(self.vm_id)
         return outcome
 
-    def provision(self, dmi_id: Optional[str], metadata) -> Outcome:
-        # IMDS is asked while the goal state is fetched (two servers, read-only requests): its
-        # answer is only used, and its error only raised, in the metadata phase, as before.
-        # The CPU work (imports, session) is done first, in this thread: see Fabric.prepare.
-        prefetched = None
-        if metadata is None:
-            self.fabric.prepare()
-            self.imds_deadline = self.fabric.imds.deadline()
-            prefetched = _Prefetch(lambda: self.fabric.imds.metadata(self.imds_deadline), step="metadata")
-        with self.phase("goal_state"):
+    def provision(self, imds: Background) -> Outcome:
+        """README's "What azprov does", step by step (the phases of :data:`PHASES`)."""
+        with self.phase("goal_state"):  # 1. the goal state (IMDS is asked meanwhile)
             served = self.fabric.wireserver.goal_state()
             self.wireserver_answered = True
-        with self.phase("media"):
+        with self.phase("media"):  # 2. the provisioning disc
             disc, ovf_redacted = self.read_disc()
-        with self.phase("metadata"):
-            metadata = self.combined_metadata(metadata, prefetched, disc, dmi_id)
-            self.vm_id = dmi_id or normalize_vm_id(metadata.vm_id)
-            azlog.set_context(vm_id=self.vm_id)
-            if dmi_id and not same_vm_id(dmi_id, metadata.vm_id):
-                log.warning("DMI says VM %s, IMDS says %s: using the DMI id", dmi_id, metadata.vm_id)
+        with self.phase("metadata"):  # 3. IMDS with the disc; the VM id settled
+            metadata = sources.choose(imds, disc, self.dmi_id, self.config.imds.disc_grace)
+            self.vm = settle(self.dmi_id, metadata.vm_id)
+            azlog.set_context(vm_id=self.vm.value)
+        self.check(metadata)  # nothing changes before every check has passed
+        changes = self.apply_steps(metadata)  # 4. hostname, user, password, keys, sshd...
+        with self.phase("provisioning_data"):
+            provisioning_data.save(self.host, metadata, ovf_redacted)
+        changes.update(self.host_keys_done())
+        if self.settings.create_user:  # kept by a plain deprovision: see azprov.admins
+            with self.phase("admins"):
+                admins.remember(self.host, metadata.os_profile.admin_username)
+        goal_state = self.report_ready(served)  # 5. READY=1, the KVP report, Ready
+        warnings = extensions.after_ready(  # a guest agent or extensions asked for: advice only
+            self.host, self.fabric.wireserver, goal_state, disc,
+            lambda text: self.tell_host(encode_success(agent=USER_AGENT, vm_id=self.vm.value, warning=text)))
+        recorded = self.record(metadata, goal_state, changes, warnings)  # 6. the state, the unit off
+        self.notifier.status(f"provisioned VM {self.vm.value}")
+        provisioning_data.run_custom_data(self.host, metadata.custom_data, self.config.custom_data.run)
+        return Outcome("provisioned", self.vm.value, recorded, changes)
+
+    def ask_imds(self, *, identify: bool) -> Background:
+        """IMDS's metadata under way: fetched now (the ``identity`` phase) when only IMDS can say
+        whether this VM is the recorded one, else in the background while the goal state is
+        fetched (two servers, read-only requests; its error is raised in the metadata phase).
+        The CPU work (imports, session) is done first, in this thread: see Fabric.prepare."""
+        if identify:
+            with self.phase("identity"):
+                return Background.finished(self.fabric.imds.metadata())
+        self.fabric.prepare()
+        deadline = self.fabric.imds.deadline()
+        return Background(lambda: self.fabric.imds.metadata(deadline), step="metadata", give_up=deadline.end)
+
+    def check(self, metadata) -> None:
+        """Every check before the first change: the metadata, the refusals, each step's own,
+        and that what is written after Ready (the state, the unit) can be."""
         with self.phase("checks"):
             check_metadata(metadata)
             check_login(metadata, self.settings)
@@ -173,49 +202,48 @@ class Provisioning:
             self.step = "state"  # what is written after Ready must be writable before it
             state_file.check(self.host)
             unit.check(self.host)
-        changes = self.apply_steps(metadata)
-        with self.phase("provisioning_data"):
-            provisioning_data.save(self.host, metadata, ovf_redacted)
+
+    def host_keys_done(self) -> Dict[str, bool]:
+        """The background ssh-keygen's outcome (waited for), as a step's change."""
         if self.keys is not None:
-            with self.phase(host_keys.NAME, report=lambda: "changed" if changes[host_keys.NAME] else "unchanged"):
-                changes[host_keys.NAME] = self.keys.result()
-        elif host_keys.enabled(self.settings):
-            changes[host_keys.NAME] = False
-        if self.settings.create_user:  # kept by a plain deprovision: see azprov.admins
-            with self.phase("admins"):
-                admins.remember(self.host, metadata.os_profile.admin_username)
-        # READY=1 releases sshd and logins now; a WALinuxAgent kept for extensions is ordered
-        # after this unit too and posts its own Ready at once, so with it READY=1 waits for ours.
+            with self.phase(host_keys.NAME, report=lambda: "changed" if changed else "unchanged"):
+                changed = self.keys.result()
+            return {host_keys.NAME: changed}
+        return {host_keys.NAME: False} if host_keys.enabled(self.settings) else {}
+
+    def report_ready(self, served):
+        """READY=1 (sshd and logins start), the KVP report, then Ready; the goal state Ready was
+        accepted for.  A WALinuxAgent kept for extensions is ordered after this unit and posts
+        its own Ready at once, so with it READY=1 waits for ours."""
         hold_ready = waagent_extensions_only(self.host)
         if not hold_ready:
             self.notifier.ready("provisioned; reporting Ready to Azure")
-        self.tell_host(encode_success(agent=USER_AGENT, vm_id=self.vm_id))
+        self.tell_host(encode_success(agent=USER_AGENT, vm_id=self.vm.value))
         with self.phase("report"):
             goal_state = self.fabric.wireserver.report(HealthStatus.ready_status()) or served
             self.ready_accepted = True
         if hold_ready:
             self.notifier.ready("provisioned; Ready accepted, WALinuxAgent may start")
-        warnings = extensions.after_ready(  # a guest agent or extensions asked for: advice only
-            self.host, self.fabric.wireserver, goal_state, disc,
-            lambda text: self.tell_host(encode_success(agent=USER_AGENT, vm_id=self.vm_id, warning=text)))
+        return goal_state
+
+    def record(self, metadata, goal_state, changes: Dict[str, bool], warnings) -> state_file.State:
+        """After Ready: the state that makes later boots skip this VM, and the unit disabled."""
         recorded = state_file.State(
-            vm_id=self.vm_id, incarnation=goal_state.incarnation,
+            vm_id=self.vm.value, incarnation=goal_state.incarnation,
             container_id=goal_state.container_id, instance_id=goal_state.instance_id,
             ready_at=state_file.now(), steps=tuple(changes),
             hostname=metadata.os_profile.computer_name.lower() if self.settings.set_hostname else None,
-            admin_username=metadata.os_profile.admin_username,
-            vm_id_source="dmi" if dmi_id else "imds", platform_warnings=warnings,
+            admin_username=metadata.os_profile.admin_username, vm_id_source=self.vm.source,
+            platform_warnings=warnings,
         )
         with self.phase("state"):
             state_file.save(self.host, recorded)
         with self.phase("unit"):
             unit.disable(self.host)
         firewall.after_provisioning(self.host, self.config)  # a warning at worst, never a failure
-        log.info("VM %s provisioned; Ready accepted for incarnation %d", self.vm_id,
+        log.info("VM %s provisioned; Ready accepted for incarnation %d", self.vm.value,
                  goal_state.incarnation, extra=azlog.outcome("ok", azlog.MESSAGE_READY))
-        self.notifier.status(f"provisioned VM {self.vm_id}")
-        provisioning_data.run_custom_data(self.host, metadata.custom_data, self.config.custom_data.run)
-        return Outcome("provisioned", self.vm_id, recorded, changes)
+        return recorded
 
     def settle_host_keys(self) -> None:
         """On a failure path: wait for ssh-keygen so sshd finds its keys; its own failure is
@@ -249,33 +277,6 @@ class Provisioning:
         if self.config.media.eject:
             media.eject(self.host, found.device)
         return env, redacted(found.data)
-
-    def combined_metadata(self, metadata, prefetched, disc, dmi_id: Optional[str]):
-        """IMDS's metadata with the disc's (see azprov.sources); the disc alone when IMDS does
-        not answer and DMI gives the VM id.  When the disc is complete (a host name, a user, a
-        way to log in), IMDS gets ``[imds] disc_grace`` seconds from its first request, not its
-        whole deadline: a VM whose IMDS cannot be reached provisions in seconds."""
-        if metadata is None:
-            if disc is not None and dmi_id is not None and sources.complete(disc):
-                grace = self.config.imds.disc_grace
-                if not prefetched.done():
-                    log.info("waiting up to %g s for IMDS ([imds] disc_grace); the provisioning disc "
-                             "can provision this VM without it", grace)
-                if not prefetched.wait(grace):
-                    self.imds_deadline.end()  # no further IMDS attempts in the background
-                    log.warning("IMDS was not reached within %g s ([imds] disc_grace): provisioning "
-                                "from the provisioning disc alone (host name, user, keys and password "
-                                "from ovf-env.xml; VM id from DMI; no IMDS user data)", grace)
-                    return sources.from_disc(disc, normalize_vm_id(dmi_id))
-            try:
-                metadata = prefetched.result()
-            except FabricUnreachable as exc:
-                if disc is None or dmi_id is None:
-                    raise
-                log.warning("IMDS did not answer (%s): provisioning from the provisioning disc "
-                            "alone", exc)
-                return sources.from_disc(disc, normalize_vm_id(dmi_id))
-        return sources.combine(metadata, disc)
 
     def enabled_steps(self) -> List:
         enabled = []
@@ -346,41 +347,6 @@ class Provisioning:
             log.error("could not report the failure to Azure: %s", exc)
             return
         log.info("reported ProvisioningFailed to Azure: %s", description)
-
-
-class _Prefetch:
-    """``fetch()`` running in a thread from now on; ``result()`` waits for it, then returns its
-    value or raises its exception in the caller's thread (again on each call).  A daemon thread:
-    when the run stops early (the goal state failed), nobody waits for the IMDS answer; the
-    host keys are always waited for."""
-
-    def __init__(self, fetch: Callable, *, step: str) -> None:
-        self.started = time.monotonic()
-        self._value = None
-        self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, args=(fetch, step), name=f"azprov-{step}", daemon=True)
-        self._thread.start()
-
-    def _run(self, fetch: Callable, step: str) -> None:
-        azlog.set_thread_step(step)  # its log lines carry AZPROV_STEP=metadata, not the main thread's
-        try:
-            self._value = fetch()
-        except BaseException as error:  # noqa: B902 - handed to the caller as it is
-            self._error = error
-
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
-    def wait(self, seconds: float) -> bool:
-        """Wait until ``seconds`` after the start at most; whether the fetch is done."""
-        self._thread.join(max(0.0, self.started + seconds - time.monotonic()))
-        return self.done()
-
-    def result(self):
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 def provision(host: Host, config, *, connect: Callable, notifier: Optional[Notifier] = None,

@@ -7,7 +7,8 @@
 - When IMDS cannot be reached, the disc's HostName, UserName, keys and
   DisableSshPasswordAuthentication let provisioning go on (as cloud-init does); the VM id then
   comes from DMI.  When the disc is :func:`complete`, IMDS gets only ``[imds] disc_grace``
-  seconds, not its whole deadline (the flow decides; see ``Provisioning.combined_metadata``).
+  seconds from its first request, not its whole deadline (:func:`choose`): a VM whose IMDS
+  cannot be reached provisions in seconds.
 - A pool VM is refused whichever source says so (PreprovisionedVm on the disc, ppsType in IMDS).
 - A key given only by fingerprint (its material is in the goal state's certificates) is not
   supported: a warning; whether that leaves a way to log in is the flow's check.
@@ -19,7 +20,7 @@ import dataclasses
 import logging
 from typing import Optional
 
-from azprov.errors import IncompleteDisc
+from azprov.errors import FabricUnreachable, IncompleteDisc
 from azprov.imds import Metadata, OsProfile, PublicKey
 from azprov.ovf import OvfEnv
 
@@ -100,3 +101,28 @@ def combine(imds: Metadata, disc: Optional[OvfEnv]) -> Metadata:
     pps_type = imds.pps_type if imds.is_pool_vm else _pps_type(disc) or imds.pps_type
     return dataclasses.replace(imds, password=disc.password, custom_data=disc.custom_data,
                                pps_type=pps_type)
+
+
+def choose(imds, disc: Optional[OvfEnv], dmi_id: Optional[str], grace: float) -> Metadata:
+    """The metadata of this VM: IMDS's with the disc's (:func:`combine`), or the disc alone when
+    IMDS does not answer and DMI gives the VM id.  ``imds`` is the IMDS fetch under way (an
+    :class:`azprov.background.Background`); when the disc is :func:`complete`, it gets ``grace``
+    seconds from its start, then is given up."""
+    if disc is not None and dmi_id is not None and complete(disc):
+        if not imds.done():
+            log.info("waiting up to %g s for IMDS ([imds] disc_grace); the provisioning disc "
+                     "can provision this VM without it", grace)
+        if not imds.wait(grace):
+            imds.give_up()  # no further IMDS attempts in the background
+            log.warning("IMDS was not reached within %g s ([imds] disc_grace): provisioning "
+                        "from the provisioning disc alone (host name, user, keys and password "
+                        "from ovf-env.xml; VM id from DMI; no IMDS user data)", grace)
+            return from_disc(disc, dmi_id)
+    try:
+        metadata = imds.result()
+    except FabricUnreachable as exc:
+        if disc is None or dmi_id is None:
+            raise
+        log.warning("IMDS did not answer (%s): provisioning from the provisioning disc alone", exc)
+        return from_disc(disc, dmi_id)
+    return combine(metadata, disc)

@@ -53,6 +53,7 @@ LAYER: Dict[str, str] = {
     "azprov.leases": BASE,
     "azprov.log": BASE,
     "azprov.notify": BASE,
+    "azprov.background": BASE,
     "azprov.host": BASE,
     "azprov.host.accounts": BASE,
     "azprov.host.atomic": BASE,

@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 
 import pytest
 
 from azprov import attempts, errors, kvp, state, unit
 from azprov.errors import Busy, FabricUnreachable, Refused
 from azprov.host import Host
-from azprov.provision import provision
+from azprov.provision import PHASES, provision
 from azprov.report import read_fields
 from azprov.steps import hostname
 from support.fakes import VM_ID, FakeFabric, FakeRunner, metadata
@@ -49,9 +50,15 @@ def set_dmi(host, product_uuid, efi=False):
         os.makedirs(host.path("/sys/firmware/efi"))
 
 
-def test_the_flow_in_order(host, light):
+def test_the_flow_in_order(host, light, caplog):
     fabric = FakeFabric(metadata(computer_name="vm-7"))
-    outcome = provision(host, light, connect=fabric.connect)
+    with caplog.at_level(logging.INFO, logger="azprov.provision"):
+        outcome = provision(host, light, connect=fabric.connect)
+    # the phases run in PHASES's order; here without identity (DMI or no state), the steps that
+    # need root, and admins (no user created)
+    started = [m.split()[1][:-1] for m in caplog.messages if m.startswith("step ") and m.endswith(": started")]
+    assert started == [phase for phase in PHASES if phase not in
+                       ("identity", "user", "password", "ssh_keys", "host_keys", "admins")]
     # goal state and IMDS are fetched at the same time (either may be first), then Ready
     assert sorted(fabric.calls[:2]) == ["goal_state", "metadata"] and fabric.calls[2:] == ["report:Ready"]
     assert outcome.status == "provisioned" and outcome.vm_id == VM_ID
@@ -62,6 +69,13 @@ def test_the_flow_in_order(host, light):
     assert recorded.steps == ("hostname", "sshd") and recorded.hostname == "vm-7"
     assert not unit.is_enabled(host)
     assert open(host.path("/etc/hostname")).read() == "vm-7\n"
+
+
+@pytest.mark.parametrize("document", ["docs/azprov.8", "docs/architecture.md"])
+def test_the_docs_list_the_phases_in_order(document):
+    text = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), document)).read()
+    (listed,) = re.findall(r"the phases, in order: ([a-z_, ]+)\.", text, flags=re.IGNORECASE)
+    assert tuple(listed.split(", ")) == PHASES
 
 
 def test_an_already_provisioned_vm_never_contacts_the_fabric(host, light):
