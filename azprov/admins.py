@@ -15,6 +15,7 @@ from typing import Iterable, List, Optional
 
 from azprov import state as state_file
 from azprov.host import Host
+from azprov.host.accounts import USERNAME
 from azprov.steps import user as user_step
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def remembered(host: Host) -> List[str]:
     names: List[str] = []
     for line in (data or b"").decode("utf-8", "replace").splitlines():
         name = line.strip()
-        if user_step.USERNAME.fullmatch(name) and name not in names:
+        if USERNAME.fullmatch(name) and name not in names:
             names.append(name)
     return names
 

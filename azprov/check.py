@@ -166,7 +166,7 @@ def check_agent_state(host: Host, config_file: Optional[str]) -> List[Problem]:
 def user_leftovers(host: Host, username: str) -> List[str]:
     """What is left of ``username`` in the image: account, home with keys, sudo rights."""
     left = []
-    entry = host.user(username)
+    entry = host.accounts.user(username)
     if entry is not None:
         left.append(f"account (uid {entry.uid})")
     home = entry.home if entry is not None else f"/home/{username}"

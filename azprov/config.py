@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from azprov.address import Address, parse_address
 from azprov.config_values import describe, validate_layer
-from azprov.errors import ConfigError
+from azprov.errors import ConfigError, StepFailed
 from azprov.http import RetryPolicy
 from azprov.tomltext import parse_toml, toml_value
 
@@ -174,21 +174,27 @@ _SECTIONS: Dict[str, type] = {
 # files
 
 
-def _read_toml(host: "Host", path: str, shown: str) -> Dict[str, object]:
-    """The TOML file at ``path`` in ``host``'s root (``shown`` in messages)."""
+def _read_toml(host: Optional["Host"], path: str, shown: str) -> Dict[str, object]:
+    """The TOML file at ``path`` in ``host``'s root, or without a host the file ``path`` of this
+    machine (``--config FILE``); ``shown`` in messages."""
+    from azprov.host import UnsafePath, read_bounded
+
     try:
-        data = host.read_bytes(path, CONFIG_SIZE_LIMIT)
+        data = (host.read(path, follow=True, limit=CONFIG_SIZE_LIMIT) if host is not None
+                else read_bounded(os.path.realpath(path), CONFIG_SIZE_LIMIT, where=shown))
     except OSError as exc:
         raise ConfigError(
             f"{shown}: cannot read the configuration file: {exc.strerror or exc}", source=shown
         ) from None
-    except ValueError as exc:
-        if "larger" in str(exc):
-            raise ConfigError(
-                f"{shown}: configuration file is larger than {CONFIG_SIZE_LIMIT // 1024} KiB",
-                source=shown,
-            ) from None
-        raise ConfigError(f"{shown}: {exc}", source=shown) from None
+    except UnsafePath:
+        raise ConfigError(f"{shown}: not a regular file", source=shown) from None
+    except StepFailed:  # larger than the limit
+        raise ConfigError(
+            f"{shown}: configuration file is larger than {CONFIG_SIZE_LIMIT // 1024} KiB", source=shown,
+        ) from None
+    if data is None:
+        raise ConfigError(f"{shown}: cannot read the configuration file: No such file or directory",
+                          source=shown)
     try:
         return parse_toml(data)
     except ValueError as exc:
@@ -231,7 +237,7 @@ def load_config(
     sources: List[str] = []
     if config_file is not None:  # the user's own file, on this machine
         main = os.path.abspath(config_file)
-        layers.append((config_file, _read_toml(Host("/"), main, config_file)))
+        layers.append((config_file, _read_toml(None, main, config_file)))
         sources.append(config_file)
     elif host.lexists("/" + CONFIG_FILE):
         main = host.path("/" + CONFIG_FILE)

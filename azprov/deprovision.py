@@ -89,19 +89,19 @@ def _empty_machine_id(host: Host) -> None:
 
 def user_removal(host: Host, username: str) -> Action:
     """Remove the provisioned ``username``: account, home, mail spool, its sudoers line."""
-    entry = host.user(username)
+    entry = host.accounts.user(username)
     if entry is not None:
-        user_step.validate(host, username)  # never a system account, whatever the state says
-        sharing = [u.name for u in host.users() if u.home == entry.home and u.name != username]
+        host.accounts.admin_name(username)  # never a system account, whatever the state says
+        sharing = [u.name for u in host.accounts.users() if u.home == entry.home and u.name != username]
         if entry.home.rstrip("/") in ("", "/home") or sharing:
             raise StepFailed(f"{username}'s home {entry.home} is shared or a system directory; "
                              "remove the user by hand", admin_username=username)
 
     def run() -> None:
-        if host.user(username) is not None:
+        if host.accounts.user(username) is not None:
             host.run(["userdel", *host.root_option(), "--force", "--remove", "--", username],
                      timeout=120, check=False)
-            if host.user(username) is not None:
+            if host.accounts.user(username) is not None:
                 raise StepFailed(f"userdel could not remove {username}", admin_username=username)
         existing = host.read_file(user_step.SUDOERS_DROPIN)
         if existing is not None:
@@ -240,7 +240,7 @@ def command(args, config, host: Host) -> int:
         recorded = state_file.load(host)
         actions = plan(host, recorded, args.user)
         kept = [] if args.user else [name for name in admins.provisioned(host, recorded)
-                                     if host.user(name) is not None]
+                                     if host.accounts.user(name) is not None]
         if not as_json:
             where = "this system" if host.live else host.root
             print(f"azprov deprovision will, on {where}:")

@@ -342,8 +342,11 @@ def discover_wireserver(
     for _mtime, in_root, label, parser in _lease_files(host):
         path = host.path(in_root)
         try:
-            address = parser(host.read_bytes(in_root, LEASE_SIZE_LIMIT), when)
-        except (OSError, ValueError) as exc:
+            data = host.read(in_root, follow=True, limit=LEASE_SIZE_LIMIT)
+            if data is None:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+            address = parser(data, when)
+        except (OSError, ValueError, StepFailed) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             log.warning("skipping DHCP lease %s: %s", path, reason)
             continue

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from azprov.errors import ProtocolError
+from azprov.errors import ProtocolError, StepFailed
 
 if TYPE_CHECKING:
     from azprov.host import Host
@@ -80,15 +80,15 @@ def read_dmi_vm_id(host: "Host") -> Optional[str]:
     """
     path = host.path("/" + PRODUCT_UUID)
     try:
-        raw = host.read_bytes("/" + PRODUCT_UUID, _READ_LIMIT)
-    except FileNotFoundError:
-        log.debug("no DMI product UUID at %s", path)
-        return None
+        raw = host.read("/" + PRODUCT_UUID, follow=True, limit=_READ_LIMIT)
     except OSError as exc:
         log.warning("cannot read the DMI product UUID %s: %s", path, exc.strerror or exc)
         return None
-    except ValueError as exc:  # not a regular file, or too long for a UUID
+    except StepFailed as exc:  # not a regular file, or too long for a UUID
         log.warning("ignoring the DMI product UUID in %s: %s", path, exc)
+        return None
+    if raw is None:
+        log.debug("no DMI product UUID at %s", path)
         return None
     try:
         vm_id = normalize_vm_id(raw.decode("ascii"))

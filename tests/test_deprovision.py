@@ -160,13 +160,13 @@ def test_on_a_terminal_it_asks(scratch_root, answer, code):
 def test_deprovision_user_then_a_new_vm_provisions_again(scratch_root, emulator):
     provisioned(scratch_root, emulator, admin_username="alice")
     host = Host(scratch_root)
-    assert host.user("alice") is not None
+    assert host.accounts.user("alice") is not None
     result = cli.azprov("deprovision", "--user", "--force", "--root", scratch_root)
     assert result.returncode == 0, result.stderr
-    assert host.user("alice") is None and host.group("alice") is None
+    assert host.accounts.user("alice") is None and host.accounts.group("alice") is None
     assert not present(scratch_root, "home/alice")
     assert not present(scratch_root, "etc/sudoers.d/90-azprov")
-    assert "alice" not in host.group("sudo").members
+    assert "alice" not in host.accounts.group("sudo").members
 
     fabric = emulator({"vm_id": OTHER_VM, "computer_name": "second", "admin_username": "bob",
                        "incarnation": 2})
@@ -186,7 +186,7 @@ def test_without_user_the_admin_user_and_its_sudo_rights_stay(scratch_root, emul
     provisioned(scratch_root, emulator)
     assert cli.azprov("deprovision", "--force", "--root", scratch_root).returncode == 0
     host = Host(scratch_root)
-    assert host.user("azureuser") is not None
+    assert host.accounts.user("azureuser") is not None
     assert user_step.sudoers_users(open(host.path(user_step.SUDOERS_DROPIN)).read()) == ["azureuser"]
 
 

@@ -155,13 +155,13 @@ def test_the_user_database_is_the_roots(host):
     open(host.path("/etc/group"), "w").write("sudo:x:27:bob,alice\nalice:x:1000:\n")
     open(host.path("/etc/shadow"), "w").write("alice:!$6$hash:19000:0:99999:7:::\n")
     open(host.path("/etc/login.defs"), "w").write("# x\nUID_MIN  500\nUID_MAX 60000\n")
-    assert [u.name for u in host.users()] == ["root", "alice"]
-    assert host.user("alice").home == "/home/alice"
-    assert host.user("nobody") is None  # the build host has one; the root does not
-    assert host.group("sudo").members == ("bob", "alice")
-    assert host.password_field("alice").startswith("!")
-    assert host.password_field("root") is None
-    assert host.uid_min() == 500
+    assert [u.name for u in host.accounts.users()] == ["root", "alice"]
+    assert host.accounts.user("alice").home == "/home/alice"
+    assert host.accounts.user("nobody") is None  # the build host has one; the root does not
+    assert host.accounts.group("sudo").members == ("bob", "alice")
+    assert host.accounts.password_field("alice").startswith("!")
+    assert host.accounts.password_field("root") is None
+    assert host.accounts.uid_min() == 500
 
 
 def test_commands_run_as_argv_lists(host):
@@ -297,8 +297,10 @@ def test_reads_never_wait_on_a_fifo_planted_in_the_tree(host):
     os.makedirs(host.path("/etc/azprov"))
     os.mkfifo(host.path("/etc/azprov/azprov.toml"))
     assert host.read_text("/etc/azprov/azprov.toml") is None
-    with pytest.raises(ValueError, match="not a regular file"):
-        host.read_bytes("/etc/azprov/azprov.toml")
+    with pytest.raises(UnsafePath, match="not a regular file"):
+        host.read("/etc/azprov/azprov.toml", follow=True)
+    with pytest.raises(UnsafePath, match="not a regular file"):
+        host.read("/etc/azprov/azprov.toml", follow=False)
 
 
 def test_entry_path_resolves_the_parents_in_the_root_but_not_the_entry(host, tmp_path):

@@ -279,7 +279,7 @@ def test_provision_an_image_tree_end_to_end(scratch_root, emulator):
     root = scratch_root
     assert open(os.path.join(root, "etc/hostname")).read() == "web-01\n"
     assert "127.0.1.1\tweb-01\n" in open(os.path.join(root, "etc/hosts")).read()
-    alice = Host(root).user("alice")
+    alice = Host(root).accounts.user("alice")
     uid = alice.uid
     assert owner_mode(root, "home/alice") == (uid, uid, "0o700")
     assert owner_mode(root, "home/alice/.ssh") == (uid, uid, "0o700")

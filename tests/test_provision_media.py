@@ -63,7 +63,7 @@ def test_a_password_vm_gets_its_password_custom_data_and_sudo_asks(scratch_root,
         outcome = provision(host, full, connect=fabric.connect)
     assert outcome.status == "provisioned" and outcome.changes["password"] is True
     assert fabric.reports[-1].substatus is None or fabric.reports[-1].state == "Ready"
-    shadow = host.password_field("azureuser")
+    shadow = host.accounts.password_field("azureuser")
     assert shadow.startswith("$6$"), shadow  # set by chpasswd -R ... -c SHA512, not locked
     crypt = pytest.importorskip("crypt")
     assert crypt.crypt(PASSWORD, shadow) == shadow
@@ -95,7 +95,7 @@ def test_a_password_vm_without_a_disc_fails_loudly(scratch_root, full):
     got = fields(report)
     assert (got["reason"], got["step"]) == ("no_way_to_log_in", "checks")
     assert "no password was found" in got["message"]
-    assert host.user("azureuser") is None and state.load(host) is None
+    assert host.accounts.user("azureuser") is None and state.load(host) is None
 
 
 def test_a_key_only_vm_without_a_key_fails_loudly(scratch_root, full):
@@ -112,7 +112,7 @@ def test_a_password_over_72_characters_is_its_own_failure(scratch_root, tmp_path
         provision(host, full, connect=fabric.connect)
     got = fields(fabric.reports[0])
     assert (got["reason"], got["step"]) == ("password_too_long", "password")
-    assert host.user("azureuser") is None
+    assert host.accounts.user("azureuser") is None
 
 
 def test_imds_wins_for_hostname_user_and_keys_and_disagreements_are_logged(scratch_root, tmp_path, full, caplog):
@@ -121,7 +121,7 @@ def test_imds_wins_for_hostname_user_and_keys_and_disagreements_are_logged(scrat
     fabric = FakeFabric(metadata(computer_name="imds-name", admin_username="azureuser"))
     provision(host, full, connect=fabric.connect)
     assert open(host.path("/etc/hostname")).read() == "imds-name\n"
-    assert host.user("azureuser") is not None and host.user("discuser") is None
+    assert host.accounts.user("azureuser") is not None and host.accounts.user("discuser") is None
     assert "disagree on the hostname ('imds-name' and 'disc-name')" in caplog.text
     assert "disagree on the admin user" in caplog.text
 
@@ -227,7 +227,7 @@ def test_end_to_end_the_emulators_disc_and_imds_then_status_and_deprovision(scra
     assert "from /dev/sr0 (iso9660)" in result.stderr and PASSWORD not in result.stderr
     assert [r["state"] for r in fabric.reports] == ["Ready"]
     host = Host(scratch_root)
-    assert host.password_field("alice").startswith("$6$")
+    assert host.accounts.password_field("alice").startswith("$6$")
     assert open(host.path(provisioning_data.CUSTOM_DATA)).read() == "#!/bin/sh\necho hi\n"
     assert open(host.path(provisioning_data.USER_DATA)).read() == "some user data"
     status = json.loads(cli.azprov("status", "--json", "--root", scratch_root).stdout)

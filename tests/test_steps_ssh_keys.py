@@ -97,7 +97,7 @@ def test_a_commented_out_key_does_not_count_as_installed():
 
 def test_the_path_follows_authorized_keys_file(root):
     host = Host(root)
-    alice = host.user("azureuser")
+    alice = host.accounts.user("azureuser")
     open(os.path.join(root, "etc/ssh/sshd_config.d/50-keys.conf"), "w").write(
         "AuthorizedKeysFile %h/.ssh/keys_%u .ssh/authorized_keys2\n")
     targets = ssh_keys.target_files(host, alice, [PublicKey(ED25519, "")])
@@ -106,7 +106,7 @@ def test_the_path_follows_authorized_keys_file(root):
 
 def test_an_imds_path_is_honoured_only_when_sshd_reads_it(root, caplog):
     host = Host(root)
-    alice = host.user("azureuser")
+    alice = host.accounts.user("azureuser")
     open(os.path.join(root, "etc/ssh/sshd_config.d/50-keys.conf"), "w").write(
         "AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2\n")
     keys = [PublicKey(ED25519, "/home/azureuser/.ssh/authorized_keys"),
@@ -133,7 +133,7 @@ def test_the_first_file_of_this_user_is_used(root, setting, expected):
     host = Host(root)
     open(os.path.join(root, "etc/ssh/sshd_config.d/50-keys.conf"), "w").write(
         f"AuthorizedKeysFile {setting}\n")
-    assert list(ssh_keys.target_files(host, host.user("azureuser"), [PublicKey(ED25519)])) == [expected]
+    assert list(ssh_keys.target_files(host, host.accounts.user("azureuser"), [PublicKey(ED25519)])) == [expected]
 
 
 def test_a_file_shared_by_every_user_is_refused(root):
@@ -141,7 +141,7 @@ def test_a_file_shared_by_every_user_is_refused(root):
     open(os.path.join(root, "etc/ssh/sshd_config.d/50-keys.conf"), "w").write(
         "AuthorizedKeysFile /etc/ssh/all_keys\n")
     with pytest.raises(errors.NoAuthorizedKeysFile, match="every user") as caught:
-        ssh_keys.target_files(host, host.user("azureuser"), [PublicKey(ED25519)])
+        ssh_keys.target_files(host, host.accounts.user("azureuser"), [PublicKey(ED25519)])
     assert caught.value.reason == "no_authorized_keys_file"
 
 
@@ -149,7 +149,7 @@ def test_authorized_keys_file_none_fails(root):
     host = Host(root)
     open(os.path.join(root, "etc/ssh/sshd_config.d/01.conf"), "w").write("AuthorizedKeysFile none\n")
     with pytest.raises(errors.StepFailed, match="none"):
-        ssh_keys.target_files(host, host.user("azureuser"), [PublicKey(ED25519)])
+        ssh_keys.target_files(host, host.accounts.user("azureuser"), [PublicKey(ED25519)])
 
 
 def test_keys_for_a_system_account_are_refused(root, config):
@@ -512,7 +512,7 @@ def test_an_authorized_keys_file_that_climbs_out_is_never_used(root, setting):
     host = Host(root)
     open(os.path.join(root, "etc/ssh/sshd_config.d/05-keys.conf"), "w").write(f"AuthorizedKeysFile {setting}\n")
     with pytest.raises(errors.NoAuthorizedKeysFile):
-        ssh_keys.target_files(host, host.user("azureuser"), [PublicKey(ED25519)])
+        ssh_keys.target_files(host, host.accounts.user("azureuser"), [PublicKey(ED25519)])
 
 
 @requires_root
@@ -532,6 +532,6 @@ def test_an_authorized_keys_file_in_a_match_block_is_a_warning(root, caplog):
     host = Host(root)
     with open(os.path.join(root, "etc/ssh/sshd_config"), "a") as handle:
         handle.write("Match User azureuser\n  AuthorizedKeysFile /etc/ssh/keys/%u\n")
-    assert list(ssh_keys.target_files(host, host.user("azureuser"), [PublicKey(ED25519)])) == [
+    assert list(ssh_keys.target_files(host, host.accounts.user("azureuser"), [PublicKey(ED25519)])) == [
         "/home/azureuser/.ssh/authorized_keys"]
     assert "inside a Match block" in caplog.text

@@ -13,7 +13,7 @@ from hypothesis import example, given, strategies as st
 
 from azprov import errors
 from azprov.errors import InvalidMetadata
-from azprov.host import CommandResult, Host
+from azprov.host import CommandResult, Host, accounts
 from azprov.steps import user
 from support.cli import requires_root
 from support.fakes import FakeRunner, metadata
@@ -27,7 +27,7 @@ def temp_files(root) -> list:
 
 @pytest.mark.parametrize("name", ["azureuser", "_svc", "a-b_c1", "a" * 32, "bob", "AzureUser", "BOB"])
 def test_portable_names_are_accepted(scratch_root, name):
-    assert user.validate(Host(scratch_root), name) == name
+    assert Host(scratch_root).accounts.admin_name(name) == name
 
 
 @pytest.mark.parametrize("name", [
@@ -36,7 +36,7 @@ def test_portable_names_are_accepted(scratch_root, name):
 ])
 def test_bad_and_reserved_names_are_refused(scratch_root, name):
     with pytest.raises(errors.InvalidUsername) as caught:
-        user.validate(Host(scratch_root), name)
+        Host(scratch_root).accounts.admin_name(name)
     assert caught.value.reason == "invalid_admin_username"
 
 
@@ -44,12 +44,12 @@ def test_existing_system_accounts_and_groups_are_refused(tmp_path):
     root = make_scratch_root(str(tmp_path / "r"), users=[("svc", 500), ("bob", 1500), ("huge", 65000)])
     host = Host(root)
     with pytest.raises(errors.InvalidUsername, match="uid 500"):
-        user.validate(host, "svc")
+        host.accounts.admin_name("svc")
     with pytest.raises(errors.InvalidUsername, match="uid 65000"):
-        user.validate(host, "huge")
+        host.accounts.admin_name("huge")
     with pytest.raises(errors.InvalidUsername, match="system group"):
-        user.validate(host, "plugdev")
-    assert user.validate(host, "bob") == "bob"
+        host.accounts.admin_name("plugdev")
+    assert host.accounts.admin_name("bob") == "bob"
 
 
 def test_an_existing_user_is_updated_with_these_commands(tmp_path, config):
@@ -115,11 +115,11 @@ def test_the_drop_in_lists_every_provisioned_user_once():
 def test_useradd_creates_the_admin_user_in_the_image(scratch_root, config):
     host = Host(scratch_root)
     assert user.apply(host, metadata(admin_username="azureuser"), config.provisioning) is True
-    entry = host.user("azureuser")
+    entry = host.accounts.user("azureuser")
     assert entry.uid >= 1000 and entry.home == "/home/azureuser" and entry.shell == "/bin/bash"
-    assert host.group("azureuser").gid == entry.gid  # its own group
-    assert "azureuser" in host.group("sudo").members
-    assert host.password_field("azureuser").startswith("!")
+    assert host.accounts.group("azureuser").gid == entry.gid  # its own group
+    assert "azureuser" in host.accounts.group("sudo").members
+    assert host.accounts.password_field("azureuser").startswith("!")
     home = os.stat(host.path("/home/azureuser"))
     assert (home.st_uid, home.st_gid) == (entry.uid, entry.gid)
     assert os.path.exists(host.path("/home/azureuser/.profile"))  # from the image's skel
@@ -149,7 +149,7 @@ def test_a_new_user_joins_the_admin_group_in_its_own_useradd(scratch_root, confi
     useradd = [argv for argv in calls if argv[0].endswith("useradd")]
     assert len(useradd) == 1 and useradd[0][useradd[0].index("-G") + 1] == "sudo"
     assert not [argv for argv in calls if argv[0].endswith("usermod") and "-G" in argv]
-    assert "azureuser" in host.group("sudo").members
+    assert "azureuser" in host.accounts.group("sudo").members
 
 
 @requires_root
@@ -158,9 +158,9 @@ def test_an_existing_user_keeps_its_uid_and_files(tmp_path, config):
     open(os.path.join(root, "home/azureuser/notes"), "w").write("mine")
     host = Host(root)
     user.apply(host, metadata(admin_username="azureuser"), config.provisioning)
-    assert host.user("azureuser").uid == 1500
+    assert host.accounts.user("azureuser").uid == 1500
     assert open(os.path.join(root, "home/azureuser/notes")).read() == "mine"
-    assert "azureuser" in host.group("sudo").members
+    assert "azureuser" in host.accounts.group("sudo").members
 
 
 @requires_root
@@ -181,7 +181,7 @@ def test_a_group_of_that_name_is_joined(tmp_path, config):
         handle.write("azureuser:*::\n")
     host = Host(root)
     user.apply(host, metadata(admin_username="azureuser"), config.provisioning)
-    assert host.user("azureuser").gid == 1200
+    assert host.accounts.user("azureuser").gid == 1200
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ def test_a_group_of_that_name_is_joined(tmp_path, config):
 
 @pytest.fixture(scope="module")
 def steps_host(tmp_path_factory):
-    """A Host on a scratch image tree (system accounts as on Debian 12) for user.validate."""
+    """A Host on a scratch image tree (system accounts as on Debian 12) for Accounts.admin_name."""
     return Host(make_scratch_root(str(tmp_path_factory.mktemp("steps") / "root")))
 
 
@@ -208,13 +208,13 @@ USERNAME_INPUTS = st.one_of(
 
 def check_username(host, username: str) -> Optional[str]:
     try:
-        name = user.validate(host, username)
+        name = host.accounts.admin_name(username)
     except InvalidMetadata:
         return None
     assert name == username
     assert PORTABLE_USER.fullmatch(name), repr(name)
-    assert name.lower() not in user.RESERVED
-    entry = host.user(name)
+    assert name.lower() not in accounts.RESERVED
+    entry = host.accounts.user(name)
     assert entry is None or entry.uid >= 1000
     return name
 
@@ -236,7 +236,7 @@ def test_username_validator_refuses_a_trailing_newline(steps_host, username):
 def test_an_upper_case_name_is_created_by_the_real_useradd(scratch_root, config):
     host = Host(scratch_root)
     assert user.apply(host, metadata(admin_username="AzureUser"), config.provisioning) is True
-    entry = host.user("AzureUser")
+    entry = host.accounts.user("AzureUser")
     assert entry.home == "/home/AzureUser" and os.stat(host.path(entry.home)).st_uid == entry.uid
     assert user.sudoers_users(open(host.path(user.SUDOERS_DROPIN)).read()) == ["AzureUser"]
     assert subprocess.run(["visudo", "-c", "-f", host.path(user.SUDOERS_DROPIN)],
@@ -304,7 +304,7 @@ def test_a_root_owned_leftover_home_becomes_the_new_users(scratch_root, config):
     host = Host(scratch_root)
     user.check(host, metadata(), config.provisioning)
     assert user.apply(host, metadata(), config.provisioning) is True
-    entry = host.user("azureuser")
+    entry = host.accounts.user("azureuser")
     info = os.stat(home)
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (entry.uid, entry.gid, 0o700)
     assert os.stat(os.path.join(home, "notes")).st_uid == 0  # only the directory itself
@@ -324,7 +324,7 @@ def test_a_symlinked_sudoers_directory_is_refused_before_anything_changes(scratc
 def test_an_existing_account_that_cannot_log_in_is_refused(tmp_path, shell):
     root = _with_passwd_line(tmp_path, f"azureuser:x:1000:1000::/home/azureuser:{shell}")
     with pytest.raises(errors.InvalidUsername, match="cannot log in"):
-        user.validate(Host(root), "azureuser")
+        Host(root).accounts.admin_name("azureuser")
 
 
 @pytest.mark.parametrize("home", ["/home/../root", "/", "/etc", "relative"])

@@ -22,20 +22,20 @@ import fnmatch
 import os
 import shutil
 import stat
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from azprov.errors import StepFailed
-from azprov.host import accounts, homes, sshd_config
+from azprov.host import homes, sshd_config
 from azprov.host import runner as _runner
-from azprov.host.accounts import GroupEntry, PasswdEntry
+from azprov.host.accounts import Accounts, GroupEntry, PasswdEntry
 from azprov.host.homes import NO_UID, check_dir, inside
 from azprov.host.probes import NOT_LIVE, LiveProbes, NoProbes
 from azprov.host.runner import COMMAND_PATH, CommandFailed, CommandResult, Runner, run_subprocess
-from azprov.host.walk import READ_LIMIT, Dir, UnsafePath, owner, split_path
+from azprov.host.walk import READ_LIMIT, Dir, UnsafePath, owner, read_bounded, split_path
 
 __all__ = [
-    "COMMAND_PATH", "NO_UID", "READ_LIMIT", "CommandFailed", "check_dir", "inside", "CommandResult", "Dir", "GroupEntry", "Host",
-    "PasswdEntry", "Runner", "UnsafePath", "owner", "run_subprocess", "split_path",
+    "COMMAND_PATH", "NO_UID", "READ_LIMIT", "Accounts", "CommandFailed", "check_dir", "inside", "CommandResult", "Dir", "GroupEntry", "Host",
+    "PasswdEntry", "Runner", "UnsafePath", "owner", "read_bounded", "run_subprocess", "split_path",
 ]
 
 
@@ -50,6 +50,7 @@ class Host:
         self.runner = runner or run_subprocess
         self.probes = probes if probes is not None else LiveProbes() if self.root == "/" else NOT_LIVE
         self._sshd: Optional[sshd_config.SshdFiles] = None
+        self.accounts = Accounts(self.read_text)  # users, groups, login.defs
 
     @property
     def live(self) -> bool:
@@ -80,14 +81,27 @@ class Host:
             raise
         return current
 
-    def read_file(self, path: str, limit: int = READ_LIMIT) -> Optional[bytes]:
-        """The regular file at ``path``, reached without symlinks; None if it or a parent is absent."""
+    def read(self, path: str, *, follow: bool, limit: int = READ_LIMIT) -> Optional[bytes]:
+        """The regular file at ``path``, at most ``limit`` bytes; None if it or a parent is absent.
+
+        The one read of the machine's files, with its policy said at each call: ``follow=False``
+        for the files azprov keeps and writes (a symlink anywhere on the path: UnsafePath, as
+        :meth:`write_file`); ``follow=True`` for what an image has (symlinks resolved inside the
+        root, an absolute one never reaching the build host).  Either way not a regular file (a
+        FIFO is never waited on): UnsafePath; larger than ``limit``: StepFailed
+        (:func:`azprov.host.walk.read_bounded`)."""
+        if follow:
+            return read_bounded(self.real_path(path), limit, where=path)
         parent, name = os.path.split(path)
         try:
             with self.open_dir(parent) as directory:
                 return directory.read(name, limit)
         except FileNotFoundError:
             return None
+
+    def read_file(self, path: str, limit: int = READ_LIMIT) -> Optional[bytes]:
+        """A file azprov keeps: :meth:`read` with ``follow=False``."""
+        return self.read(path, follow=False, limit=limit)
 
     def write_file(self, path: str, data: bytes, *, mode: int = 0o644, uid: int = 0, gid: int = 0,
                    parents: Optional[int] = None, check: Optional[Callable[[str], None]] = None) -> bool:
@@ -256,35 +270,15 @@ class Host:
     def is_dir(self, path: str) -> bool:
         return os.path.isdir(self.real_path(path))
 
-    def read_bytes(self, path: str, limit: int = READ_LIMIT) -> bytes:
-        """The regular file at ``path``, symlinks resolved inside the root (an absolute link never
-        leaves it), at most ``limit`` bytes: for files a caller must not trust.  OSError if it
-        cannot be opened (FileNotFoundError: absent), ValueError if it is not a regular file or
-        is larger than ``limit``.  Never blocks on a FIFO."""
-        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
-        with os.fdopen(os.open(self.real_path(path), flags), "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise ValueError("not a regular file")
-            data = handle.read(limit + 1)
-        if len(data) > limit:
-            raise ValueError(f"larger than {limit} bytes")
-        return data
-
     def read_text(self, path: str, limit: int = READ_LIMIT) -> Optional[str]:
-        """A configuration file as text (symlinks resolved inside the root); None if absent or
-        not a regular file (a FIFO is not waited on)."""
-        real = self.real_path(path)
-        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+        """An image's configuration file as text: :meth:`read` with ``follow=True``, where a file
+        that is not a regular one (a FIFO, a directory, a file where a directory should be)
+        reads as absent."""
         try:
-            with os.fdopen(os.open(real, flags), "rb") as handle:
-                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    return None
-                data = handle.read(limit + 1)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            data = self.read(path, follow=True, limit=limit)
+        except (UnsafePath, NotADirectoryError):
             return None
-        if len(data) > limit:
-            raise StepFailed(f"{path} is larger than {limit} bytes", path=path)
-        return data.decode("utf-8", errors="replace")
+        return None if data is None else data.decode("utf-8", errors="replace")
 
     def glob(self, pattern: str) -> List[str]:
         """In-root paths matching ``pattern`` (wildcards allowed in any component), sorted."""
@@ -305,33 +299,6 @@ class Host:
                         found.append(candidate)
             matches = found
         return sorted(matches)
-
-    # ----------------------------------------------------------------------- the user database
-
-    def users(self) -> List[PasswdEntry]:
-        return accounts.parse_passwd(self.read_text("/etc/passwd"))
-
-    def user(self, name: str) -> Optional[PasswdEntry]:
-        return next((entry for entry in self.users() if entry.name == name), None)
-
-    def groups(self) -> List[GroupEntry]:
-        return accounts.parse_group(self.read_text("/etc/group"))
-
-    def group(self, name: str) -> Optional[GroupEntry]:
-        return next((entry for entry in self.groups() if entry.name == name), None)
-
-    def password_field(self, name: str) -> Optional[str]:
-        """The user's hash field in ``/etc/shadow`` (``!...`` when locked), None if no entry."""
-        return accounts.shadow_field(self.read_text("/etc/shadow"), name)
-
-    def login_defs(self) -> Dict[str, str]:
-        return accounts.parse_login_defs(self.read_text("/etc/login.defs"))
-
-    def uid_min(self) -> int:
-        return accounts.uid_min(self.login_defs())
-
-    def useradd_defaults(self) -> Dict[str, str]:
-        return accounts.parse_shell_variables(self.read_text("/etc/default/useradd"))
 
     # -------------------------------------------------------------------- sshd's configuration
 

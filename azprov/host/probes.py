@@ -13,6 +13,9 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Tuple
 
+from azprov.errors import StepFailed
+from azprov.host.walk import read_bounded
+
 Processes = List[Tuple[int, List[str]]]  # (pid, argv)
 
 
@@ -34,11 +37,12 @@ def comm_name(name: str) -> str:
 
 
 def _read(path: str, limit: int = 64 * 1024) -> Optional[str]:
+    """A file of the running kernel (``/proc``) as text; None if it cannot be read."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(limit).decode("utf-8", errors="replace")
-    except OSError:
+        data = read_bounded(path, limit)
+    except (OSError, StepFailed):
         return None
+    return None if data is None else data.decode("utf-8", errors="replace")
 
 
 class NoProbes:

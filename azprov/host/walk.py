@@ -37,6 +37,29 @@ def split_path(path: str) -> List[str]:
     return parts
 
 
+def read_bounded(path: str, limit: int, *, where: Optional[str] = None, dir_fd: Optional[int] = None) -> Optional[bytes]:
+    """The one bounded read: the regular file ``path`` (relative to ``dir_fd`` if given), at most
+    ``limit`` bytes; None if it is absent.  Opened with ``O_NOFOLLOW`` (its last component a
+    symlink: UnsafePath) and ``O_NONBLOCK`` (a FIFO is never waited on); not a regular file:
+    UnsafePath; larger than ``limit``: StepFailed.  ``where`` names it in messages."""
+    where = where or path
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(f"{where} is a symbolic link; azprov refuses it", path=where) from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise UnsafePath(f"{where} is not a regular file", path=where)
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise StepFailed(f"{where} is larger than {limit} bytes", path=where, limit=limit)
+    return data
+
+
 def _system_errors(method):
     """Turn an OSError of a file operation (a full disk, a read-only /etc, EACCES...) into
     StepFailed naming the path; FileNotFoundError passes, callers treat it as "absent"."""
@@ -116,24 +139,9 @@ class Dir:
 
     @_system_errors
     def read(self, name: str, limit: int = READ_LIMIT) -> Optional[bytes]:
-        """The content of the regular file ``name`` (never through a symlink), or None if absent."""
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                         dir_fd=self.fd)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise UnsafePath(f"{self._where(name)} is a symbolic link; azprov refuses it",
-                                 path=self._where(name)) from None
-            raise
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise UnsafePath(f"{self._where(name)} is not a regular file", path=self._where(name))
-            data = handle.read(limit + 1)
-        if len(data) > limit:
-            raise StepFailed(f"{self._where(name)} is larger than {limit} bytes", path=self._where(name))
-        return data
+        """The content of the regular file ``name`` (never through a symlink), or None if absent
+        (:func:`read_bounded`)."""
+        return read_bounded(name, limit, where=self._where(name), dir_fd=self.fd)
 
     @_system_errors
     def write(self, name: str, data: bytes, *, mode: int, uid: int = 0, gid: int = 0,

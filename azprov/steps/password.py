@@ -14,7 +14,6 @@ import unicodedata
 
 from azprov.errors import InvalidPassword, PasswordTooLong
 from azprov.host import Host
-from azprov.steps import user as user_step
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +38,14 @@ def enabled(settings) -> bool:
 
 def check(host: Host, metadata, settings) -> None:
     if metadata.password is not None:
-        user_step.validate(host, metadata.os_profile.admin_username)
+        host.accounts.admin_name(metadata.os_profile.admin_username)
         validate(metadata.password)
 
 
 def apply(host: Host, metadata, settings) -> bool:
     if metadata.password is None:
         return False
-    username = user_step.validate(host, metadata.os_profile.admin_username)
+    username = host.accounts.admin_name(metadata.os_profile.admin_username)
     password = validate(metadata.password)
     method = [] if host.live else ["-R", host.root, "-c", "SHA512"]
     host.run(["chpasswd", *method], input=f"{username}:{password}\n", timeout=60)

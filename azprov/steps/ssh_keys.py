@@ -180,7 +180,7 @@ def enabled(settings) -> bool:
 
 def check(host: Host, metadata, settings) -> None:
     """Everything ``apply`` would refuse, refused before any step changes anything."""
-    user_step.validate(host, metadata.os_profile.admin_username)  # never a system account's keys
+    host.accounts.admin_name(metadata.os_profile.admin_username)  # never a system account's keys
     validate(metadata.public_keys)
     if not metadata.public_keys:
         return
@@ -194,7 +194,7 @@ def check(host: Host, metadata, settings) -> None:
 def _check_skel(host: Host, account: PasswdEntry, path: str) -> None:
     """``useradd -m`` copies the skeleton into a new home, symlinks and modes included: what it
     would put on the way to the keys file must be what sshd and azprov accept."""
-    skel = host.useradd_defaults().get("SKEL") or "/etc/skel"
+    skel = host.accounts.useradd_defaults().get("SKEL") or "/etc/skel"
     if not skel.startswith("/"):
         return
     relative = os.path.relpath(path, account.home)
@@ -275,8 +275,8 @@ def target_files(host: Host, user: PasswdEntry, public_keys) -> Dict[str, List[i
 
 def apply(host: Host, metadata, settings) -> bool:
     keys = validate(metadata.public_keys)
-    username = user_step.validate(host, metadata.os_profile.admin_username)
-    user = host.user(username)
+    username = host.accounts.admin_name(metadata.os_profile.admin_username)
+    user = host.accounts.user(username)
     if user is None:
         raise StepFailed(f"user {username} does not exist: cannot install its SSH keys",
                          admin_username=username)

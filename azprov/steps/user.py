@@ -1,10 +1,8 @@
 """The admin user: ``compute.osProfile.adminUsername`` with sudo rights; its password locked
 unless the provisioning disc carries one (then the password step sets it).
 
-The name must be a portable user name (``^[A-Za-z_][A-Za-z0-9_-]{0,31}$``: upper case is
-accepted, as Azure and ``useradd`` accept it; it can never start with ``-`` and become an option)
-and must not be a system account: the reserved names below (in any case), any existing account
-outside ``UID_MIN..UID_MAX`` of the root's ``login.defs``, or the name of an existing system group.
+Which name may be the admin user is the accounts' policy (:meth:`azprov.host.Accounts.admin_name`:
+a portable user name, never a system account).
 
 The home must be in the usual place: strictly below ``/home`` (or the ``HOME`` of
 ``/etc/default/useradd``), reached without a symlink, a directory of the user or root that group
@@ -29,7 +27,7 @@ import re
 import stat
 from typing import Collection, List, Optional
 
-from azprov.errors import InvalidUsername, StepFailed, UnsafePath, UnusableHome
+from azprov.errors import StepFailed, UnsafePath, UnusableHome
 from azprov.host import NO_UID, Host, PasswdEntry, check_dir
 
 log = logging.getLogger(__name__)
@@ -37,58 +35,14 @@ log = logging.getLogger(__name__)
 NAME = "user"
 SUDOERS = "/etc/sudoers"
 SUDOERS_DROPIN = "/etc/sudoers.d/90-azprov"
-USERNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,31}$")
 HOME_BASE = "/home"
-NO_LOGIN_SHELLS = frozenset({"nologin", "false"})
 SYSTEM_DIRS = frozenset("""
     / /bin /boot /dev /etc /lib /lib32 /lib64 /libx32 /opt /proc /root /run /sbin /srv /sys /tmp
     /usr /var /var/lib /var/tmp
 """.split())
-RESERVED = frozenset("""
-    root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats
-    nobody nogroup _apt sshd messagebus dbus polkitd systemd-network systemd-resolve
-    systemd-timesync systemd-coredump tss chrony ntp postfix ftp halt shutdown operator adm
-    wheel sudo shadow staff users admin
-""".split())
 SUDOERS_HEADER = "# Admin users provisioned by azprov (https://aka.ms/linuxprovisioningerror).\n"
 _SUDOERS_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]{0,31}) ALL=\(ALL\) (NOPASSWD|PASSWD):ALL$")
 _INCLUDEDIR = re.compile(r"^[#@]includedir\s+/etc/sudoers\.d/?\s*$", re.MULTILINE)
-
-
-def validate(host: Host, username: str) -> str:
-    """``username`` if azprov may create or update it, else InvalidUsername saying why."""
-    shown = username if len(username) <= 40 else username[:40] + "..."
-    if not USERNAME.fullmatch(username):
-        raise InvalidUsername(
-            f"adminUsername {shown!r} is not a portable user name "
-            "(letters, digits, '_' and '-', not starting with '-' or a digit, "
-            "at most 32 characters)",
-            admin_username=shown,
-        )
-    if username.lower() in RESERVED:
-        raise InvalidUsername(f"adminUsername {username!r} is a reserved system account",
-                              admin_username=username)
-    defs = host.login_defs()
-    uid_min = host.uid_min()
-    uid_max = int(defs["UID_MAX"]) if defs.get("UID_MAX", "").isdigit() else 60000
-    entry = host.user(username)
-    if entry is not None and not uid_min <= entry.uid <= uid_max:
-        raise InvalidUsername(
-            f"adminUsername {username!r} is an existing system account (uid {entry.uid})",
-            admin_username=username, uid=entry.uid,
-        )
-    if entry is not None and os.path.basename(entry.shell) in NO_LOGIN_SHELLS:
-        raise InvalidUsername(
-            f"adminUsername {username!r} is an existing account that cannot log in (shell "
-            f"{entry.shell}); azprov will not make it the admin user", admin_username=username)
-    group = host.group(username)
-    gid_min = int(defs["GID_MIN"]) if defs.get("GID_MIN", "").isdigit() else uid_min
-    if entry is None and group is not None and group.gid < gid_min:
-        raise InvalidUsername(
-            f"adminUsername {username!r} is the name of a system group (gid {group.gid})",
-            admin_username=username, gid=group.gid,
-        )
-    return username
 
 
 def enabled(settings) -> bool:
@@ -96,7 +50,7 @@ def enabled(settings) -> bool:
 
 
 def check(host: Host, metadata, settings) -> None:
-    username = validate(host, metadata.os_profile.admin_username)
+    username = host.accounts.admin_name(metadata.os_profile.admin_username)
     check_home(host, username)
     host.check_writable(SUDOERS_DROPIN)
 
@@ -105,7 +59,7 @@ def home_bases(host: Host) -> List[str]:
     """Where homes usually are: ``/home``, and ``HOME`` of ``/etc/default/useradd`` unless that
     is a system directory."""
     bases = [HOME_BASE]
-    configured = host.useradd_defaults().get("HOME", "")
+    configured = host.accounts.useradd_defaults().get("HOME", "")
     if configured.startswith("/") and ".." not in configured.split("/"):
         configured = os.path.normpath(configured)
         if configured not in SYSTEM_DIRS and configured not in bases:
@@ -115,10 +69,10 @@ def home_bases(host: Host) -> List[str]:
 
 def account(host: Host, username: str) -> PasswdEntry:
     """The user as ``/etc/passwd`` has it, or as ``useradd`` will create it (no uid yet)."""
-    entry = host.user(username)
+    entry = host.accounts.user(username)
     if entry is not None:
         return entry
-    configured = host.useradd_defaults().get("HOME", "") or HOME_BASE
+    configured = host.accounts.useradd_defaults().get("HOME", "") or HOME_BASE
     base = os.path.normpath(configured) if configured.startswith("/") and \
         ".." not in configured.split("/") else configured  # a bad HOME is refused by check_home
     return PasswdEntry(username, NO_UID, NO_UID, f"{base.rstrip('/')}/{username}", "")
@@ -154,7 +108,7 @@ def check_home(host: Host, username: str) -> PasswdEntry:
 
 
 def apply(host: Host, metadata, settings) -> bool:
-    username = validate(host, metadata.os_profile.admin_username)
+    username = host.accounts.admin_name(metadata.os_profile.admin_username)
     changed = ensure_user(host, username, admin_group(host, settings.admin_groups))
     changed = ensure_admin_group(host, username, settings.admin_groups) or changed
     has_password = getattr(metadata, "password", None) is not None
@@ -167,18 +121,18 @@ def apply(host: Host, metadata, settings) -> bool:
 def ensure_user(host: Host, username: str, admin: Optional[str] = None) -> bool:
     """Create the user (in the ``admin`` group at once: one ``usermod`` fewer on the first boot's
     critical path) or update an existing one; True if that changed something."""
-    entry = host.user(username)
+    entry = host.accounts.user(username)
     if entry is not None:
         log.info("user %s exists (uid %d): updating it", username, entry.uid)
         return _ensure_home(host, entry)
     planned = check_home(host, username)
     leftover = host.lstat(planned.home) is not None
     shell = "/bin/bash" if host.exists("/bin/bash") else "/bin/sh"
-    group = ["-g", username] if host.group(username) is not None else ["-U"]
+    group = ["-g", username] if host.accounts.group(username) is not None else ["-U"]
     extra = ["-G", admin] if admin else []
     host.run(["useradd", *host.root_option(), "-m", *group, *extra, "-s", shell, "--", username],
              timeout=120)
-    created = host.user(username)
+    created = host.accounts.user(username)
     if created is None:
         raise StepFailed(f"useradd reported success but {username} is not in /etc/passwd",
                          admin_username=username)
@@ -191,7 +145,7 @@ def ensure_user(host: Host, username: str, admin: Optional[str] = None) -> bool:
 
 def _home_mode(host: Host) -> int:
     """The mode useradd gives a new home: ``HOME_MODE``, else ``0777 & ~UMASK`` (login.defs)."""
-    defs = host.login_defs()
+    defs = host.accounts.login_defs()
     for value, mask in ((defs.get("HOME_MODE"), False), (defs.get("UMASK", "022"), True)):
         try:
             number = int(value, 8) & 0o777
@@ -229,7 +183,7 @@ def _ensure_home(host: Host, entry: PasswdEntry) -> bool:
 
 def admin_group(host: Host, candidates) -> Optional[str]:
     """The first of ``candidates`` that exists in the root's ``/etc/group``."""
-    return next((name for name in candidates if host.group(name) is not None), None)
+    return next((name for name in candidates if host.accounts.group(name) is not None), None)
 
 
 def ensure_admin_group(host: Host, username: str, candidates) -> bool:
@@ -238,7 +192,7 @@ def ensure_admin_group(host: Host, username: str, candidates) -> bool:
         log.warning("none of the admin groups %s exists: %s gets sudo rights from %s only",
                     ", ".join(candidates) or "(none configured)", username, SUDOERS_DROPIN)
         return False
-    if username in host.group(group).members:
+    if username in host.accounts.group(group).members:
         return False
     host.run(["usermod", *host.root_option(), "-a", "-G", group, "--", username], timeout=60)
     log.info("added %s to group %s", username, group)
@@ -246,7 +200,7 @@ def ensure_admin_group(host: Host, username: str, candidates) -> bool:
 
 
 def ensure_locked(host: Host, username: str) -> bool:
-    field = host.password_field(username)
+    field = host.accounts.password_field(username)
     if field is not None and field.startswith("!"):
         return False
     host.run(["usermod", *host.root_option(), "-L", "--", username], timeout=60)
