@@ -65,10 +65,6 @@ class OvfEnv:
     provision_guest_agent: Optional[bool] = None
 
     @property
-    def key_values(self) -> Tuple[str, ...]:
-        return tuple(key.value for key in self.keys if key.value)
-
-    @property
     def fingerprint_only_keys(self) -> Tuple[OvfKey, ...]:
         return tuple(key for key in self.keys if not key.value)
 

@@ -58,11 +58,6 @@ def fit_row(text: str, limit: int, size: Callable[[str], int]) -> str:
     return _fit(_items(text), limit, size)
 
 
-def read_fields(text: str) -> List[Tuple[str, str]]:
-    """The ``(key, value)`` fields of a report row, the inverse of :func:`encode_fields`."""
-    return [(key, value) for key, _, value in (item.partition("=") for item in _items(text))]
-
-
 def _items(text: str) -> List[str]:
     rows = list(csv.reader(io.StringIO(text, newline=""), **REPORT_CSV))
     return rows[0] if rows else []

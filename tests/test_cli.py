@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from azprov.fabric import FabricEmulator, Scenario
-from azprov.report import read_fields
+from support.reports import read_fields
 
 pytestmark = pytest.mark.emulator
 DATA = Path(__file__).parent / "data" / "goalstates"

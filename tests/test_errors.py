@@ -164,7 +164,7 @@ def _field_name(key: str) -> str:
     return UNSAFE.sub(" ", key).strip().split("=", 1)[0]
 
 
-# Detail keys that do not collide with a fixed field (collisions: see the xfail test below).
+# Detail keys that do not collide with a fixed field (collisions have a test of their own below).
 DETAIL_KEYS = st.one_of(
     st.from_regex(r"[a-z][a-z_]{0,15}", fullmatch=True),
     ANY_TEXT,

@@ -800,5 +800,5 @@ def test_the_emulators_provisioning_disc_is_iso9660_that_7zip_and_azprov_read(tm
     assert iso9660.read_ovf_env(Image(image)) == document
     env = parse_ovf_env(document)
     assert (env.hostname, env.username, env.password, env.custom_data) == ("pw-vm", "alice", "pa<ss>&'\"", b"#!/bin/sh\n")
-    assert env.disable_ssh_password_auth is False and env.key_values == ("ssh-ed25519 AAAA x",)
+    assert env.disable_ssh_password_auth is False and tuple(key.value for key in env.keys if key.value) == ("ssh-ed25519 AAAA x",)
     assert b'xmlns="http://schemas.dmtf.org/ovf/environment/1"' in document and b"<wa:ProvisioningSection>" in document

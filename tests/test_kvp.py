@@ -14,7 +14,8 @@ import pytest
 
 from azprov import kvp
 from azprov.errors import InvalidMetadata, StepFailed
-from azprov.report import REPORT_CSV, encode_description, encode_fields, encode_success, fit_row, read_fields, utf8_size
+from azprov.report import REPORT_CSV, encode_description, encode_fields, encode_success, fit_row, utf8_size
+from support.reports import read_fields
 from azprov.host import Host
 from tests.support.cli import environment
 

@@ -39,7 +39,6 @@ def built(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["udf-bridge", "udf-bridge-rr-joliet", "udf-only", "udf-2.60"])
 def test_udf_reader_reads_ovf_env_from_real_udf_discs(built, name, tmp_path):
-    assert udf.is_udf(Image(built[name]))
     assert udf.read_ovf_env(Image(built[name])) == OVF
     image = tmp_path / "disc.img"
     image.write_bytes(built[name])
@@ -50,7 +49,6 @@ def test_udf_reader_reads_ovf_env_from_real_udf_discs(built, name, tmp_path):
 
 @pytest.mark.parametrize("name", ["udf-bridge", "iso-plain", "iso-rock-ridge", "iso-joliet", "udf-2.60"])
 def test_iso9660_reader_reads_ovf_env_from_real_iso_discs(built, name):
-    assert iso9660.is_iso9660(Image(built[name]))
     assert iso9660.read_ovf_env(Image(built[name])) == OVF
 
 

@@ -22,7 +22,7 @@ def test_azure_layout_default_namespace_plus_wa_prefix():
     assert (env.hostname, env.username, env.password) == ("vm-from-disc", "azureuser", "Disc-Passw0rd!")
     assert env.disable_ssh_password_auth is False
     assert env.custom_data == b"#!/bin/sh\necho hello\n"
-    assert env.key_values == (KEY,)
+    assert tuple(key.value for key in env.keys if key.value) == (KEY,)
     assert [k.fingerprint for k in env.fingerprint_only_keys] == ["BEEF"]
     assert env.preprovisioned_vm is False
     assert "Passw0rd" not in repr(env) and "echo hello" not in repr(env)

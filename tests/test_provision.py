@@ -18,7 +18,7 @@ from azprov import attempts, errors, kvp, state, unit
 from azprov.errors import Busy, FabricUnreachable, Refused
 from azprov.host import Host
 from azprov.provision import PHASES, provision
-from azprov.report import read_fields
+from support.reports import read_fields
 from azprov.steps import hostname
 from support.fakes import VM_ID, FakeFabric, FakeRunner, metadata
 

@@ -17,7 +17,7 @@ from azprov import errors, provisioning_data, state
 from azprov.errors import FabricUnreachable
 from azprov.host import Host
 from azprov.provision import provision
-from azprov.report import read_fields
+from support.reports import read_fields
 from support import cli, discs
 from support.fakes import ED25519, VM_ID, FakeFabric, FakeRunner, live_host, metadata
 

@@ -22,11 +22,6 @@ _MULTI_EXTENT = 0x80
 _DIRECTORY = 0x02
 
 
-def is_iso9660(image: Image) -> bool:
-    return image.size >= (FIRST_DESCRIPTOR + 1) * SECTOR and \
-        image.read(FIRST_DESCRIPTOR * SECTOR + 1, 5) == b"CD001"
-
-
 def _root_records(image: Image) -> Tuple[Optional[bytes], Optional[bytes]]:
     """The root directory records of the primary and of a Joliet descriptor (None if absent)."""
     primary = joliet = None

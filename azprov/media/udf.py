@@ -368,14 +368,6 @@ def file_identifiers(directory: bytes) -> List[Tuple[str, int, int, int]]:
     return found
 
 
-def is_udf(image: Image) -> bool:
-    for size in BLOCK_SIZES:
-        offset = ANCHOR_BLOCK * size
-        if offset + 2 <= image.size and u16(image.read(offset, 2), 0) == TAG_AVDP:
-            return True
-    return False
-
-
 def read_ovf_env(image: Image) -> Optional[bytes]:
     """The bytes of ``ovf-env.xml`` in the root directory, or None when the disc has none.
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import pytest
 
-from azprov.report import read_fields
+from support.reports import read_fields
 from support import cli
 from support.fakes import ED25519
 from support.scratch_root import (
