@@ -16,43 +16,13 @@ import json
 import logging
 import os
 import sys
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
 
 from azprov import __version__, arguments
 from azprov.errors import AzprovError, ExitCode, InternalError, NotRoot, failure_object
 
 log = logging.getLogger("azprov")
-
-COMMANDS = {
-    "provision": "azprov.provision:command",
-    "early-hostname": "azprov.early_hostname:command",
-    "report-ready": "azprov.commands:report_ready",
-    "report-failure": "azprov.commands:report_failure",
-    "goalstate": "azprov.commands:goalstate",
-    "metadata": "azprov.commands:metadata",
-    "endpoint": "azprov.commands:endpoint",
-    "config": "azprov.commands:show_config",
-    "status": "azprov.status:command",
-    "check": "azprov.check:command",
-    "deprovision": "azprov.deprovision:command",
-    "firewall": "azprov.firewall:command",
-    "fabric": "azprov.fabric.cli:command",
-}
-
-# Commands that refuse to run without root, before anything is read or sent, and why.  --root
-# does not lift it: an image tree's files belong to root and to its users too.
-NEEDS_ROOT = {
-    "provision": "it changes the system: hostname, users, SSH keys, sshd, /var/lib/azprov; with "
-                 "--root as well, since useradd --root chroots and files are given to the admin user",
-    "early-hostname": "it sets the host name and writes /etc/hostname",
-    "report-ready": "it writes the KVP report in /var/lib/hyperv, which belongs to root",
-    "report-failure": "it writes the KVP report in /var/lib/hyperv, which belongs to root",
-    "deprovision": "it removes users, SSH host keys, leases and /var/lib/azprov, which belong to root",
-    "firewall": "it changes the firewall rules of this machine (nft or iptables)",
-    "status": "azprov's state and history in /var/lib/azprov can be read by root only",
-    "check": "it reads azprov's state, which only root can, and other users' homes, and runs "
-             "the image's interpreter in a chroot",
-}
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -116,40 +86,184 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="read this file instead of /etc/azprov/azprov.toml (drop-ins still apply)")
 
 
-def _add_fabric_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--wireserver", metavar="ADDR", type=arguments.address,
-                        help="WireServer address: HOST, HOST:PORT or http://HOST[:PORT] "
-                             "(default: DHCP option 245, else 168.63.129.16)")
-    parser.add_argument("--imds", metavar="ADDR", type=arguments.address,
-                        help="IMDS address, same forms (default: 169.254.169.254)")
-    parser.add_argument("--timeout", metavar="SECONDS", type=arguments.positive_seconds,
-                        help="give up after this long: caps the retry deadlines "
-                             "(defaults: WireServer 1200 s, IMDS 300 s)")
+# ---------------------------------------------------------------------- the command table
+
+Option = Tuple[Tuple[str, ...], Dict[str, Any]]  # add_argument's flags and keywords
 
 
-def _add_json(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true",
-                        help="print the result as JSON; a failure as {\"error\", \"reason\", \"exit_code\"}")
+def option(*flags: str, **kwargs: Any) -> Option:
+    return flags, kwargs
 
 
-def _add_report_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--protocol", choices=("xml", "json"),
-                        help="health report protocol (default: [health] protocol, else xml)")
-    parser.add_argument("--root", metavar="DIR", default="/", type=arguments.directory,
-                        help="read DHCP leases and write the KVP pool under DIR")
+def root(help: str) -> Option:
+    return option("--root", metavar="DIR", default="/", type=arguments.directory, help=help)
 
 
-def _add_root(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", metavar="DIR", default="/", type=arguments.directory,
-                        help="apply changes to the image tree at DIR instead of this host")
+JSON = option("--json", action="store_true",
+              help="print the result as JSON; a failure as {\"error\", \"reason\", \"exit_code\"}")
+FABRIC = (
+    option("--wireserver", metavar="ADDR", type=arguments.address,
+           help="WireServer address: HOST, HOST:PORT or http://HOST[:PORT] "
+                "(default: DHCP option 245, else 168.63.129.16)"),
+    option("--imds", metavar="ADDR", type=arguments.address,
+           help="IMDS address, same forms (default: 169.254.169.254)"),
+    option("--timeout", metavar="SECONDS", type=arguments.positive_seconds,
+           help="give up after this long: caps the retry deadlines (defaults: WireServer 1200 s, IMDS 300 s)"),
+    JSON,
+)
+REPORT = (
+    option("--protocol", choices=("xml", "json"),
+           help="health report protocol (default: [health] protocol, else xml)"),
+    root("read DHCP leases and write the KVP pool under DIR"),
+)
+IMAGE_TREE = root("apply changes to the image tree at DIR instead of this host")
+KVP_ROOT = "it writes the KVP report in /var/lib/hyperv, which belongs to root"
 
 
-class _Unused:
-    """Stands in for the parser of a command that is not being run: its options are not built
-    (start-up time), yet the command is listed with its help line in ``azprov --help``."""
+@dataclass(frozen=True)
+class Command:
+    """One command of ``azprov``: its handler (``module:function``, imported only when it runs),
+    its help, its options in order, why it needs root (None: it does not), and its actions
+    (``azprov fabric serve|disc``: sub-commands with their own options)."""
 
-    def __getattr__(self, name: str):
-        return lambda *args, **kwargs: self
+    name: str
+    handler: Optional[str]
+    help: str
+    description: str
+    options: Tuple[Option, ...] = ()
+    needs_root: Optional[str] = None
+    actions: Tuple["Command", ...] = ()
+
+
+TABLE = (
+    Command("provision", "azprov.provision:command",
+            "provision this VM on first boot (what azprov.service runs)",
+            "Fetch the goal state and instance metadata, set the hostname, create the admin "
+            "user, install the SSH keys, set sshd's password policy, generate missing host "
+            "keys, report Ready, record the VM as provisioned and disable azprov.service. "
+            "Exits 0 at once when this VM id is already provisioned. Any failure is reported "
+            "to Azure as ProvisioningFailed with the reason.",
+            (*FABRIC, IMAGE_TREE),
+            needs_root="it changes the system: hostname, users, SSH keys, sshd, /var/lib/azprov; with "
+                       "--root as well, since useradd --root chroots and files are given to the admin user"),
+    Command("early-hostname", "azprov.early_hostname:command",
+            "set the host name from the provisioning disc, before the network "
+            "(what azprov-hostname.service runs)",
+            "Read the host name from ovf-env.xml on the provisioning disc (never mounted, no "
+            "network) and make it this system's name, so that the first DHCP request already "
+            "carries it to Azure DNS. Does nothing on a VM already provisioned; a problem is "
+            "logged and left to azprov provision. Exits 0.",
+            (JSON, root("read the disc under DIR (DIR/dev/sr0, ...) and write DIR/etc/hostname")),
+            needs_root="it sets the host name and writes /etc/hostname"),
+    Command("report-ready", "azprov.commands:report_ready", "post Ready for the current goal state",
+            "Write the KVP PROVISIONING_REPORT (result=success), then fetch a fresh goal "
+            "state and post a Ready health report echoing it (--protocol json: post "
+            "{\"state\": \"Ready\"} to /provisioning/health instead).",
+            (*FABRIC, *REPORT), needs_root=KVP_ROOT),
+    Command("report-failure", "azprov.commands:report_failure", "post NotReady/ProvisioningFailed with a reason",
+            "Fetch a fresh goal state and post NotReady with sub-status ProvisioningFailed; "
+            "the Description carries REASON (encoded, at most 512 characters). Azure then "
+            "fails the deployment promptly with that text instead of timing out. The same "
+            "report goes to the KVP PROVISIONING_REPORT first.",
+            (option("--reason", required=True, metavar="TEXT", type=arguments.text, help="why provisioning failed"),
+             *FABRIC, *REPORT), needs_root=KVP_ROOT),
+    Command("goalstate", "azprov.commands:goalstate", "fetch and print the WireServer goal state",
+            "Print the goal state's incarnation, container id and instance id.", FABRIC),
+    Command("metadata", "azprov.commands:metadata", "fetch and print the instance metadata azprov uses",
+            "Print what IMDS says azprov should provision: computer name, admin user, "
+            "SSH keys, password policy, VM id, pool type; and what the provisioning disc "
+            "carries, password redacted.",
+            (*FABRIC, root("look for the provisioning disc under DIR (DIR/dev/sr0, ...)"))),
+    Command("endpoint", "azprov.commands:endpoint", "print the WireServer address and where it came from",
+            "Print the WireServer address azprov would use: --wireserver or the "
+            "configuration, else DHCP option 245 from the leases of systemd-networkd, "
+            "dhclient or dhcpcd, else 168.63.129.16.",
+            (*FABRIC, root("read DHCP leases under DIR"))),
+    Command("config", "azprov.commands:show_config", "print the effective configuration",
+            "Print the configuration after files, drop-ins and command-line options, as TOML.", FABRIC),
+    Command("status", "azprov.status:command", "show what azprov provisioned on this VM",
+            "Show the recorded provisioning state, the last attempt and whether "
+            "azprov.service is enabled; warn when an image captured now would not provision. "
+            "With --wait: wait while azprov.service runs, then exit 0 when this VM is "
+            "provisioned, 1 when it is not (the last attempt failed or was refused).",
+            (IMAGE_TREE, JSON, option("--wait", action="store_true",
+                                      help="wait for azprov.service to finish; exit 0 if provisioned, else 1")),
+            needs_root="azprov's state and history in /var/lib/azprov can be read by root only"),
+    Command("check", "azprov.check:command",
+            "fail unless an image captured now would provision (the pre-capture gate)",
+            "Check the image (this system, or the tree at --root) for everything that would keep "
+            "a VM made from it from provisioning: azprov.service installed and enabled, no kill "
+            "switch, no other provisioner, a configuration that loads, no SSH host keys, "
+            "machine id, DHCP leases or azprov state left, no admin user azprov provisioned "
+            "earlier, no network configuration pinned to a MAC address, and azprov's Python "
+            "dependencies importable by the image's own interpreter.  Lists every problem with "
+            "the command that fixes it and exits 10; exits 0 only when there is none.  Run it "
+            "as root, as the last step before capture.",
+            (IMAGE_TREE, JSON, option("--self-test", action="store_true", help=argparse.SUPPRESS)),
+            needs_root="it reads azprov's state, which only root can, and other users' homes, and runs "
+                       "the image's interpreter in a chroot"),
+    Command("deprovision", "azprov.deprovision:command", "prepare this VM for capture as a generalized image",
+            "Re-enable azprov.service and remove azprov's state, the SSH host keys, DHCP "
+            "leases and /etc/machine-id, so that VMs created from an image of this disk "
+            "provision again. Lists what it will do and asks first unless --force.",
+            (option("--user", action="store_true", help="also remove the provisioned admin user and home"),
+             option("--force", action="store_true", help="do not ask (--json never asks: it needs --force)"),
+             IMAGE_TREE, JSON),
+            needs_root="it removes users, SSH host keys, leases and /var/lib/azprov, which belong to root"),
+    Command("firewall", "azprov.firewall:command",
+            "let only root connect to the WireServer (what azprov-firewall.service runs)",
+            "Set the rule that lets only root open TCP connections to the WireServer (DNS on "
+            "port 53 stays open), with nft or iptables, as [wireserver] root_only says; with "
+            "root_only = false, remove it. Idempotent.",
+            (JSON,), needs_root="it changes the firewall rules of this machine (nft or iptables)"),
+    Command("fabric", "azprov.fabric.cli:command", "run the built-in fabric emulator (for tests and image builds)",
+            "A local WireServer and IMDS over real HTTP.", actions=(
+                Command("serve", None, "serve the WireServer and IMDS until interrupted",
+                        "Serve an emulated WireServer and IMDS, validate what guests send, log every "
+                        "request as a JSON line, and play the faults of a scenario file "
+                        "(docs/fabric-emulator.md).",
+                        (option("--wireserver", dest="listen_wireserver", metavar="HOST:PORT", required=True,
+                                type=arguments.listen_address),
+                         option("--imds", dest="listen_imds", metavar="HOST:PORT", required=True,
+                                type=arguments.listen_address),
+                         option("--scenario", metavar="FILE", help="scenario file (.json or .toml)"),
+                         option("--log", metavar="FILE", help="append request records here (default: stdout)"),
+                         JSON)),
+                Command("disc", None, "write the provisioning disc image (ovf-env.xml) of a scenario",
+                        "Write the provisioning disc Azure would attach for the scenario (host name, "
+                        "user, password, SSH keys, custom data) as an ISO9660 image, to boot an "
+                        "image with it attached as a CD-ROM.",
+                        (option("--scenario", metavar="FILE", help="scenario file (.json or .toml)"),
+                         option("--output", "-o", metavar="FILE", required=True, help="the image to write (0600)"),
+                         JSON)),
+                Command("boot", None, "boot a disk image in QEMU against the emulator: would it provision on Azure?",
+                        "Boot IMAGE (raw, qcow2 or fixed VHD; never written) in QEMU with Azure's DMI, "
+                        "the provisioning disc and a DHCP server, against the emulated fabric at the "
+                        "real addresses, with a generated SSH key; print whether Ready was reported, "
+                        "the SSH login worked and the host name is right. Exit 0 only when the image "
+                        "would provision. Needs root and QEMU (docs/testing-vm.md).",
+                        (option("image", metavar="IMAGE"),
+                         option("--scenario", metavar="FILE", help="scenario file (.json or .toml): user, password, "
+                                "custom data, names (the generated key is added to its keys)"),
+                         option("--firmware", choices=("auto", "bios", "uefi"), default="auto",
+                                help="auto (default): UEFI (OVMF, Gen2) for a GPT disk with an EFI system "
+                                     "partition, else BIOS (Gen1)"),
+                         option("--kernel", metavar="FILE", help="boot this kernel directly (an image without a boot loader)"),
+                         option("--initrd", metavar="FILE", help="with --kernel: its initrd"),
+                         option("--append", metavar="CMDLINE", help="with --kernel: the kernel command line"),
+                         option("--timeout", type=float, default=600.0, metavar="SECONDS",
+                                help="from power-on to the first health report (default 600)"),
+                         option("--memory", type=int, default=1024, metavar="MIB", help="guest memory (default 1024)"),
+                         option("--accel", choices=("tcg", "kvm"), default="tcg", help="QEMU accelerator (default tcg)"),
+                         option("--keep", metavar="DIR", help="keep the VM's files here (console, logs, overlay, key)"),
+                         JSON)),
+            )),
+)
+
+COMMANDS = {command.name: command.handler for command in TABLE}
+# Commands that refuse to run without root, before anything is read or sent, and why.  --root
+# does not lift it: an image tree's files belong to root and to its users too.
+NEEDS_ROOT = {command.name: command.needs_root for command in TABLE if command.needs_root}
 
 
 def _selected_command(argv: List[str]) -> Optional[str]:
@@ -161,7 +275,8 @@ def _selected_command(argv: List[str]) -> Optional[str]:
 
 
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
-    """The whole parser, or with ``only``, just that command's options (the others listed)."""
+    """The parser of :data:`TABLE`, or with ``only``, just that command's options (the others
+    listed with their help line: start-up time)."""
     parser = _Parser(
         prog="azprov",
         description="Agentless first-boot provisioning for Azure Linux VMs: sets the hostname, "
@@ -172,152 +287,25 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"azprov {__version__}")
     _add_common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
-        if only is not None and name != only:
-            sub.add_parser(name, help=help)
-            return _Unused()
-        child = sub.add_parser(name, help=help, description=description, epilog=EXIT_CODES_HELP,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    for command in TABLE:
+        if only is not None and command.name != only:
+            sub.add_parser(command.name, help=command.help)
+            continue
+        child = sub.add_parser(command.name, help=command.help, description=command.description,
+                               epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_common(child, suppress=True)
-        child.set_defaults(handler=COMMANDS[name])
-        return child
-
-    p = command("provision", "provision this VM on first boot (what azprov.service runs)",
-                "Fetch the goal state and instance metadata, set the hostname, create the admin "
-                "user, install the SSH keys, set sshd's password policy, generate missing host "
-                "keys, report Ready, record the VM as provisioned and disable azprov.service. "
-                "Exits 0 at once when this VM id is already provisioned. Any failure is reported "
-                "to Azure as ProvisioningFailed with the reason.")
-    _add_fabric_options(p), _add_root(p), _add_json(p)
-
-    p = command("early-hostname", "set the host name from the provisioning disc, before the network "
-                "(what azprov-hostname.service runs)",
-                "Read the host name from ovf-env.xml on the provisioning disc (never mounted, no "
-                "network) and make it this system's name, so that the first DHCP request already "
-                "carries it to Azure DNS. Does nothing on a VM already provisioned; a problem is "
-                "logged and left to azprov provision. Exits 0.")
-    _add_json(p)
-    p.add_argument("--root", metavar="DIR", default="/", type=arguments.directory,
-                   help="read the disc under DIR (DIR/dev/sr0, ...) and write DIR/etc/hostname")
-
-    p = command("report-ready", "post Ready for the current goal state",
-                "Write the KVP PROVISIONING_REPORT (result=success), then fetch a fresh goal "
-                "state and post a Ready health report echoing it (--protocol json: post "
-                "{\"state\": \"Ready\"} to /provisioning/health instead).")
-    _add_fabric_options(p), _add_json(p), _add_report_options(p)
-
-    p = command("report-failure", "post NotReady/ProvisioningFailed with a reason",
-                "Fetch a fresh goal state and post NotReady with sub-status ProvisioningFailed; "
-                "the Description carries REASON (encoded, at most 512 characters). Azure then "
-                "fails the deployment promptly with that text instead of timing out. The same "
-                "report goes to the KVP PROVISIONING_REPORT first.")
-    p.add_argument("--reason", required=True, metavar="TEXT", type=arguments.text, help="why provisioning failed")
-    _add_fabric_options(p), _add_json(p), _add_report_options(p)
-
-    p = command("goalstate", "fetch and print the WireServer goal state",
-                "Print the goal state's incarnation, container id and instance id.")
-    _add_fabric_options(p), _add_json(p)
-
-    p = command("metadata", "fetch and print the instance metadata azprov uses",
-                "Print what IMDS says azprov should provision: computer name, admin user, "
-                "SSH keys, password policy, VM id, pool type; and what the provisioning disc "
-                "carries, password redacted.")
-    _add_fabric_options(p), _add_json(p)
-    p.add_argument("--root", metavar="DIR", default="/", type=arguments.directory,
-                   help="look for the provisioning disc under DIR (DIR/dev/sr0, ...)")
-
-    p = command("endpoint", "print the WireServer address and where it came from",
-                "Print the WireServer address azprov would use: --wireserver or the "
-                "configuration, else DHCP option 245 from the leases of systemd-networkd, "
-                "dhclient or dhcpcd, else 168.63.129.16.")
-    _add_fabric_options(p), _add_json(p)
-    p.add_argument("--root", metavar="DIR", default="/", type=arguments.directory, help="read DHCP leases under DIR")
-
-    p = command("config", "print the effective configuration",
-                "Print the configuration after files, drop-ins and command-line options, as TOML.")
-    _add_fabric_options(p), _add_json(p)
-
-    p = command("status", "show what azprov provisioned on this VM",
-                "Show the recorded provisioning state, the last attempt and whether "
-                "azprov.service is enabled; warn when an image captured now would not provision. "
-                "With --wait: wait while azprov.service runs, then exit 0 when this VM is "
-                "provisioned, 1 when it is not (the last attempt failed or was refused).")
-    _add_root(p), _add_json(p)
-    p.add_argument("--wait", action="store_true",
-                   help="wait for azprov.service to finish; exit 0 if provisioned, else 1")
-
-    p = command("check", "fail unless an image captured now would provision (the pre-capture gate)",
-                "Check the image (this system, or the tree at --root) for everything that would keep "
-                "a VM made from it from provisioning: azprov.service installed and enabled, no kill "
-                "switch, no other provisioner, a configuration that loads, no SSH host keys, "
-                "machine id, DHCP leases or azprov state left, no admin user azprov provisioned "
-                "earlier, no network configuration pinned to a MAC address, and azprov's Python "
-                "dependencies importable by the image's own interpreter.  Lists every problem with "
-                "the command that fixes it and exits 10; exits 0 only when there is none.  Run it "
-                "as root, as the last step before capture.")
-    _add_root(p), _add_json(p)
-    p.add_argument("--self-test", action="store_true", help=argparse.SUPPRESS)
-
-    p = command("deprovision", "prepare this VM for capture as a generalized image",
-                "Re-enable azprov.service and remove azprov's state, the SSH host keys, DHCP "
-                "leases and /etc/machine-id, so that VMs created from an image of this disk "
-                "provision again. Lists what it will do and asks first unless --force.")
-    p.add_argument("--user", action="store_true", help="also remove the provisioned admin user and home")
-    p.add_argument("--force", action="store_true", help="do not ask (--json never asks: it needs --force)")
-    _add_root(p), _add_json(p)
-
-    p = command("firewall", "let only root connect to the WireServer (what azprov-firewall.service runs)",
-                "Set the rule that lets only root open TCP connections to the WireServer (DNS on "
-                "port 53 stays open), with nft or iptables, as [wireserver] root_only says; with "
-                "root_only = false, remove it. Idempotent.")
-    _add_json(p)
-
-    fabric = command("fabric", "run the built-in fabric emulator (for tests and image builds)",
-                     "A local WireServer and IMDS over real HTTP.")
-    fabric_sub = fabric.add_subparsers(dest="fabric_command", metavar="ACTION", required=True)
-    serve = fabric_sub.add_parser(
-        "serve", help="serve the WireServer and IMDS until interrupted",
-        description="Serve an emulated WireServer and IMDS, validate what guests send, log every "
-                    "request as a JSON line, and play the faults of a scenario file "
-                    "(docs/fabric-emulator.md).")
-    serve.add_argument("--wireserver", dest="listen_wireserver", metavar="HOST:PORT", required=True,
-                       type=arguments.listen_address)
-    serve.add_argument("--imds", dest="listen_imds", metavar="HOST:PORT", required=True,
-                       type=arguments.listen_address)
-    serve.add_argument("--scenario", metavar="FILE", help="scenario file (.json or .toml)")
-    serve.add_argument("--log", metavar="FILE", help="append request records here (default: stdout)")
-    _add_json(serve)
-    disc = fabric_sub.add_parser(
-        "disc", help="write the provisioning disc image (ovf-env.xml) of a scenario",
-        description="Write the provisioning disc Azure would attach for the scenario (host name, "
-                    "user, password, SSH keys, custom data) as an ISO9660 image, to boot an "
-                    "image with it attached as a CD-ROM.")
-    disc.add_argument("--scenario", metavar="FILE", help="scenario file (.json or .toml)")
-    disc.add_argument("--output", "-o", metavar="FILE", required=True, help="the image to write (0600)")
-    _add_json(disc)
-    boot = fabric_sub.add_parser(
-        "boot", help="boot a disk image in QEMU against the emulator: would it provision on Azure?",
-        description="Boot IMAGE (raw, qcow2 or fixed VHD; never written) in QEMU with Azure's DMI, "
-                    "the provisioning disc and a DHCP server, against the emulated fabric at the "
-                    "real addresses, with a generated SSH key; print whether Ready was reported, "
-                    "the SSH login worked and the host name is right. Exit 0 only when the image "
-                    "would provision. Needs root and QEMU (docs/testing-vm.md).")
-    boot.add_argument("image", metavar="IMAGE")
-    boot.add_argument("--scenario", metavar="FILE", help="scenario file (.json or .toml): user, password, "
-                      "custom data, names (the generated key is added to its keys)")
-    boot.add_argument("--firmware", choices=("auto", "bios", "uefi"), default="auto",
-                      help="auto (default): UEFI (OVMF, Gen2) for a GPT disk with an EFI system partition, else BIOS (Gen1)")
-    boot.add_argument("--kernel", metavar="FILE", help="boot this kernel directly (an image without a boot loader)")
-    boot.add_argument("--initrd", metavar="FILE", help="with --kernel: its initrd")
-    boot.add_argument("--append", metavar="CMDLINE", help="with --kernel: the kernel command line")
-    boot.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
-                      help="from power-on to the first health report (default 600)")
-    boot.add_argument("--memory", type=int, default=1024, metavar="MIB", help="guest memory (default 1024)")
-    boot.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="QEMU accelerator (default tcg)")
-    boot.add_argument("--keep", metavar="DIR", help="keep the VM's files here (console, logs, overlay, key)")
-    _add_json(boot)
+        child.set_defaults(handler=command.handler)
+        _add_options(child, command)
     return parser
+
+
+def _add_options(parser: argparse.ArgumentParser, command: Command) -> None:
+    for flags, kwargs in command.options:
+        parser.add_argument(*flags, **kwargs)
+    if command.actions:
+        actions = parser.add_subparsers(dest=f"{command.name}_command", metavar="ACTION", required=True)
+        for action in command.actions:
+            _add_options(actions.add_parser(action.name, help=action.help, description=action.description), action)
 
 
 def _load_config(args: argparse.Namespace, host):
