@@ -71,6 +71,7 @@ class Counter:
 
     def __init__(self) -> None:
         self.counts: collections.Counter = collections.Counter()
+        self.paths: collections.Counter = collections.Counter()  # reads per in-root path
 
     @contextlib.contextmanager
     def tracing(self):
@@ -93,6 +94,7 @@ class Counter:
 
         def read(args, kwargs):
             path = args[1] if len(args) > 1 else kwargs.get("path", "")
+            self.paths[path] += 1
             if path == "/etc/ssh/sshd_config":
                 self.counts["sshd_config reads"] += 1
             if path.startswith("/etc/ssh/sshd_config"):
@@ -102,9 +104,10 @@ class Counter:
             self.counts["address parses"] += 1
 
         wrap(host_module.Host, "__init__", host_built)
-        for name in ("read_text", "read_bytes", "read_file", "read"):
-            if hasattr(host_module.Host, name):
-                wrap(host_module.Host, name, read)
+        # the one read (Host.read) where there is one, else the three reads of before
+        names = ("read",) if hasattr(host_module.Host, "read") else ("read_text", "read_bytes", "read_file")
+        for name in names:
+            wrap(host_module.Host, name, read)
         # every module that imported parse_address by name, and the module itself
         original_parse = azprov.address.parse_address
         for module in list(sys.modules.values()):
@@ -142,6 +145,8 @@ def traced_runs() -> Dict[str, Dict[str, int]]:
                     raise SystemExit(f"{name} failed with exit code {code}")
                 results[name] = {key: counts[key] for key in
                                  ("Host objects", "sshd_config reads", "sshd configuration file reads", "address parses")}
+                results[name]["files read more than once"] = {
+                    path: times for path, times in sorted(counter.paths.items()) if times > 1}
     finally:
         fabric.stop()
     return results
