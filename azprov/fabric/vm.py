@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from azprov.fabric.qemu import ImageInfo, Qemu, QemuSpec, inspect_image, make_overlay
-from azprov.fabric.vmnet import GUEST, IMDS, WIRESERVER, DhcpRequest, VmNetwork, VmSetupError, run, stop_process
+from azprov.fabric.vmnet import (GUEST, IMDS, WIRESERVER, DhcpRequest, Opened, VmNetwork, VmSetupError, run,
+                                 stop_process)
 
 SSH_OPTIONS = ("-F", "/dev/null", "-o", "IdentitiesOnly=yes",
                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -94,7 +95,7 @@ def health_reports(records: Sequence[dict], state: Optional[str] = None) -> List
             and (state is None or r["report"].get("state") == state)]
 
 
-class VirtualMachine:
+class VirtualMachine(Opened):
     """One VM: its network, fabric, disk overlay and (while booted) QEMU process."""
 
     def __init__(self, setup: VmSetup, workdir: Path) -> None:
@@ -110,17 +111,6 @@ class VirtualMachine:
         self.boots = 0
 
     # --- life cycle ------------------------------------------------------------------------
-
-    def __enter__(self) -> "VirtualMachine":
-        try:
-            self.open()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
 
     def open(self) -> None:
         self.network = VmNetwork(self.workdir)

@@ -61,6 +61,28 @@ def stop_process(process: Optional[subprocess.Popen], timeout: float = 10) -> No
         process.wait(timeout=timeout)
 
 
+class Opened:
+    """Something with ``open()`` and ``close()``: ``with thing as t`` opens it, and closes it
+    also when opening fails half-way (``close()`` must cope with a half-open state)."""
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            self.open()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 @dataclass(frozen=True)
 class DhcpRequest:
     """One line of dnsmasq's log that names the host name a DHCP request carried."""
@@ -69,7 +91,7 @@ class DhcpRequest:
     line: str
 
 
-class VmNetwork:
+class VmNetwork(Opened):
     """``with VmNetwork(workdir) as net:`` the namespace ``net.name`` with the tap ``net.tap``."""
 
     def __init__(self, workdir: Path, prefix: str = "azprov-vm") -> None:
@@ -80,17 +102,6 @@ class VmNetwork:
         self.leases = self.workdir / "dnsmasq.leases"
         self._dnsmasq: Optional[subprocess.Popen] = None
         self._created = False
-
-    def __enter__(self) -> "VmNetwork":
-        try:
-            self.open()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
 
     def ip(self, *argv: str) -> subprocess.CompletedProcess:
         return run(["ip", "-n", self.name, *argv])
