@@ -255,6 +255,29 @@ def check_python(host: Host, config_file: Optional[str]) -> List[Problem]:
     return []
 
 
+def check_temp_disk(host: Host, config_file: Optional[str]) -> List[Problem]:
+    """One owner for the temporary disk, and no fstab line that trips over a disk a new VM may
+    not have (:mod:`azprov.disks`)."""
+    from azprov.config import load_config
+    from azprov.disks import fstab, owner
+
+    try:
+        settings = load_config(root=host.root, config_file=config_file).temp_disk
+    except AzprovError:
+        return []  # the config check says so
+    problems = []
+    found = owner.owners(host, settings.enabled)
+    if len(found) > 1:
+        problems.append(Problem("temp_disk", "more than one agent formats the temporary disk at boot: "
+                                + "; ".join(f"{o.name} ({o.why})" for o in found),
+                                "keep exactly one: " + "; or ".join(f"{o.name}: {o.fix}" for o in found[1:])))
+    for entry, why in fstab.risky(host.read_text(fstab.FSTAB) or "", settings.mount_point):
+        fix = (DEPROVISION + " (removes it)" if fstab.agent_line(entry)
+               else f"remove line {entry.line} of {fstab.FSTAB}, or add nofail to its options")
+        problems.append(Problem("temp_disk", f"{fstab.FSTAB} line {entry.line} ({entry.text.strip()!r}): {why}", fix))
+    return problems
+
+
 CHECKS: Tuple[Tuple[str, Check], ...] = (
     ("unit", check_unit),
     ("kill_switch", check_kill_switch),
@@ -265,6 +288,7 @@ CHECKS: Tuple[Tuple[str, Check], ...] = (
     ("agent_state", check_agent_state),
     ("admin_user", check_admin_users),
     ("network", check_network),
+    ("temp_disk", check_temp_disk),
     ("python", check_python),
 )
 

@@ -35,8 +35,8 @@ exit codes:
   6  a provisioning step failed (ProvisioningFailed was reported to Azure)
   7  azprov refused to provision this VM (another provisioner, a pool VM, no osProfile)
   8  another azprov is running
-  9  must run as root: provision, early-hostname, report-ready, report-failure, deprovision, firewall, status and check
-     (--root too); refused before anything is read or sent
+  9  must run as root: provision, early-hostname, report-ready, report-failure, deprovision, firewall,
+     status, check and temp-disk (--root too); refused before anything is read or sent
   10 azprov check: an image captured now would not provision (every problem is listed);
      azprov fabric boot: the booted image did not provision (the verdict says why)
   130 interrupted
@@ -216,6 +216,16 @@ TABLE = (
             "port 53 stays open), with nft or iptables, as [wireserver] root_only says; with "
             "root_only = false, remove it. Idempotent.",
             (JSON,), needs_root="it changes the firewall rules of this machine (nft or iptables)"),
+    Command("temp-disk", "azprov.tempdisk:command",
+            "format (when fresh) and mount the VM's temporary disk, at every boot",
+            "Find the VM's temporary disk (the SCSI resource disk, else an NVMe temp disk) and "
+            "mount it on [temp_disk] mount_point (/mnt): the filesystem azprov made on an earlier "
+            "boot is mounted again; a disk as Azure delivers it (an NTFS volume 'Temporary "
+            "Storage' holding only DATALOSS_WARNING_README.txt, or a blank disk) is formatted "
+            "first; a disk holding anything else is left alone with a warning. What "
+            "azprov-temp-disk.service runs at every boot; `azprov status` shows the outcome.",
+            (option("--dry-run", action="store_true", help="say what would be done, change nothing"), JSON),
+            needs_root="it formats and mounts a disk and keeps its outcome in /var/lib/azprov"),
     Command("fabric", "azprov.fabric.cli:command", "run the built-in fabric emulator (for tests and image builds)",
             "A local WireServer and IMDS over real HTTP.", actions=(
                 Command("serve", None, "serve the WireServer and IMDS until interrupted",

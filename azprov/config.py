@@ -139,6 +139,55 @@ class CustomDataConfig:
     on_missing: str = field(default="fail", metadata={"check": _check_on_missing})
 
 
+TEMP_DISK_FILESYSTEMS = ("ext4", "xfs")
+
+
+def _check_filesystem(value: str) -> Optional[str]:
+    if value not in TEMP_DISK_FILESYSTEMS:
+        return f"expected one of {', '.join(json.dumps(f) for f in TEMP_DISK_FILESYSTEMS)}, got {describe(value)}"
+    return None
+
+
+def _check_mount_point(value: str) -> Optional[str]:
+    import re
+
+    if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", value) or "/." in value:
+        return f"expected an absolute path of plain names (letters, digits, . _ -), got {describe(value)}"
+    if value.rstrip("/") in ("/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc",
+                             "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var"):
+        return f"{value} is a system directory: mounting the temporary disk there would hide it"
+    return None
+
+
+def _check_mount_options(value: str) -> Optional[str]:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_.=-]+(,[A-Za-z0-9_.=-]+)*", value):
+        return f"expected mount options like \"defaults,discard\", got {describe(value)}"
+    return None
+
+
+def _check_device(value: str) -> Optional[str]:
+    return None if value.startswith("/dev/") and "/../" not in value + "/" else \
+        f"expected a device path under /dev/, got {describe(value)}"
+
+
+@dataclass(frozen=True)
+class TempDiskConfig:
+    """``[temp_disk]``: the VM's temporary (resource) disk, set up at every boot by
+    azprov-temp-disk.service (see :mod:`azprov.tempdisk`)."""
+
+    enabled: bool = True  # format (when fresh) and mount the temporary disk at every boot
+    mount_point: str = field(default="/mnt", metadata={"check": _check_mount_point})
+    filesystem: str = field(default="ext4", metadata={"check": _check_filesystem})
+    mount_options: str = field(default="defaults", metadata={"check": _check_mount_options})
+    swap_size_mb: int = 0  # a swap file of this size on the disk; 0: none
+    # the disk to use instead of finding it (the SCSI resource disk, else the first NVMe temp disk)
+    device: Optional[str] = field(default=None, metadata={"check": _check_device,
+                                                          "unset": "find it (SCSI resource disk, else NVMe temp disk)"})
+    wait: float = 30.0  # seconds to wait for the disk to appear at boot
+
+
 @dataclass(frozen=True)
 class Config:
     """The effective configuration: one field per section, and the files it came from."""
@@ -150,6 +199,7 @@ class Config:
     provisioning: ProvisioningConfig = field(default_factory=ProvisioningConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     custom_data: CustomDataConfig = field(default_factory=CustomDataConfig)
+    temp_disk: TempDiskConfig = field(default_factory=TempDiskConfig)
     sources: Tuple[str, ...] = ()  # files that were read, in order
 
     def to_dict(self) -> Dict[str, Dict[str, Any]]:

@@ -68,6 +68,10 @@ def convert(hint: Any, value: object) -> object:
         if not (math.isfinite(number) and number > 0):
             raise Invalid(f"expected a finite number greater than 0, got {got}")
         return number
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise Invalid(f"expected a whole number, 0 or more, got {got}")
+        return value
     if hint is str:
         if not isinstance(value, str):
             raise Invalid(f"expected a string, got {got}")

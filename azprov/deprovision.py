@@ -29,9 +29,10 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
-from azprov import admins, agent_state, attempts, kvp, provisioning_data
+from azprov import admins, agent_state, attempts, kvp, provisioning_data, tempdisk
 from azprov import state as state_file
 from azprov import unit
+from azprov.disks import fstab
 from azprov.errors import ConfirmationRequired, ExitCode, StepFailed
 from azprov.host import Host
 from azprov.leases import LEASE_FILES
@@ -59,6 +60,7 @@ class Action:
     kvp_record: Optional[str] = None  # the KVP record it removes
     empties: Tuple[str, ...] = ()  # the files it truncates
     hostname_reset: Optional[str] = None  # the build VM's host name it replaces
+    edits: Tuple[str, ...] = ()  # the files it rewrites (lines removed)
 
 
 def _remove_all(host: Host, paths: List[str]) -> Callable[[], None]:
@@ -114,6 +116,11 @@ def user_removal(host: Host, username: str) -> Action:
     return Action(f"remove the admin user {username}{home} and its sudo rights", run, user=username)
 
 
+def _rewrite_fstab(host: Host, text: str) -> None:
+    info = host.lstat(fstab.FSTAB)
+    host.write_file(fstab.FSTAB, text.encode(), mode=(info.st_mode & 0o7777) if info else 0o644)
+
+
 def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) -> List[Action]:
     actions = []
     if remove_user:
@@ -154,6 +161,16 @@ def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) ->
                               "(no VM from the image registers this VM's name in Azure DNS)",
                               lambda: _reset_hostname(host), hostname_reset=name))
     actions.extend(_agent_state(host))
+    fstab_text = host.read_text(fstab.FSTAB)
+    if fstab_text is not None:
+        kept_text, removed = fstab.without_agent_lines(fstab_text)
+        if removed:
+            lines = "; ".join(f"{entry.text.strip()!r} ({fstab.agent_line(entry)})" for entry in removed)
+            actions.append(Action(f"remove the temporary-disk lines other agents left in {fstab.FSTAB}: {lines}",
+                                  lambda: _rewrite_fstab(host, kept_text), edits=(fstab.FSTAB,)))
+    if host.lexists(tempdisk.RECORD):
+        actions.append(Action(f"remove this VM's temporary disk record {tempdisk.RECORD}",
+                              _remove_all(host, [tempdisk.RECORD]), removes=(tempdisk.RECORD,)))
     actions.append(Action(f"empty {MACHINE_ID} (systemd makes a new machine id at the next boot)",
                           lambda: _empty_machine_id(host), empties=(MACHINE_ID,),
                           removes=(DBUS_MACHINE_ID,) if _listed_dbus_copy(host) else ()))
@@ -205,6 +222,7 @@ def summary(host: Host, done: List[Action], kept: List[str]) -> dict:
         "removed_admin_users": [action.user for action in done if action.user],
         "removed_kvp_records": [action.kvp_record for action in done if action.kvp_record],
         "emptied_files": [path for action in done for path in action.empties],
+        "edited_files": [path for action in done for path in action.edits],
         "kept_admin_users": kept,
         "hostname_reset": next((a.hostname_reset for a in done if a.hostname_reset), None),
         "unit_enabled": True,

@@ -300,6 +300,13 @@ class DiscUnreadable(StepFailed):
     reason = "provisioning_media_unreadable"
 
 
+class TempDiskFailed(StepFailed):
+    """The temporary disk was to be formatted or mounted (``azprov temp-disk``) and that failed:
+    mkfs, mount or the swap file.  A disk left alone because it holds data is not a failure."""
+
+    reason = "temp_disk_failed"
+
+
 class OtherProvisioner(Refused):
     reason = "other_provisioner_active"
 

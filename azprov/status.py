@@ -31,6 +31,7 @@ def collect(host: Host, config_file: Optional[str] = None) -> dict:
     dmi_id = read_dmi_vm_id(host)
     problems = run_checks(host, config_file)
     return {
+        **_temp_disk(host, config_file),
         "provisioned": recorded is not None,
         "vm_id": recorded.vm_id if recorded else None,
         "this_vm": same_vm_id(recorded.vm_id, dmi_id) if recorded and dmi_id else None,
@@ -50,6 +51,21 @@ def collect(host: Host, config_file: Optional[str] = None) -> dict:
         "capture_problems": [asdict(problem) for problem in problems if not problem.warning],
         "capture_warnings": [asdict(problem) for problem in problems if problem.warning],
     }
+
+
+def _temp_disk(host: Host, config_file: Optional[str]) -> dict:
+    """The temporary disk: who owns it and the last run of azprov-temp-disk.service."""
+    from azprov import tempdisk
+    from azprov.config import load_config
+    from azprov.disks import owner
+    from azprov.errors import AzprovError
+
+    try:
+        enabled = load_config(root=host.root, config_file=config_file).temp_disk.enabled
+    except AzprovError:
+        enabled = True
+    who, why = owner.describe(owner.owners(host, enabled))
+    return {"temp_disk": {"owner": who, "owner_why": why, "last_run": tempdisk.load_record(host)}}
 
 
 def _last_attempt(last: Optional[attempts.Attempt]) -> Optional[dict]:
@@ -114,6 +130,12 @@ def command(args, config, host: Host) -> int:
     if data["last_attempt"]:
         print(f"last attempt: {_describe_attempt(data['last_attempt'])}")
     print(f"{unit.UNIT}: {'enabled' if data['unit_enabled'] else 'disabled'}")
+    disk = data["temp_disk"]
+    print(f"temporary disk: owner {disk['owner']} ({disk['owner_why']})")
+    if disk["last_run"]:
+        run = disk["last_run"]
+        label = "warning" if run.get("outcome") in ("left-alone", "skipped", "failed") else "temporary disk"
+        print(f"{label}: {run.get('outcome')} at {run.get('at')}: {run.get('message')}")
     problems = data["capture_problems"]
     print("ready for capture: yes (as `azprov check` finds)" if not problems else
           f"ready for capture: no ({len(problems)} problem{'s' if len(problems) > 1 else ''}; "

@@ -32,9 +32,11 @@ def parse_toml(data: bytes) -> Dict[str, Any]:
 
 
 def toml_value(value: object) -> str:
-    """``value`` (a bool, a finite float, a string, or a tuple of them) as TOML."""
+    """``value`` (a bool, an integer, a finite float, a string, or a tuple of them) as TOML."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, float):
         return repr(value)  # finite (the caller's validation); repr is valid TOML and round-trips exactly
     if isinstance(value, str):

@@ -190,6 +190,20 @@ mac-address=00:0D:3A:12:34:56
 method=auto
 """
 
+CLOUD_INIT_FSTAB = ("/dev/disk/cloud/azure_resource-part1\t/mnt\tauto\tdefaults,nofail,"
+                    "x-systemd.after=cloud-init.service,_netdev,comment=cloudconfig\t0\t2\n")
+
+
+def _temp_disk_unit(root):
+    os.symlink("/usr/lib/systemd/system/azprov-temp-disk.service",
+               os.path.join(root, "etc/systemd/system/multi-user.target.wants/azprov-temp-disk.service"))
+
+
+def _two_disk_owners(root):
+    _temp_disk_unit(root)
+    _waagent("Provisioning.Agent=disabled\nResourceDisk.Format=y\n")(root)
+
+
 FAILURES = {
     "unit disabled": (_disable, "unit", "azprov deprovision"),
     "unit not installed": (_uninstall, "unit", "install the azprov package"),
@@ -244,6 +258,10 @@ FAILURES = {
     "udev names pinned to MACs": (_file("/etc/udev/rules.d/70-persistent-net.rules",
                                         'SUBSYSTEM=="net", ATTR{address}=="00:0d:3a:12:34:56", NAME="eth0"\n'),
                                   "network", "rule"),
+    "cloud-init's temporary disk line in fstab": (_file("/etc/fstab", CLOUD_INIT_FSTAB), "temp_disk", "deprovision"),
+    "a data disk mounted without nofail": (_file("/etc/fstab", "/dev/disk/azure/scsi1/lun0-part1 /data xfs defaults 0 2\n"),
+                                           "temp_disk", "nofail"),
+    "WALinuxAgent and azprov both format the temporary disk": (_two_disk_owners, "temp_disk", "ResourceDisk.Format=n"),
     "no interpreter in the image": (_remove("/usr/bin/python3"), "python", "python3-requests"),
     "a dependency missing": (_no_package("defusedxml"), "python", "python3-defusedxml"),
     "requests missing": (_no_package("requests"), "python", "python3-requests"),
@@ -275,6 +293,10 @@ ACCEPTED = {
     "a valid configuration": _file("/etc/azprov/azprov.toml", "[wireserver]\ndeadline = 600\n"),
     "a removed user's stale record": _file("/var/lib/azprov/admin-users", "gone\n", 0o600),
     "dbus machine-id linked to /etc": _dbus_link,
+    "a data disk mounted with nofail": _file("/etc/fstab", "UUID=1234 / ext4 defaults 0 1\n"
+                                             "/dev/disk/azure/scsi1/lun0-part1 /data xfs defaults,nofail 0 2\n"),
+    "WALinuxAgent alone formats the temporary disk": _waagent("Provisioning.Agent=disabled\nResourceDisk.Format=y\n"),
+    "azprov alone formats the temporary disk": _temp_disk_unit,
 }
 
 

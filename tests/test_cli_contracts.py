@@ -97,6 +97,7 @@ ROOT_COMMAND_ARGS = {
     "firewall": [],
     "status": ["--root", "{root}"],
     "check": ["--root", "{root}"],
+    "temp-disk": ["--dry-run"],
 }
 
 

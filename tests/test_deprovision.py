@@ -223,3 +223,23 @@ def test_status_says_what_check_finds_until_deprovisioned(tmp_path, emulator):
     data = verdicts()
     assert data["ready_for_capture"] is True and data["warnings"] == []
     assert "ready for capture: yes" in cli.azprov("status", "--root", root).stdout
+
+
+def test_other_agents_temporary_disk_lines_leave_fstab(scratch_root):
+    """cloud-init's /mnt line (and its swap line) go at capture; the rest of fstab, its mode, stays."""
+    fstab = os.path.join(scratch_root, "etc/fstab")
+    root_line = "UUID=0b58668a-ba2e-4a00-b89a-3354b7a547d4 / ext4 defaults 0 1\n"
+    data_line = "/dev/disk/azure/scsi1/lun0-part1 /data xfs defaults,nofail 0 2\n"
+    with open(fstab, "w") as handle:
+        handle.write(root_line + "/dev/disk/cloud/azure_resource-part1\t/mnt\tauto\tdefaults,nofail,"
+                     "x-systemd.after=cloud-init.service,_netdev,comment=cloudconfig\t0\t2\n" + data_line)
+    os.chmod(fstab, 0o644)
+    result = cli.azprov("deprovision", "--force", "--json", "--root", scratch_root)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["edited_files"] == ["/etc/fstab"]
+    assert any("comment=cloudconfig" in done and "cloud-init" in done for done in report["done"])
+    assert open(fstab).read() == root_line + data_line
+    assert os.stat(fstab).st_mode & 0o7777 == 0o644
+    again = json.loads(cli.azprov("deprovision", "--force", "--json", "--root", scratch_root).stdout)
+    assert again["edited_files"] == []

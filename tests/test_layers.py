@@ -92,6 +92,13 @@ LAYER: Dict[str, str] = {
     "azprov.media.iso9660": MIDDLE,
     "azprov.media.mount": MIDDLE,
     "azprov.media.udf": MIDDLE,
+    "azprov.disks": MIDDLE,
+    "azprov.disks.fstab": MIDDLE,
+    "azprov.disks.layout": MIDDLE,
+    "azprov.disks.mounts": MIDDLE,
+    "azprov.disks.ntfs": MIDDLE,
+    "azprov.disks.owner": MIDDLE,
+    "azprov.disks.sysfs": MIDDLE,
     "azprov.steps": MIDDLE,
     "azprov.steps.dhcp": MIDDLE,
     "azprov.steps.host_keys": MIDDLE,
@@ -108,6 +115,7 @@ LAYER: Dict[str, str] = {
     "azprov.check": FLOWS,
     "azprov.status": FLOWS,
     "azprov.commands": FLOWS,
+    "azprov.tempdisk": FLOWS,  # the temporary disk, every boot
     # the fabric emulator (`azprov fabric`): never imported by the product
     "azprov.fabric": FABRIC,
     "azprov.fabric.cli": FABRIC,

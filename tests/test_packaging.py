@@ -169,6 +169,38 @@ def test_deb_ships_code_unit_preset_config_and_man_page(deb: Path, deb_tree: Pat
     assert not [p for p in files if "__pycache__" in p or p.startswith("/usr/local")]
 
 
+def test_both_packages_ship_the_temp_disk_unit_and_the_udev_rules(deb: Path, deb_control: Path, rpm: Path):
+    listing = run("dpkg-deb", "-c", str(deb)).stdout
+    files = {line.split()[-1].lstrip(".") for line in listing.splitlines()}
+    assert "/lib/systemd/system/azprov-temp-disk.service" in files
+    assert "/lib/udev/rules.d/66-azprov-azure-disks.rules" in files
+    assert "deb-systemd-helper enable 'azprov-temp-disk.service'" in (deb_control / "postinst").read_text()
+    rpm_files = rpm_query(rpm, "--list").splitlines()
+    assert "/usr/lib/systemd/system/azprov-temp-disk.service" in rpm_files
+    assert "/usr/lib/udev/rules.d/66-azprov-azure-disks.rules" in rpm_files
+    post = rpm_query(rpm, "--scripts").split("postinstall scriptlet", 1)[1].split("scriptlet", 1)[0]
+    assert "azprov-temp-disk.service" in post
+
+
+def test_temp_disk_unit_passes_verify_and_holds_nothing_back(tmp_path: Path):
+    need("systemd-analyze", "man")
+    source = ROOT / "systemd" / "azprov-temp-disk.service"
+    unit = parse_unit(source)
+    assert unit["Service.Type"] == ["oneshot"] and unit["Service.ExecStart"] == ["/usr/bin/azprov temp-disk"]
+    assert 0 < float(unit["Service.TimeoutStartSec"][0]) <= 600
+    before = " ".join(unit.get("Unit.Before", [])).split()
+    assert not [name for name in before if name.endswith(".target")], before  # no target waits for it
+    assert "!/etc/azprov/disabled" in unit["Unit.ConditionPathExists"]
+    copy = tmp_path / "azprov-temp-disk.service"
+    copy.write_text(source.read_text().replace("ExecStart=/usr/bin/azprov", f"ExecStart={shutil.which('true')}"))
+    (tmp_path / "man" / "man8").mkdir(parents=True)
+    shutil.copy(MANPAGE, tmp_path / "man" / "man8" / "azprov.8")
+    result = run("systemd-analyze", "verify", str(copy),
+                 env={**CLEAN_ENV, "MANPATH": str(tmp_path / "man")}, check=False)
+    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), (
+        result.stdout + result.stderr)
+
+
 def test_deb_command_runs_with_debians_python(deb_tree: Path):
     env = {**CLEAN_ENV, "PYTHONPATH": str(deb_tree / "usr/lib/python3/dist-packages")}
     script = deb_tree / "usr/bin/azprov"
@@ -328,7 +360,7 @@ def test_early_unit_runs_before_the_network_only_with_azprov():
 
 def test_preset_enables_the_unit():
     lines = [l for l in PRESET.read_text().splitlines() if l.strip() and not l.startswith("#")]
-    assert lines == ["enable azprov.service", "enable azprov-firewall.service"]
+    assert lines == ["enable azprov.service", "enable azprov-firewall.service", "enable azprov-temp-disk.service"]
 
 
 def test_man_page_renders_without_warnings():
