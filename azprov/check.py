@@ -255,6 +255,19 @@ def check_python(host: Host, config_file: Optional[str]) -> List[Problem]:
     return []
 
 
+def temp_disk_owner(host: Host, config_file: Optional[str]) -> Tuple[str, str]:
+    """Who formats the temporary disk in this image: azprov, WALinuxAgent, ..., "none" or
+    "conflict" (:func:`azprov.disks.owner.describe`), as check and status say it."""
+    from azprov.config import load_config
+    from azprov.disks import owner
+
+    try:
+        enabled = load_config(host, config_file=config_file).temp_disk.enabled
+    except AzprovError:
+        enabled = True
+    return owner.describe(owner.owners(host, enabled))
+
+
 def check_temp_disk(host: Host, config_file: Optional[str]) -> List[Problem]:
     """One owner for the temporary disk, and no fstab line that trips over a disk a new VM may
     not have (:mod:`azprov.disks`)."""
@@ -262,7 +275,7 @@ def check_temp_disk(host: Host, config_file: Optional[str]) -> List[Problem]:
     from azprov.disks import fstab, owner
 
     try:
-        settings = load_config(root=host.root, config_file=config_file).temp_disk
+        settings = load_config(host, config_file=config_file).temp_disk
     except AzprovError:
         return []  # the config check says so
     problems = []
@@ -327,14 +340,17 @@ def command(args, config, host: Host) -> int:
     found = run_checks(host, getattr(args, "config", None))
     problems = [p for p in found if not p.warning]
     warnings = [p for p in found if p.warning]
+    owner, why = temp_disk_owner(host, getattr(args, "config", None))
     if getattr(args, "json", False):
         verdict = {} if not problems else failure(len(problems), host)
         json.dump({**verdict, "root": host.root, "ready_for_capture": not problems,
                    "problems": [asdict(p) for p in problems],
-                   "warnings": [asdict(p) for p in warnings]}, sys.stdout, indent=2)
+                   "warnings": [asdict(p) for p in warnings],
+                   "temp_disk_owner": {"owner": owner, "why": why}}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         where = "this system" if host.live else host.root
+        print(f"temporary disk: owner {owner} ({why})")
         for problem in warnings:
             print(f"warning: {problem.problem}\n    fix: {problem.fix}")
         for problem in problems:

@@ -56,15 +56,9 @@ def collect(host: Host, config_file: Optional[str] = None) -> dict:
 def _temp_disk(host: Host, config_file: Optional[str]) -> dict:
     """The temporary disk: who owns it and the last run of azprov-temp-disk.service."""
     from azprov import tempdisk
-    from azprov.config import load_config
-    from azprov.disks import owner
-    from azprov.errors import AzprovError
+    from azprov.check import temp_disk_owner
 
-    try:
-        enabled = load_config(root=host.root, config_file=config_file).temp_disk.enabled
-    except AzprovError:
-        enabled = True
-    who, why = owner.describe(owner.owners(host, enabled))
+    who, why = temp_disk_owner(host, config_file)
     return {"temp_disk": {"owner": who, "owner_why": why, "last_run": tempdisk.load_record(host)}}
 
 

@@ -149,9 +149,15 @@ def read_verdict(host: Host, disk: sysfs.BlockDisk) -> layout.Verdict:
 
 
 def _wipe(host: Host, disk: sysfs.BlockDisk) -> None:
-    """Zero both ends: the partition table (and GPT backup), the first partition's boot sector."""
+    """Zero both ends (the partition table and GPT backup, the first partition's boot sector),
+    after reading the verdict again through the same exclusive descriptor: nothing can have
+    been mounted or written in between."""
     fd = _open(host, disk.node, os.O_RDWR)
     try:
+        verdict = layout.classify(Image(fd), disk.sector)
+        if not verdict.may_format:
+            raise TempDiskFailed(f"{disk.node} changed before it was formatted: {verdict.reason}",
+                                 device=disk.node)
         size = os.lseek(fd, 0, os.SEEK_END)
         for offset, length in ((0, min(WIPE, size)), (max(size - layout.EDGE, 0), min(layout.EDGE, size))):
             os.pwrite(fd, bytes(length), offset)
@@ -270,9 +276,9 @@ def _failed(host: Host, disk: sysfs.BlockDisk, mount_point: str, message: str) -
     return TempDiskFailed(f"temporary disk {disk.node}: {message}", device=disk.node)
 
 
-def command(args, config) -> int:
-    """``azprov temp-disk [--dry-run] [--json]`` (what azprov-temp-disk.service runs)."""
-    host = Host("/")
+def command(args, config, host: Host) -> int:
+    """``azprov temp-disk [--dry-run] [--json]`` (what azprov-temp-disk.service runs; ``host``
+    is the machine: the command has no ``--root``)."""
     outcome = run(host, config.temp_disk, dry_run=getattr(args, "dry_run", False))
     if getattr(args, "json", False):
         json.dump(asdict(outcome), sys.stdout, indent=2)

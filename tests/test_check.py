@@ -64,6 +64,7 @@ def test_a_generalized_image_passes(image):
     assert check(image) == (0, [])
     text = cli.azprov("check", "--root", image)
     assert text.returncode == 0 and "ready for capture: yes" in text.stdout
+    assert "temporary disk: owner " in text.stdout  # who formats it, also when all is well
 
 
 def test_problems_are_listed_with_their_fix_and_exit_10(image):
@@ -298,6 +299,15 @@ ACCEPTED = {
     "WALinuxAgent alone formats the temporary disk": _waagent("Provisioning.Agent=disabled\nResourceDisk.Format=y\n"),
     "azprov alone formats the temporary disk": _temp_disk_unit,
 }
+
+
+def test_check_says_who_owns_the_temporary_disk(image):
+    owner = lambda: json.loads(cli.azprov("check", "--root", image, "--json").stdout)["temp_disk_owner"]
+    assert owner()["owner"] == "none"  # the scratch image does not enable azprov-temp-disk.service
+    _temp_disk_unit(image)
+    assert owner()["owner"] == "azprov"
+    _waagent("Provisioning.Agent=disabled\nResourceDisk.Format=y\n")(image)
+    assert owner()["owner"] == "conflict" and "ResourceDisk.Format=y" in owner()["why"]
 
 
 @pytest.mark.parametrize("name", sorted(ACCEPTED))

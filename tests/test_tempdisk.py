@@ -152,3 +152,15 @@ def test_switched_off_or_no_disk(tmp_path, job):
     assert job(settings("/dev/loop0", mnt, enabled=False)).outcome == "disabled"
     outcome = job(settings("/dev/azprov-no-such-disk", mnt))
     assert outcome.outcome == "no-disk" and job.record()["outcome"] == "no-disk"
+
+
+def test_the_verdict_is_read_again_through_the_descriptor_that_wipes(tmp_path, job, monkeypatch):
+    """Were the disk to change between the first look and the format (it is read again through
+    the exclusive descriptor that wipes), nothing is written."""
+    mnt = tmp_path / "mnt"
+    with loop(azure_disk(tmp_path / "disk.img", 64 * MIB, files={"notes.txt": b"mine"})) as device:
+        before = digest(device)
+        monkeypatch.setattr(tempdisk, "read_verdict", lambda host, disk: layout.Verdict("azure-ntfs", "stale look"))
+        with pytest.raises(TempDiskFailed, match="changed before it was formatted"):
+            job(settings(device, mnt))
+        assert digest(device) == before and mounted(mnt) == ""

@@ -42,6 +42,7 @@ PACKAGES = (
     "systemd-sysv", "dbus", "python3", "python3-requests", "python3-defusedxml",
     "python3-systemd", "openssh-server", "openssh-client", "sudo", "passwd", "iproute2",
     "sshpass",  # the recorder's SSH password login (provisioning disc tests)
+    "e2fsprogs",  # a Depends of azprov (mkfs.ext4 for the temporary disk), in every cloud image
 )
 # The variant for WALinuxAgent kept for VM extensions next to azprov: Debian's own package.
 WAAGENT_PACKAGES = PACKAGES + ("waagent",)
