@@ -16,7 +16,8 @@ docs/architecture.md to it).
 - The KVP ``PROVISIONING_REPORT`` (``azprov.kvp``) is written before every health report, and on
   every failure, also when the WireServer cannot be reached.
 - Every attempt is recorded with its outcome (``azprov.attempts``) for ``azprov status``.
-- SSH host keys are generated in the background from the start and waited for on every path.
+- SSH host keys are made in the background from the start and waited for on every path; on
+  success READY=1 waits for the ones sshd can start on, the RSA key for the state to be saved.
 - The state is written only after Ready was accepted, so a lost report is retried next boot.
 - The provisioning disc is read after the goal state, so a disc that cannot be read is reported;
   IMDS (fetched beside the goal state) and the disc are combined as :mod:`azprov.sources` says.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional
@@ -95,6 +97,8 @@ class Provisioning:
         self.ready_accepted = False
         self.keys: Optional[Background] = None  # ssh-keygen in the background
         self.keys_started = False
+        self.keys_usable = threading.Event()
+        self.keys_early = False  # sshd released before the RSA key: it is waited for after Ready
         self.history = attempts.Recorder(host)
 
     @property
@@ -118,8 +122,18 @@ class Provisioning:
         self.keys_started = True
         plan = host_keys.plan(self.host, self.settings, vm_id=dmi_id, known_vm=known_vm)
         if plan is not None:
-            self.keys = Background(lambda: host_keys.apply(self.host, None, self.settings, plan),
-                                   step=host_keys.NAME)
+            self.keys = Background(lambda: self.make_host_keys(plan), step=host_keys.NAME)
+
+    def make_host_keys(self, plan) -> bool:
+        """In the background: ``keys_usable`` is set once sshd can start (``keys_early``: while
+        the RSA key is still being made), or when the run ends."""
+        def early() -> None:
+            self.keys_early = True
+            self.keys_usable.set()
+        try:
+            return host_keys.apply(self.host, None, self.settings, plan, early=early)
+        finally:
+            self.keys_usable.set()
 
     def identify_and_provision(self) -> Outcome:
         self.dmi_id = read_dmi_vm_id(self.host)
@@ -204,10 +218,12 @@ class Provisioning:
             unit.check(self.host)
 
     def host_keys_done(self) -> Dict[str, bool]:
-        """The background ssh-keygen's outcome (waited for), as a step's change."""
+        """The background ssh-keygen's outcome, as a step's change: waited for until sshd can
+        start on the keys (a failure before that is this run's)."""
         if self.keys is not None:
             with self.phase(host_keys.NAME, report=lambda: "changed" if changed else "unchanged"):
-                changed = self.keys.result()
+                self.keys_usable.wait()  # sshd can start: the RSA key may still be on its way
+                changed = True if self.keys_early else self.keys.result()
             return {host_keys.NAME: changed}
         return {host_keys.NAME: False} if host_keys.enabled(self.settings) else {}
 
@@ -238,6 +254,8 @@ class Provisioning:
         )
         with self.phase("state"):
             state_file.save(self.host, recorded)
+        if self.keys_early:  # the RSA key, made while sshd started on the others
+            self.settle_host_keys()
         with self.phase("unit"):
             unit.disable(self.host)
         firewall.after_provisioning(self.host, self.config)  # a warning at worst, never a failure

@@ -274,3 +274,50 @@ def test_a_killed_run_leaves_temp_files_that_the_next_run_removes(scratch_root, 
     apply(scratch_root, config)
     left = sorted(os.listdir(os.path.join(scratch_root, "etc/ssh")))
     assert not set(leftovers) & set(left) and "ssh_host_rsa_key.keep" in left
+
+
+# --- sshd before the RSA key ---------------------------------------------------------------------
+
+def test_early_comes_once_the_fast_keys_are_made_before_rsa(scratch_root, config):
+    seen = []
+    host = Host(scratch_root)
+    plan = host_keys.Plan(replace=True, vm_id=VM)
+    host_keys.apply(host, metadata(), config.provisioning, plan,
+                    early=lambda: seen.append(sorted(n for n in os.listdir(os.path.join(scratch_root, "etc/ssh"))
+                                                     if n.startswith("ssh_host_"))))
+    assert seen == [["ssh_host_ecdsa_key", "ssh_host_ecdsa_key.pub", "ssh_host_ed25519_key",
+                     "ssh_host_ed25519_key.pub"]]
+    assert_sound(scratch_root)
+
+
+@pytest.mark.parametrize("case", ["keygen-unit", "rsa-only", "nothing-slow"])
+def test_no_early_when_sshd_could_not_start_or_another_unit_makes_rsa(scratch_root, config, case):
+    if case == "keygen-unit":  # Fedora/RHEL: sshd-keygen@rsa would make the key at sshd's start
+        os.makedirs(os.path.join(scratch_root, "usr/lib/systemd/system"), exist_ok=True)
+        open(os.path.join(scratch_root, "usr/lib/systemd/system/sshd-keygen@.service"), "w").close()
+    elif case == "rsa-only":
+        with open(os.path.join(scratch_root, "etc/ssh/sshd_config"), "a") as handle:
+            handle.write("\nHostKey /etc/ssh/ssh_host_rsa_key\n")
+    else:  # only the ed25519 key is broken: nothing slow to wait for
+        seed_image_keys(scratch_root)
+        _empty(key_file(scratch_root, "ed25519"))
+    seen = []
+    plan = host_keys.Plan(replace=case != "nothing-slow", vm_id=VM)
+    host_keys.apply(Host(scratch_root), metadata(), config.provisioning, plan, early=lambda: seen.append(1))
+    assert seen == []
+
+
+@pytest.mark.parametrize("version, reloads", [("OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL 3.0.15", False),
+                                              ("OpenSSH_10.0p2 Debian-7, OpenSSL 3.5.1", True),
+                                              ("OpenSSH_9.9p1, OpenSSL 3.2.2", True),
+                                              ("", True)])
+def test_sshd_is_reloaded_for_a_late_key_only_where_it_holds_its_keys(scratch_root, version, reloads):
+    """OpenSSH 9.8+ loads host keys once in the listener: a late RSA key needs a reload; 9.2's
+    per-connection sshd reads them from disk (the boot test's ssh-keyscan shows it served)."""
+    from azprov.host.runner import CommandResult
+    from support.fakes import live_host
+
+    runner = FakeRunner(lambda argv: CommandResult(tuple(argv), 0, "", version) if argv[:2] == ["ssh", "-V"] else None)
+    host_keys._tell_sshd(live_host(scratch_root, runner))
+    reload = ["systemctl", "--no-block", "try-reload-or-restart", "ssh.service", "sshd.service"]
+    assert (reload in runner.calls) is reloads

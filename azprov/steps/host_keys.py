@@ -36,7 +36,7 @@ import secrets
 import stat
 import struct
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from azprov.errors import CommandFailed, StepFailed
 from azprov.host import Host
@@ -48,6 +48,8 @@ NAME = "host_keys"
 SSH_DIR = "/etc/ssh"
 MARKER = "/var/lib/azprov/host-keys"  # the VM id the keys were made for ("" without one)
 KEY_TYPES = ("ed25519", "ecdsa", "rsa")  # sshd's default host keys, fastest to make first
+SLOW_TYPES = ("rsa",)  # a prime search: 0.3-2 s; the others take milliseconds
+KEYGEN_UNITS = ("/usr/lib/systemd/system/sshd-keygen@.service", "/lib/systemd/system/sshd-keygen@.service")
 _ALGORITHMS = {"ssh-ed25519": "ed25519", "ecdsa-sha2-nistp256": "ecdsa", "ecdsa-sha2-nistp384": "ecdsa",
                "ecdsa-sha2-nistp521": "ecdsa", "ssh-rsa": "rsa"}
 _NAMED = re.compile(r"^ssh_host_(rsa|ecdsa|ed25519|dsa)_key$")
@@ -109,30 +111,82 @@ def plan(host: Host, settings, *, vm_id: Optional[str], known_vm: bool) -> Optio
     return Plan(replace=replace, vm_id=vm_id)
 
 
-def apply(host: Host, metadata, settings, run: Optional[Plan] = None) -> bool:
-    """Make the keys the plan asks for; True if any was written."""
+def apply(host: Host, metadata, settings, run: Optional[Plan] = None,
+          early: Optional[Callable[[], None]] = None) -> bool:
+    """Make the keys the plan asks for; True if any was written.
+
+    ``early()`` is called once sshd can start on the keys made or kept so far while the slow
+    ones (RSA) are still to be made (see :func:`_can_start_early`); they are then made after it,
+    and sshd is told about them where it needs to be (:func:`_tell_sshd`)."""
     run = run or Plan(replace=False, vm_id=None)
     _remove_temp_files(host)
     keys = configured_keys(host)
-    written = []
+    written: List[HostKey] = []
+    released = False
     for key in keys:
         reason, derived = ("a new VM", None) if run.replace else _check(host, key)
         if reason is None:
             _repair_public(host, key, derived)
             continue
-        old = _fingerprint_of_file(host, key.public) if host.lexists(key.path) else None
-        if old is not None:
-            log.info("replacing SSH host key %s (%s %s): %s", key.path, key.kind.upper(), old, reason)
-        elif host.lexists(key.path):
-            log.info("replacing SSH host key %s: %s", key.path, reason)
-        _generate(host, key)
+        if key.kind in SLOW_TYPES and not released and early is not None and _can_start_early(host, keys):
+            log.info("sshd can start on the %s keys; the %s key follows", ", ".join(
+                k.kind for k in keys if k.kind not in SLOW_TYPES), key.kind)
+            early()
+            released = True
+        _replace(host, key, reason)
         written.append(key)
     if written or run.replace:
         host.write_file(MARKER, ((run.vm_id or "").lower() + "\n").encode(), mode=0o600, parents=0o700)
     _show_fingerprints(host, keys, new=bool(written))
     if written:
         log.info("generated SSH host keys: %s", ", ".join(k.kind for k in written))
+    if released:
+        _tell_sshd(host)
     return bool(written)
+
+
+def _replace(host: Host, key: HostKey, reason: str) -> None:
+    old = _fingerprint_of_file(host, key.public) if host.lexists(key.path) else None
+    if old is not None:
+        log.info("replacing SSH host key %s (%s %s): %s", key.path, key.kind.upper(), old, reason)
+    elif host.lexists(key.path):
+        log.info("replacing SSH host key %s: %s", key.path, reason)
+    _generate(host, key)
+
+
+# --- sshd before the slow keys ------------------------------------------------------------------
+
+def _can_start_early(host: Host, keys: List[HostKey]) -> bool:
+    """True when sshd can start before the slow keys exist: another configured key is sound (made
+    already or kept), and no keygen unit of the image would make the missing key itself when
+    sshd starts (Fedora/RHEL's ``sshd-keygen@.service``, racing ours)."""
+    if not any(key.kind not in SLOW_TYPES for key in keys):  # made or checked by now (fast first)
+        return False
+    return not any(host.lexists(unit) for unit in KEYGEN_UNITS)
+
+
+def _tell_sshd(host: Host) -> None:
+    """After the slow keys were made behind a running sshd: OpenSSH 9.8 and later load host keys
+    once, in the listener (which hands them to each ``sshd-session``), so a key that appears later
+    is served only after a reload; before 9.8 each connection's re-executed sshd read them from
+    disk (checked with OpenSSH 9.2: served without a reload), and a reload would only close the
+    listener for a moment."""
+    if not host.probes.systemd_running():
+        return
+    version = _openssh_version(host)
+    if version is not None and version < (9, 8):
+        return
+    log.info("reloading sshd (OpenSSH %s) so that it serves the new %s key",
+             ".".join(map(str, version)) if version else "of unknown version", "/".join(SLOW_TYPES))
+    host.run(["systemctl", "--no-block", "try-reload-or-restart", "ssh.service", "sshd.service"],
+             timeout=60, check=False)
+
+
+def _openssh_version(host: Host) -> Optional[Tuple[int, int]]:
+    """(major, minor) of the OpenSSH installed (``ssh -V``: same package as sshd), or None."""
+    result = host.run(["ssh", "-V"], check=False, timeout=30)
+    found = re.search(r"OpenSSH_(\d+)\.(\d+)", result.stderr + result.stdout)
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 # --- which keys ---------------------------------------------------------------------------------
