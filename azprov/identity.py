@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
@@ -54,7 +53,8 @@ def gen1_swap(vm_id: str) -> str:
 
     ``527c2691-029f-fe4c-b1f4-a4da7ebac2cf`` <-> ``91267c52-9f02-4cfe-b1f4-a4da7ebac2cf``.
     """
-    return str(uuid.UUID(bytes=uuid.UUID(normalize_vm_id(vm_id)).bytes_le))
+    first, second, third, *rest = normalize_vm_id(vm_id).split("-")
+    return "-".join([bytes.fromhex(part)[::-1].hex() for part in (first, second, third)] + rest)
 
 
 def same_vm_id(a: Optional[str], b: Optional[str]) -> bool:
