@@ -1,8 +1,9 @@
 """The admin users azprov provisioned on this image: ``/var/lib/azprov/admin-users``.
 
 One user name a line, written once the steps are done and before Ready (a run that fails or is
-killed earlier is retried at the next boot, which writes it then).  Unlike the state, a plain ``azprov deprovision`` keeps this
-record: the user it names is still in the image, and a later ``azprov deprovision --user`` must be
+killed earlier is retried at the next boot, which writes it then); azprov's sudoers drop-in is
+then rewritten from it (:func:`grant_sudo`): the record, not the drop-in, says who gets sudo
+rights.  Unlike the state, a plain ``azprov deprovision`` keeps this record: the user it names is still in the image, and a later ``azprov deprovision --user`` must be
 able to remove it.  ``azprov check`` fails while a remembered user is still present.  Names are
 validated on read and write, so a tampered file can name nothing but portable user names (and
 ``deprovision --user`` still refuses system accounts).
@@ -14,9 +15,9 @@ import logging
 from typing import Iterable, List, Optional
 
 from azprov import state as state_file
+from azprov import sudoers
 from azprov.host import Host
 from azprov.host.accounts import USERNAME
-from azprov.steps import user as user_step
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +62,22 @@ def forget(host: Host, usernames: Iterable[str]) -> bool:
 
 
 def provisioned(host: Host, recorded: Optional[state_file.State]) -> List[str]:
-    """Every admin user azprov provisioned on this image: the state's, the record's, and the
-    users of its sudoers drop-in (which predates the record), in that order."""
+    """Every admin user azprov provisioned on this image: the state's and the record's, in that
+    order.  (Not the users its sudoers drop-in names: an image can plant any line there, and
+    ``deprovision --user`` would remove the accounts it names.)"""
     names: List[str] = []
     if recorded is not None and recorded.admin_username:
         names.append(recorded.admin_username)
     names.extend(remembered(host))
-    try:
-        dropin = host.read_file(user_step.SUDOERS_DROPIN)
-    except Exception as exc:  # a symlink planted there: not azprov's drop-in
-        log.warning("ignoring %s: %s", user_step.SUDOERS_DROPIN, exc)
-        dropin = None
-    names.extend(user_step.sudoers_users((dropin or b"").decode("utf-8", "replace")))
     return list(dict.fromkeys(names))
+
+
+def check(host: Host) -> None:
+    """Refuse now what :func:`grant_sudo` would refuse after the steps (see azprov.sudoers)."""
+    sudoers.check(host)
+
+
+def grant_sudo(host: Host) -> bool:
+    """azprov's sudoers drop-in, rewritten whole: the remembered admin users and nobody else
+    (:mod:`azprov.sudoers`); True if it changed."""
+    return sudoers.own(host, sudoers.grants_for(host, remembered(host)))

@@ -2,7 +2,8 @@
 
 ``azprov provision`` records an attempt as ``running`` before it contacts the fabric, and
 rewrites it with its outcome (``succeeded``, ``failed``, ``refused``), the step, the reason and
-the message when it ends.  It lives beside the state, so it survives reboots (``azprov status``
+the message when it ends, and with the warnings a person must act on (a requested password that
+could not be set) as they come.  It lives beside the state, so it survives reboots (``azprov status``
 shows the last attempt after a failed first boot) and ``azprov deprovision`` clears it.  An
 attempt still ``running`` after its process has gone was killed (power cut, timeout).
 
@@ -17,7 +18,7 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, replace
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from azprov.errors import AzprovError, Refused, StepFailed
 from azprov.host import Host
@@ -30,6 +31,7 @@ HISTORY_LIMIT = 256 * 1024
 KEEP = 20
 OUTCOMES = ("running", "succeeded", "failed", "refused")
 _TEXT_LIMIT = 512
+_WARNINGS_KEPT = 10
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Attempt:
     vm_id: Optional[str] = None
     pid: Optional[int] = None
     finished_at: Optional[str] = None
+    warnings: Tuple[str, ...] = ()  # what a person must act on, though provisioning went on
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,6 +61,10 @@ class Attempt:
         for name in ("step", "reason", "message", "vm_id", "finished_at"):
             if known[name] is not None and not isinstance(known[name], str):
                 raise ValueError(f"an attempt's {name} is not a string")
+        warnings = known["warnings"] or ()
+        if not isinstance(warnings, (list, tuple)) or not all(isinstance(w, str) for w in warnings):
+            raise ValueError("an attempt's warnings are not a list of strings")
+        known["warnings"] = tuple(warnings)
         if known["pid"] is not None and (not isinstance(known["pid"], int) or isinstance(known["pid"], bool)):
             known["pid"] = None
         return cls(**known)
@@ -130,6 +137,12 @@ class Recorder:
     def failed(self, error: AzprovError, step: Optional[str], vm_id: Optional[str]) -> None:
         self._finish("refused" if isinstance(error, Refused) else "failed", step=step, vm_id=vm_id,
                      reason=error.reason, message=_short(str(error)))
+
+    def warn(self, message: str) -> None:
+        """Add ``message`` to the attempt's warnings (``azprov status`` shows them)."""
+        if self.attempt is None or len(self.attempt.warnings) >= _WARNINGS_KEPT:
+            return
+        self._put(replace(self.attempt, warnings=self.attempt.warnings + (_short(message),)))
 
     def discard(self) -> None:
         """Forget the attempt begun: it turned out there was nothing to provision."""

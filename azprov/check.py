@@ -10,6 +10,12 @@ interpreter (``chroot`` for a tree), to prove that azprov.service could start at
 The checks reuse what provisioning and deprovisioning decide with: the guards for other
 provisioners, the configuration loader, deprovision's lists of host keys and leases, the state
 and the record of provisioned admin users.
+
+The last ones look for what would give every VM of the image the same way in, which azprov does
+not repair on its own (they are the image's, not azprov's): root's password (locked by
+``deprovision`` and on each new VM, reported all the same) and SSH keys, accounts with an empty
+password, sudo rules for every account or read from elsewhere, and members of the admin groups
+who can log in.
 """
 
 from __future__ import annotations
@@ -22,11 +28,10 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional, Tuple
 
-from azprov import admins, agent_state, guards, network, unit, waagent
+from azprov import admins, agent_state, guards, network, sudoers, unit, waagent
 from azprov import state as state_file
 from azprov.errors import AzprovError, ExitCode, NotReadyForCapture
-from azprov.host import READ_LIMIT, Host
-from azprov.steps import user as user_step
+from azprov.host import READ_LIMIT, Host, passwords
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,8 @@ KERNEL_CMDLINE_FILES = ("/etc/default/grub", "/etc/default/grub.d/*.cfg", "/etc/
                         "/boot/grub/grub.cfg", "/boot/grub2/grub.cfg", "/boot/grub2/grubenv",
                         "/boot/loader/entries/*.conf")
 MACHINE_IDS = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+ADMIN_GROUPS = ("sudo", "wheel", "admin")  # groups the distributions' sudoers give root
+_KEY_TYPE = re.compile(r"^(ssh-|ecdsa-|sk-)")
 # What the image's own interpreter must import for azprov.service to provision (azprov.cli is
 # not listed: the self-test is run through it, as `PROGRAM check --self-test`).
 SELF_TEST_MODULES = ("azprov.provision", "azprov.clients", "azprov.http",
@@ -175,9 +182,9 @@ def user_leftovers(host: Host, username: str) -> List[str]:
         left.append(f"SSH keys {keys}")
     elif entry is not None and host.lexists(home):
         left.append(f"home {home}")
-    dropin = host.read_text(user_step.SUDOERS_DROPIN) or ""
-    if username in user_step.sudoers_users(dropin):
-        left.append(f"sudo rights in {user_step.SUDOERS_DROPIN}")
+    dropin = host.read_text(sudoers.DROPIN) or ""
+    if username in sudoers.users(dropin):
+        left.append(f"sudo rights in {sudoers.DROPIN}")
     return left
 
 
@@ -190,6 +197,84 @@ def check_admin_users(host: Host, config_file: Optional[str]) -> List[Problem]:
                                     f"an earlier VM is still here ({', '.join(left)}): every VM from this "
                                     "image would let its key holder in",
                                     "sudo azprov deprovision --user --force"))
+    return problems
+
+
+def login_keys(text: Optional[str]) -> List[str]:
+    """The lines of an authorized-keys file that give a shell: every key line but those behind a
+    ``command="..."`` option (cloud images' "Please login as the user ..." lines for root)."""
+    found = []
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not _KEY_TYPE.match(line):
+            options = re.split(r"\s(?=ssh-|ecdsa-|sk-)", line, maxsplit=1)[0]
+            if re.search(r'(^|,)command="', options):
+                continue
+        found.append(line)
+    return found
+
+
+def _keys_of(host: Host, home: str) -> Tuple[str, List[str]]:
+    """The first authorized-keys file below ``home`` that lets a key in, and its lines."""
+    for name in ("authorized_keys", "authorized_keys2"):
+        path = f"{home.rstrip('/')}/.ssh/{name}"
+        lines = login_keys(host.read_text(path))
+        if lines:
+            return path, lines
+    return "", []
+
+
+def check_root(host: Host, config_file: Optional[str]) -> List[Problem]:
+    """Root's password and SSH keys: every VM from the image would share them."""
+    problems = []
+    field = host.accounts.password_field("root")
+    if passwords.usable(field):
+        what = ("an empty password (no password is asked where PAM allows nullok)" if passwords.empty(field)
+                else "a password")
+        problems.append(Problem("root", f"root has {what} in /etc/shadow: every VM from this image would "
+                                "share it (serial console, su)",
+                                f"{DEPROVISION} (it locks root's password), or sudo usermod -L root"))
+    entry = host.accounts.user("root")
+    path, lines = _keys_of(host, entry.home if entry else "/root")
+    if lines:
+        problems.append(Problem("root", f"{path} lets {len(lines)} SSH key(s) in as root: every VM from "
+                                "this image would let their holders in (deprovision keeps root's keys)",
+                                f"sudo rm {path}, if no VM should have them"))
+    return problems
+
+
+def check_passwords(host: Host, config_file: Optional[str]) -> List[Problem]:
+    """Accounts other than root with an empty password field."""
+    return [Problem("passwords", f"{name} has an empty password in /etc/shadow: it logs in without one "
+                    "wherever PAM allows nullok (Debian's default), on every VM from this image",
+                    f"sudo usermod -L {name}")
+            for name, field in passwords.fields(host).items() if name != "root" and passwords.empty(field)]
+
+
+def check_sudo(host: Host, config_file: Optional[str]) -> List[Problem]:
+    """sudo rules for every account or read from elsewhere, and admin-group members who can log in
+    (azprov's own admin users are the admin_user check's)."""
+    problems = [Problem("sudo", f"{found.path}: {found.line[:200]!r}: {found.what}",
+                        f"remove the line: sudo visudo -f {found.path}")
+                for found in sudoers.audit(host)]
+    provisioned = set(admins.provisioned(host, state_file.load(host)))
+    shadow = passwords.fields(host)
+    for group_name in ADMIN_GROUPS:
+        group = host.accounts.group(group_name)
+        for member in group.members if group else ():
+            entry = host.accounts.user(member)
+            if member in provisioned or entry is None or member == "root":
+                continue
+            ways = ["a password"] if passwords.usable(shadow.get(member)) else []
+            path, _lines = _keys_of(host, entry.home)
+            ways += [f"SSH keys in {path}"] if path else []
+            if ways:
+                problems.append(Problem("sudo", f"{member} is in group {group_name} (root through sudo) and "
+                                        f"can log in ({', '.join(ways)}): so could whoever has them on "
+                                        "every VM from this image",
+                                        f"sudo userdel -r {member} (or sudo gpasswd -d {member} {group_name})"))
     return problems
 
 
@@ -300,6 +385,9 @@ CHECKS: Tuple[Tuple[str, Check], ...] = (
     ("hostname", check_hostname),
     ("agent_state", check_agent_state),
     ("admin_user", check_admin_users),
+    ("root", check_root),
+    ("passwords", check_passwords),
+    ("sudo", check_sudo),
     ("network", check_network),
     ("temp_disk", check_temp_disk),
     ("python", check_python),

@@ -116,6 +116,7 @@ class ProvisioningConfig:
     generate_host_keys: bool = True
     keep_host_keys: bool = False  # a new VM keeps the image's SSH host keys (pinned on purpose)
     refuse_other_provisioners: bool = True
+    lock_root_password: bool = True  # an image's root password is locked on every new VM
 
 
 def _check_on_missing(value: str) -> Optional[str]:
@@ -128,6 +129,13 @@ class MediaConfig:
 
     read: bool = True  # look for the provisioning disc (ovf-env.xml)
     eject: bool = True  # eject it after reading, where the device allows it
+
+
+@dataclass(frozen=True)
+class DeprovisionConfig:
+    """``[deprovision]``: what ``azprov deprovision`` does besides removing azprov's own traces."""
+
+    lock_root_password: bool = True  # usermod -L root: no image root password for VMs to share
 
 
 @dataclass(frozen=True)
@@ -200,6 +208,7 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     custom_data: CustomDataConfig = field(default_factory=CustomDataConfig)
     temp_disk: TempDiskConfig = field(default_factory=TempDiskConfig)
+    deprovision: DeprovisionConfig = field(default_factory=DeprovisionConfig)
     sources: Tuple[str, ...] = ()  # files that were read, in order
 
     def to_dict(self) -> Dict[str, Dict[str, Any]]:

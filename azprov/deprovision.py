@@ -5,7 +5,9 @@ It re-enables azprov.service, removes azprov's state and provisioning history, i
 cloud-init's per-VM state and logs (:mod:`azprov.agent_state`; their configuration and packages
 stay) and the machine id, resets the host name in ``/etc/hostname`` to ``localhost`` (so that no
 VM made from the image sends the build VM's name to Azure DNS before azprov names it), and with
-``--user`` every admin user azprov provisioned (home, sudoers line).  A plain run keeps the record
+``--user`` every admin user azprov provisioned (home, sudoers line).  It locks root's password
+(``usermod -L root``: an image root password would be shared by every VM; root's account, shell
+and SSH keys stay; ``[deprovision] lock_root_password = false`` keeps it).  A plain run keeps the record
 of those users (:mod:`azprov.admins`), so a later ``--user`` still finds them after the state is
 gone; ``azprov check`` fails while one is present.
 It lists what it will do and asks first (y/N on a terminal) unless ``--force``; without a
@@ -34,11 +36,10 @@ from azprov import state as state_file
 from azprov import unit
 from azprov.disks import fstab
 from azprov.errors import ConfirmationRequired, ExitCode, StepFailed
-from azprov.host import Host
+from azprov.host import Host, passwords
 from azprov.leases import LEASE_FILES
 from azprov.steps import host_keys
 from azprov.steps import hostname as hostname_step
-from azprov.steps import user as user_step
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +106,8 @@ def user_removal(host: Host, username: str) -> Action:
                      timeout=120, check=False)
             if host.accounts.user(username) is not None:
                 raise StepFailed(f"userdel could not remove {username}", admin_username=username)
-        existing = host.read_file(user_step.SUDOERS_DROPIN)
-        if existing is not None:
-            text = existing.decode("utf-8", "replace")
-            users = [u for u in user_step.sudoers_users(text) if u != username]
-            user_step.write_sudoers(host, users, user_step.password_users(text))
         admins.forget(host, [username])
+        admins.grant_sudo(host)  # the drop-in: the users still remembered, or removed
 
     home = f", its home {entry.home}" if entry else " (already gone)"
     return Action(f"remove the admin user {username}{home} and its sudo rights", run, user=username)
@@ -121,7 +118,8 @@ def _rewrite_fstab(host: Host, text: str) -> None:
     host.write_file(fstab.FSTAB, text.encode(), mode=(info.st_mode & 0o7777) if info else 0o644)
 
 
-def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) -> List[Action]:
+def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool,
+         lock_root: bool = True) -> List[Action]:
     actions = []
     if remove_user:
         users = admins.provisioned(host, recorded)
@@ -171,6 +169,9 @@ def plan(host: Host, recorded: Optional[state_file.State], remove_user: bool) ->
     if host.lexists(tempdisk.RECORD):
         actions.append(Action(f"remove this VM's temporary disk record {tempdisk.RECORD}",
                               _remove_all(host, [tempdisk.RECORD]), removes=(tempdisk.RECORD,)))
+    if lock_root and passwords.usable(host.accounts.password_field("root")):
+        actions.append(Action("lock root's password (usermod -L root; its account and SSH keys stay)",
+                              lambda: passwords.lock(host, "root")))
     actions.append(Action(f"empty {MACHINE_ID} (systemd makes a new machine id at the next boot)",
                           lambda: _empty_machine_id(host), empties=(MACHINE_ID,),
                           removes=(DBUS_MACHINE_ID,) if _listed_dbus_copy(host) else ()))
@@ -256,7 +257,7 @@ def command(args, config, host: Host) -> int:
         _confirm(args.force, as_json)
     with state_file.acquire(host, LOCK_WAIT):
         recorded = state_file.load(host)
-        actions = plan(host, recorded, args.user)
+        actions = plan(host, recorded, args.user, config.deprovision.lock_root_password)
         kept = [] if args.user else [name for name in admins.provisioned(host, recorded)
                                      if host.accounts.user(name) is not None]
         if not as_json:

@@ -51,6 +51,22 @@ def check_login(metadata, settings) -> None:
                        admin_username=metadata.os_profile.admin_username)
 
 
+def password_not_set(metadata, settings, disc, disc_read: bool = True) -> Optional[str]:
+    """What to tell when the deployment asked for password login (disablePasswordAuthentication
+    false) but no password can be set (no disc, or none on it): None when there is nothing to
+    say.  Provisioning goes on (the SSH keys work; without keys ``check_login`` has refused)."""
+    if not settings.create_user or metadata.os_profile.disable_password_authentication \
+            or metadata.password is not None:
+        return None
+    why = ("the provisioning disc was not read ([media] read = false)" if not disc_read
+           else "no provisioning disc was found" if disc is None
+           else "the provisioning disc carries no UserPassword")
+    name = metadata.os_profile.admin_username
+    return (f"password login was requested (disablePasswordAuthentication is false) but no password "
+            f"was set for {name}: {why}; {name} logs in with the SSH key only (password locked). "
+            f"To use a password, log in with the key and run `sudo passwd {name}`")
+
+
 def check_custom_data(metadata, on_missing: str) -> None:
     if not metadata.has_custom_data or metadata.custom_data is not None:
         return

@@ -44,7 +44,7 @@ from azprov import unit
 from azprov.background import Background
 from azprov.errors import AzprovError, FabricUnreachable, InternalError
 from azprov.guards import (check_custom_data, check_login, check_metadata, check_other_provisioners,
-                           waagent_extensions_only)
+                           password_not_set, waagent_extensions_only)
 from azprov.health import HealthStatus
 from azprov.host import Host
 from azprov.identity import VmId, read_dmi_vm_id, same_vm_id, settle
@@ -173,6 +173,7 @@ class Provisioning:
             self.vm = settle(self.dmi_id, metadata.vm_id)
             azlog.set_context(vm_id=self.vm.value)
         self.check(metadata)  # nothing changes before every check has passed
+        self.warn(password_not_set(metadata, self.settings, disc, self.config.media.read))
         changes = self.apply_steps(metadata)  # 4. hostname, user, password, keys, sshd...
         with self.phase("provisioning_data"):
             provisioning_data.save(self.host, metadata, ovf_redacted)
@@ -180,6 +181,7 @@ class Provisioning:
         if self.settings.create_user:  # kept by a plain deprovision: see azprov.admins
             with self.phase("admins"):
                 admins.remember(self.host, metadata.os_profile.admin_username)
+                admins.grant_sudo(self.host)  # azprov's sudoers drop-in: the record's users only
         goal_state = self.report_ready(served)  # 5. READY=1, the KVP report, Ready
         warnings = extensions.after_ready(  # a guest agent or extensions asked for: advice only
             self.host, self.fabric.wireserver, goal_state, disc,
@@ -216,6 +218,16 @@ class Provisioning:
             self.step = "state"  # what is written after Ready must be writable before it
             state_file.check(self.host)
             unit.check(self.host)
+            if self.settings.create_user:
+                self.step = "admins"
+                admins.check(self.host, metadata.os_profile.admin_username)
+
+    def warn(self, message: Optional[str]) -> None:
+        """A warning a person must act on: the log (stderr, journal, console) and the attempt's
+        record (``azprov status``)."""
+        if message:
+            log.warning("%s", message)
+            self.history.warn(message)
 
     def host_keys_done(self) -> Dict[str, bool]:
         """The background ssh-keygen's outcome, as a step's change: waited for until sshd can

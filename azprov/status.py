@@ -67,7 +67,7 @@ def _last_attempt(last: Optional[attempts.Attempt]) -> Optional[dict]:
         return None
     return {"outcome": last.outcome, "step": last.step, "reason": last.reason,
             "message": last.message, "at": last.at, "finished_at": last.finished_at,
-            "vm_id": last.vm_id}
+            "vm_id": last.vm_id, "warnings": list(last.warnings)}
 
 
 def running(host: Host) -> bool:
@@ -123,6 +123,8 @@ def command(args, config, host: Host) -> int:
         print("provisioned: no (no state recorded)")
     if data["last_attempt"]:
         print(f"last attempt: {_describe_attempt(data['last_attempt'])}")
+        for warning in data["last_attempt"]["warnings"]:
+            print(f"warning: {warning}")
     print(f"{unit.UNIT}: {'enabled' if data['unit_enabled'] else 'disabled'}")
     disk = data["temp_disk"]
     print(f"temporary disk: owner {disk['owner']} ({disk['owner_why']})")

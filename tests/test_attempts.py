@@ -70,3 +70,29 @@ def test_a_symlinked_history_is_not_followed(scratch_root, tmp_path):
     assert attempts.load(host) == []
     attempts.Recorder(host).begin()  # refused, logged, not raised
     assert target.read_text() == "keep"
+
+
+def test_warnings_are_kept_with_the_attempt_through_its_end(scratch_root):
+    host = Host(scratch_root)
+    recorder = attempts.Recorder(host)
+    recorder.begin("vm")
+    recorder.warn("password login was requested but no password was set")
+    recorder.warn("x" * 2000)
+    recorder.succeeded("vm")
+    last = attempts.last(host)
+    assert last.outcome == "succeeded"
+    assert last.warnings[0] == "password login was requested but no password was set"
+    assert len(last.warnings[1]) == 512 and last.warnings[1].endswith("...")
+    for _ in range(20):
+        recorder.warn("again")
+    assert len(attempts.last(host).warnings) == 10
+
+
+def test_warnings_that_are_not_strings_make_the_history_damaged(scratch_root):
+    host = Host(scratch_root)
+    path = host.path(attempts.HISTORY_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump({"attempts": [{"at": "2024-01-01T00:00:00+00:00", "outcome": "succeeded",
+                                 "warnings": [1, 2]}]}, handle)
+    assert attempts.load(host) == []

@@ -147,6 +147,38 @@ def _remembered_keys(root):
     write(root, "/var/lib/azprov/admin-users", "bob\n", 0o600)
 
 
+def _remembered_sudo(root):
+    """The record names bob, whose sudo line is still in azprov's drop-in (account gone)."""
+    write(root, "/etc/sudoers.d/90-azprov", "bob ALL=(ALL) NOPASSWD:ALL\n", 0o440)
+    write(root, "/var/lib/azprov/admin-users", "bob\n", 0o600)
+
+
+def _shadow(name, field):
+    def breaks(root):
+        path = os.path.join(root, "etc/shadow")
+        lines = [f"{name}:{field}:19500:0:99999:7:::" if line.startswith(name + ":") else line
+                 for line in open(path).read().splitlines()]
+        open(path, "w").write("\n".join(lines) + "\n")
+    return breaks
+
+
+def _sudo_member_with_keys(root):
+    """The image build's own user, left in group sudo with its SSH key."""
+    for path, line in (("etc/passwd", "builder:x:1100:1100::/home/builder:/bin/bash"),
+                       ("etc/shadow", "builder:!:19500:0:99999:7:::"), ("etc/group", "builder:x:1100:")):
+        with open(os.path.join(root, path), "a") as handle:
+            handle.write(line + "\n")
+    _replace_group(root, "sudo:x:27:", "sudo:x:27:builder")
+    write(root, "/home/builder/.ssh/authorized_keys", "ssh-ed25519 AAAA builder\n", 0o600)
+
+
+def _replace_group(root, old, new):
+    path = os.path.join(root, "etc/group")
+    text = open(path).read()
+    assert old + "\n" in text
+    open(path, "w").write(text.replace(old + "\n", new + "\n"))
+
+
 def _dbus_link(root):
     os.makedirs(os.path.join(root, "var/lib/dbus"), exist_ok=True)
     os.symlink("/etc/machine-id", os.path.join(root, "var/lib/dbus/machine-id"))
@@ -242,8 +274,19 @@ FAILURES = {
     "NetworkManager internal lease": (_file("/var/lib/NetworkManager/internal-0b5d-eth0.lease", "ADDRESS=10.0.0.4\n"),
                                       "leases", "deprovision"),
     "azprov state": (_state, "state", "deprovision"),
-    "admin user left in sudoers": (_file("/etc/sudoers.d/90-azprov", "bob ALL=(ALL) NOPASSWD:ALL\n", 0o440),
-                                   "admin_user", "deprovision --user"),
+    "admin user left in sudoers": (_remembered_sudo, "admin_user", "deprovision --user"),
+    "root password": (_shadow("root", "$6$salt$hash"), "root", "usermod -L root"),
+    "root empty password": (_shadow("root", ""), "root", "usermod -L root"),
+    "root ssh keys": (_file("/root/.ssh/authorized_keys", "ssh-ed25519 AAAA builder\n", 0o600), "root", "rm /root/.ssh"),
+    "root ssh keys with options": (_file("/root/.ssh/authorized_keys2", 'from="10.0.0.0/8" ssh-ed25519 AAAA b\n', 0o600),
+                                   "root", "rm /root/.ssh"),
+    "an account with an empty password": (_shadow("daemon", ""), "passwords", "usermod -L daemon"),
+    "sudo rule for every account": (_file("/etc/sudoers.d/50-image", "ALL ALL=(ALL) NOPASSWD:ALL\n", 0o440),
+                                    "sudo", "visudo -f /etc/sudoers.d/50-image"),
+    "planted line in azprov's drop-in": (_file("/etc/sudoers.d/90-azprov", "ALL ALL=(ALL) NOPASSWD:ALL\n", 0o440),
+                                         "sudo", "visudo -f /etc/sudoers.d/90-azprov"),
+    "sudo rules read from /tmp": (_file("/etc/sudoers.d/50-image", "@includedir /tmp\n", 0o440), "sudo", "visudo"),
+    "sudo group member with keys": (_sudo_member_with_keys, "sudo", "gpasswd -d builder sudo"),
     "admin user's keys left": (_remembered_keys, "admin_user", "deprovision --user"),
     "netplan pinned to a MAC": (_file("/etc/netplan/50-cloud-init.yaml", NETPLAN_PINNED), "network", "hv_netvsc"),
     "networkd pinned to a MAC": (_file("/etc/systemd/network/10-eth0.network", "[Match]\nMACAddress=00:0d:3a:12:34:56\n[Network]\nDHCP=yes\n"),

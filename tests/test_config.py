@@ -283,7 +283,8 @@ def test_render_toml_of_defaults_round_trips(tmp_path):
 
 def test_to_dict_shape():
     data = Config(wireserver=WireServerConfig(address="10.0.0.1")).to_dict()
-    assert list(data) == ["wireserver", "imds", "http", "health", "provisioning", "media", "custom_data", "temp_disk"]
+    assert list(data) == ["wireserver", "imds", "http", "health", "provisioning", "media", "custom_data", "temp_disk",
+                          "deprovision"]
     assert data["wireserver"] == {"address": "10.0.0.1", "deadline": 1200.0, "root_only": True}
     assert data["provisioning"]["admin_groups"] == ("sudo", "wheel")
     assert "sources" not in data

@@ -9,7 +9,7 @@ import pytest
 
 from azprov import attempts, deprovision, errors, kvp, state, unit
 from azprov.host import Host
-from azprov.steps import user as user_step
+from azprov import sudoers
 from support import cli
 from support.fakes import FakeRunner
 from support.scratch_root import WANTS_LINK, diff, install_python, make_scratch_root, read_state, snapshot
@@ -176,7 +176,7 @@ def test_deprovision_user_then_a_new_vm_provisions_again(scratch_root, emulator)
     recorded = read_state(scratch_root)
     assert (recorded["vm_id"], recorded["admin_username"], recorded["incarnation"]) == (OTHER_VM, "bob", 2)
     assert open(os.path.join(scratch_root, "etc/hostname")).read() == "second\n"
-    assert user_step.sudoers_users(open(os.path.join(scratch_root, "etc/sudoers.d/90-azprov")).read()) == ["bob"]
+    assert sudoers.users(open(os.path.join(scratch_root, "etc/sudoers.d/90-azprov")).read()) == ["bob"]
     assert present(scratch_root, "etc/ssh/ssh_host_ed25519_key")
 
 
@@ -187,7 +187,7 @@ def test_without_user_the_admin_user_and_its_sudo_rights_stay(scratch_root, emul
     assert cli.azprov("deprovision", "--force", "--root", scratch_root).returncode == 0
     host = Host(scratch_root)
     assert host.accounts.user("azureuser") is not None
-    assert user_step.sudoers_users(open(host.path(user_step.SUDOERS_DROPIN)).read()) == ["azureuser"]
+    assert sudoers.users(open(host.path(sudoers.DROPIN)).read()) == ["azureuser"]
 
 
 @pytest.mark.emulator
@@ -243,3 +243,43 @@ def test_other_agents_temporary_disk_lines_leave_fstab(scratch_root):
     assert os.stat(fstab).st_mode & 0o7777 == 0o644
     again = json.loads(cli.azprov("deprovision", "--force", "--json", "--root", scratch_root).stdout)
     assert again["edited_files"] == []
+
+
+def _root_shadow(root: str, field: str) -> None:
+    path = os.path.join(root, "etc/shadow")
+    lines = [f"root:{field}:19500:0:99999:7:::" if line.startswith("root:") else line
+             for line in open(path).read().splitlines()]
+    open(path, "w").write("\n".join(lines) + "\n")
+
+
+def _root_field(root: str) -> str:
+    return next(line.split(":")[1] for line in open(os.path.join(root, "etc/shadow")) if line.startswith("root:"))
+
+
+@cli.requires_root
+@pytest.mark.parametrize("field, locked", [("$6$salt$hash", "!$6$salt$hash"), ("", "!")])
+def test_deprovision_locks_roots_password_and_keeps_its_keys(scratch_root, field, locked):
+    """The real usermod -L --root: the hash stays behind '!' (usermod -U gives it back)."""
+    _root_shadow(scratch_root, field)
+    os.makedirs(os.path.join(scratch_root, "root/.ssh"), 0o700)
+    keys = os.path.join(scratch_root, "root/.ssh/authorized_keys")
+    open(keys, "w").write("ssh-ed25519 AAAA operator\n")
+    passwd = open(os.path.join(scratch_root, "etc/passwd")).read()
+    result = cli.azprov("deprovision", "--force", "--json", "--root", scratch_root)
+    assert result.returncode == 0, result.stderr
+    assert "lock root's password (usermod -L root; its account and SSH keys stay)" in json.loads(result.stdout)["done"]
+    assert _root_field(scratch_root) == locked
+    assert open(keys).read() == "ssh-ed25519 AAAA operator\n"
+    assert open(os.path.join(scratch_root, "etc/passwd")).read() == passwd  # account and shell as they were
+    assert cli.azprov("check", "--json", "--root", scratch_root).stdout.count("root has") == 0
+
+
+@cli.requires_root
+def test_deprovision_keeps_roots_password_when_configured_to(scratch_root):
+    _root_shadow(scratch_root, "$6$salt$hash")
+    os.makedirs(os.path.join(scratch_root, "etc/azprov"), exist_ok=True)
+    open(os.path.join(scratch_root, "etc/azprov/azprov.toml"), "w").write("[deprovision]\nlock_root_password = false\n")
+    result = cli.azprov("deprovision", "--force", "--root", scratch_root)
+    assert result.returncode == 0, result.stderr
+    assert "lock root" not in result.stdout
+    assert _root_field(scratch_root) == "$6$salt$hash"

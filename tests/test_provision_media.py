@@ -303,3 +303,37 @@ def test_imds_answering_within_the_grace_still_wins_and_an_incomplete_disc_waits
     assert "disagree on the hostname ('imds-name' and 'from-disc'): using IMDS's" in result.stderr
     assert open(host.path("/etc/hostname")).read() == "imds-name\n"
     assert [r["state"] for r in fabric.reports] == ["Ready"]
+
+
+def test_a_requested_password_the_disc_lacks_is_a_warning_in_the_log_and_the_record(scratch_root, tmp_path, full, caplog):
+    """Password login requested, keys given, a real disc without UserPassword: Ready (the keys
+    work), the account locked, sudo without password, and a warning saying so where people look."""
+    from azprov import attempts
+
+    host = Host(scratch_root)
+    with_disc(host, tmp_path, username="azureuser", hostname="vm1", password="")
+    fabric = FakeFabric(metadata(disable_password_authentication=False))
+    with caplog.at_level(logging.WARNING):
+        outcome = provision(host, full, connect=fabric.connect)
+    assert outcome.status == "provisioned" and [r.state for r in fabric.reports] == ["Ready"]
+    expected = ("password login was requested (disablePasswordAuthentication is false) but no password was "
+                "set for azureuser: the provisioning disc carries no UserPassword")
+    assert expected in caplog.text and "sudo passwd azureuser" in caplog.text
+    last = attempts.last(host)
+    assert last.outcome == "succeeded" and len(last.warnings) == 1 and last.warnings[0].startswith(expected)
+    assert host.accounts.password_field("azureuser").startswith("!")
+    assert "azureuser ALL=(ALL) NOPASSWD:ALL" in open(host.path("/etc/sudoers.d/90-azprov")).read()
+    status = cli.azprov("status", "--root", scratch_root)
+    assert f"warning: {expected}" in status.stdout, status.stdout
+
+
+def test_a_key_only_vm_gets_no_password_warning(scratch_root, full, caplog):
+    host = Host(scratch_root)
+    provision(host, full, connect=FakeFabric(metadata()).connect)
+    assert "password login was requested" not in caplog.text and attempts_warnings(host) == ()
+
+
+def attempts_warnings(host):
+    from azprov import attempts
+
+    return attempts.last(host).warnings

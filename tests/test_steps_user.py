@@ -59,11 +59,8 @@ def test_an_existing_user_is_updated_with_these_commands(tmp_path, config):
     assert user.apply(host, metadata(), config.provisioning) is True
     assert runner.calls[0] == ["usermod", "--root", host.root, "-a", "-G", "sudo", "--", "azureuser"]
     assert runner.calls[1] == ["usermod", "--root", host.root, "-L", "--", "azureuser"]
-    assert runner.calls[2][:4] == [runner.calls[2][0], "-c", "-q", "-f"]
-    assert runner.commands() == ["usermod", "usermod", "visudo"]
-    assert "useradd" not in runner.commands()
-    content = open(host.path(user.SUDOERS_DROPIN)).read()
-    assert content.endswith("azureuser ALL=(ALL) NOPASSWD:ALL\n")
+    assert runner.commands() == ["usermod", "usermod"]
+    assert not host.lexists("/etc/sudoers.d/90-azprov")  # the flow's, from the record: azprov.sudoers
 
 
 def test_the_first_admin_group_that_exists_is_used(tmp_path, config):
@@ -80,37 +77,6 @@ def test_no_admin_group_is_a_warning(tmp_path, caplog):
     assert runner.calls == [] and "none of the admin groups" in caplog.text
 
 
-def test_a_sudoers_drop_in_visudo_rejects_is_never_installed(tmp_path, config):
-    root = make_scratch_root(str(tmp_path / "r"), users=[("azureuser", 1000)])
-
-    def visudo_says_no(argv):
-        if argv[0].endswith("visudo"):
-            return CommandResult(tuple(argv), 1, "", "syntax error")
-        return None
-
-    host = Host(root, runner=FakeRunner(visudo_says_no))
-    with pytest.raises(errors.StepFailed):
-        user.ensure_sudoers(host, "azureuser")
-    assert not host.lexists(user.SUDOERS_DROPIN)
-    assert temp_files(root) == []
-
-
-def test_sudoers_without_includedir_is_left_alone(tmp_path, caplog):
-    root = make_scratch_root(str(tmp_path / "r"))
-    os.remove(os.path.join(root, "etc/sudoers"))
-    open(os.path.join(root, "etc/sudoers"), "w").write("root ALL=(ALL) ALL\n")
-    host = Host(root, runner=FakeRunner())
-    assert user.ensure_sudoers(host, "azureuser") is False
-    assert not host.lexists(user.SUDOERS_DROPIN)
-    assert "does not include /etc/sudoers.d" in caplog.text
-
-
-def test_the_drop_in_lists_every_provisioned_user_once():
-    text = user.render_sudoers(["alice", "bob"]).decode()
-    assert user.sudoers_users(text) == ["alice", "bob"]
-    assert user.sudoers_users(text + "evil ALL=(ALL) ALL\n# bob\n") == ["alice", "bob"]
-
-
 @requires_root
 def test_useradd_creates_the_admin_user_in_the_image(scratch_root, config):
     host = Host(scratch_root)
@@ -123,11 +89,6 @@ def test_useradd_creates_the_admin_user_in_the_image(scratch_root, config):
     home = os.stat(host.path("/home/azureuser"))
     assert (home.st_uid, home.st_gid) == (entry.uid, entry.gid)
     assert os.path.exists(host.path("/home/azureuser/.profile"))  # from the image's skel
-    dropin = host.path(user.SUDOERS_DROPIN)
-    info = os.stat(dropin)
-    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o440, 0, 0)
-    assert open(dropin).read().splitlines()[-1] == "azureuser ALL=(ALL) NOPASSWD:ALL"
-    assert subprocess.run(["visudo", "-c", "-f", dropin], capture_output=True).returncode == 0
     before = snapshot(scratch_root)
     assert user.apply(host, metadata(admin_username="azureuser"), config.provisioning) is False
     assert snapshot(scratch_root) == before
@@ -161,15 +122,6 @@ def test_an_existing_user_keeps_its_uid_and_files(tmp_path, config):
     assert host.accounts.user("azureuser").uid == 1500
     assert open(os.path.join(root, "home/azureuser/notes")).read() == "mine"
     assert "azureuser" in host.accounts.group("sudo").members
-
-
-@requires_root
-def test_a_second_user_joins_the_drop_in(scratch_root, config):
-    host = Host(scratch_root)
-    user.apply(host, metadata(admin_username="alice"), config.provisioning)
-    user.apply(host, metadata(admin_username="bob"), config.provisioning)
-    text = open(host.path(user.SUDOERS_DROPIN)).read()
-    assert user.sudoers_users(text) == ["alice", "bob"]
 
 
 @requires_root
@@ -239,9 +191,6 @@ def test_an_upper_case_name_is_created_by_the_real_useradd(scratch_root, config)
     assert user.apply(host, metadata(admin_username="AzureUser"), config.provisioning) is True
     entry = host.accounts.user("AzureUser")
     assert entry.home == "/home/AzureUser" and os.stat(host.path(entry.home)).st_uid == entry.uid
-    assert user.sudoers_users(open(host.path(user.SUDOERS_DROPIN)).read()) == ["AzureUser"]
-    assert subprocess.run(["visudo", "-c", "-f", host.path(user.SUDOERS_DROPIN)],
-                          capture_output=True).returncode == 0
 
 
 # --- the home: only the usual place, never a system account's or someone else's ------------------
@@ -309,16 +258,6 @@ def test_a_root_owned_leftover_home_becomes_the_new_users(scratch_root, config):
     info = os.stat(home)
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (entry.uid, entry.gid, 0o700)
     assert os.stat(os.path.join(home, "notes")).st_uid == 0  # only the directory itself
-
-
-@requires_root
-def test_a_symlinked_sudoers_directory_is_refused_before_anything_changes(scratch_root, config):
-    import shutil
-
-    shutil.rmtree(os.path.join(scratch_root, "etc/sudoers.d"))
-    os.symlink("/tmp", os.path.join(scratch_root, "etc/sudoers.d"))
-    with pytest.raises(errors.UnsafePath, match="symbolic link"):
-        user.check(Host(scratch_root), metadata(), config.provisioning)
 
 
 @pytest.mark.parametrize("shell", ["/usr/sbin/nologin", "/bin/false"])

@@ -9,7 +9,7 @@ through :class:`azprov.host.Host`: its files and commands, and ``host.probes`` f
 
 from __future__ import annotations
 
-from azprov.steps import hostname, password, ssh_keys, sshd, user
+from azprov.steps import hostname, password, root_password, ssh_keys, sshd, user
 
 # ``host_keys`` is not in the sequence: the flow starts it in the background first (see there).
-STEPS = (hostname, user, password, ssh_keys, sshd)
+STEPS = (hostname, user, password, ssh_keys, sshd, root_password)

@@ -7,25 +7,22 @@ a portable user name, never a system account).
 The home must be in the usual place: strictly below ``/home`` (or the ``HOME`` of
 ``/etc/default/useradd``), reached without a symlink, a directory of the user or root that group
 and others cannot write (sshd's ``StrictModes``).  A home left behind with no user (root's, from
-the image build) becomes the new user's; one owned by anybody else is refused.  All of this, and
-the path of the sudoers drop-in, is checked before any step changes anything.
+the image build) becomes the new user's; one owned by anybody else is refused.  All of this is
+checked before any step changes anything.
 
 Created with the real ``useradd`` (``--root`` for an image tree) with a home and a user private
 group; an existing user is updated, never recreated.  It joins the first of the configured admin
-groups that exists.  Without a password (keys only) the password is locked and
-``/etc/sudoers.d/90-azprov`` grants it ``NOPASSWD:ALL``; with a password from the provisioning
-disc sudo asks for it (``PASSWD:ALL``), as WALinuxAgent does.  The drop-in is mode 0440,
-root-owned, written to a temp file that ``visudo -cf`` checks before it is renamed into place.  The drop-in lists every user
-azprov provisioned on this image, one line each.
+groups that exists.  Without a password (keys only) the password is locked.  Its sudo rights
+are not this step's: once the steps are done, the flow records the user (:mod:`azprov.admins`)
+and rewrites azprov's sudoers drop-in from that record (:mod:`azprov.sudoers`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
-from typing import Collection, List, Optional
+from typing import List, Optional
 
 from azprov.errors import StepFailed, UnsafePath, UnusableHome
 from azprov.host import NO_UID, Host, PasswdEntry, check_dir
@@ -33,16 +30,11 @@ from azprov.host import NO_UID, Host, PasswdEntry, check_dir
 log = logging.getLogger(__name__)
 
 NAME = "user"
-SUDOERS = "/etc/sudoers"
-SUDOERS_DROPIN = "/etc/sudoers.d/90-azprov"
 HOME_BASE = "/home"
 SYSTEM_DIRS = frozenset("""
     / /bin /boot /dev /etc /lib /lib32 /lib64 /libx32 /opt /proc /root /run /sbin /srv /sys /tmp
     /usr /var /var/lib /var/tmp
 """.split())
-SUDOERS_HEADER = "# Admin users provisioned by azprov (https://aka.ms/linuxprovisioningerror).\n"
-_SUDOERS_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]{0,31}) ALL=\(ALL\) (NOPASSWD|PASSWD):ALL$")
-_INCLUDEDIR = re.compile(r"^[#@]includedir\s+/etc/sudoers\.d/?\s*$", re.MULTILINE)
 
 
 def enabled(settings) -> bool:
@@ -52,7 +44,6 @@ def enabled(settings) -> bool:
 def check(host: Host, metadata, settings) -> None:
     username = host.accounts.admin_name(metadata.os_profile.admin_username)
     check_home(host, username)
-    host.check_writable(SUDOERS_DROPIN)
 
 
 def home_bases(host: Host) -> List[str]:
@@ -111,10 +102,8 @@ def apply(host: Host, metadata, settings) -> bool:
     username = host.accounts.admin_name(metadata.os_profile.admin_username)
     changed = ensure_user(host, username, admin_group(host, settings.admin_groups))
     changed = ensure_admin_group(host, username, settings.admin_groups) or changed
-    has_password = getattr(metadata, "password", None) is not None
-    if not has_password:
+    if getattr(metadata, "password", None) is None:
         changed = ensure_locked(host, username) or changed
-    changed = ensure_sudoers(host, username, ask_password=has_password) or changed
     return changed
 
 
@@ -189,8 +178,8 @@ def admin_group(host: Host, candidates) -> Optional[str]:
 def ensure_admin_group(host: Host, username: str, candidates) -> bool:
     group = admin_group(host, candidates)
     if group is None:
-        log.warning("none of the admin groups %s exists: %s gets sudo rights from %s only",
-                    ", ".join(candidates) or "(none configured)", username, SUDOERS_DROPIN)
+        log.warning("none of the admin groups %s exists: %s gets sudo rights from azprov's "
+                    "sudoers drop-in only", ", ".join(candidates) or "(none configured)", username)
         return False
     if username in host.accounts.group(group).members:
         return False
@@ -206,65 +195,3 @@ def ensure_locked(host: Host, username: str) -> bool:
     host.run(["usermod", *host.root_option(), "-L", "--", username], timeout=60)
     log.info("locked the password of %s (SSH keys only)", username)
     return True
-
-
-def sudoers_users(text: str) -> List[str]:
-    """The users of an azprov sudoers drop-in, in order."""
-    return [m.group(1) for m in map(_SUDOERS_LINE.match, text.splitlines()) if m]
-
-
-def password_users(text: str) -> List[str]:
-    """The users of an azprov sudoers drop-in for whom sudo asks the password."""
-    return [m.group(1) for m in map(_SUDOERS_LINE.match, text.splitlines())
-            if m and m.group(2) == "PASSWD"]
-
-
-def render_sudoers(users: List[str], ask_password: Collection[str] = ()) -> bytes:
-    return (SUDOERS_HEADER + "".join(
-        f"{name} ALL=(ALL) {'PASSWD' if name in ask_password else 'NOPASSWD'}:ALL\n"
-        for name in users)).encode()
-
-
-def _visudo_check(host: Host):
-    visudo = host.which("visudo")
-    if visudo is None:
-        raise StepFailed("visudo is not installed on this machine: cannot check the sudoers drop-in")
-
-    def check(path: str) -> None:
-        host.run([visudo, "-c", "-q", "-f", path], timeout=30)
-
-    return check
-
-
-def write_sudoers(host: Host, users: List[str], ask_password: Collection[str] = ()) -> bool:
-    """Make the drop-in list exactly ``users`` (removed when empty); sudo asks the users in
-    ``ask_password`` for their password."""
-    if not users:
-        return host.remove(SUDOERS_DROPIN)
-    return host.write_file(SUDOERS_DROPIN, render_sudoers(users, ask_password), mode=0o440,
-                           parents=0o755,
-                           check=_visudo_check(host))
-
-
-def ensure_sudoers(host: Host, username: str, ask_password: bool = False) -> bool:
-    main = host.read_text(SUDOERS)
-    if main is None:
-        log.warning("sudo is not installed (no %s): %s gets no sudo rights", SUDOERS, username)
-        return False
-    if not _INCLUDEDIR.search(main):
-        log.warning("%s does not include /etc/sudoers.d: %s is not read; not rewriting %s",
-                    SUDOERS, SUDOERS_DROPIN, SUDOERS)
-        return False
-    existing = host.read_file(SUDOERS_DROPIN)
-    text = existing.decode("utf-8", "replace") if existing else ""
-    users = sudoers_users(text)
-    if username not in users:
-        users.append(username)
-    asking = [name for name in password_users(text) if name != username]
-    if ask_password:
-        asking.append(username)
-    changed = write_sudoers(host, users, asking)
-    if changed:
-        log.info("%s grants %s sudo %s", SUDOERS_DROPIN, username,
-                 "with its password" if ask_password else "without password")
-    return changed

@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
+import stat
 import struct
 import time
 from typing import Any, Callable, Iterator, List
@@ -605,6 +607,42 @@ def check_upper_case_user(run: Run) -> None:
     assert os.path.exists(os.path.join(root, "home/AzureUser/.ssh/authorized_keys"))
 
 
+_PLANTED_SUDO = "ALL ALL=(ALL) NOPASSWD:ALL"
+_SUDO_HEADER = "# Admin users provisioned by azprov (https://aka.ms/linuxprovisioningerror).\n"
+
+
+def check_own_dropin(run: Run) -> None:
+    """azprov's drop-in holds azureuser's line and nothing else, root's, 0440, a regular file."""
+    path = os.path.join(run.facts["root"], "etc/sudoers.d/90-azprov")
+    info = os.lstat(path)
+    assert (stat.S_ISREG(info.st_mode), info.st_mode & 0o777, info.st_uid) == (True, 0o440, 0)
+    with open(path) as handle:
+        assert handle.read() == _SUDO_HEADER + "azureuser ALL=(ALL) NOPASSWD:ALL\n"
+
+
+def check_sudoers_untouched(run: Run) -> None:
+    with open(os.path.join(run.facts["root"], "etc/sudoers")) as handle:
+        assert "azureuser" not in handle.read()
+
+
+def check_attempt_warning(phrase: str) -> Callable[[Run], None]:
+    def check(run: Run) -> None:
+        with open(os.path.join(run.facts["root"], "var/lib/azprov/attempts.json")) as handle:
+            last = json.load(handle)["attempts"][-1]
+        assert last["outcome"] == "succeeded" and any(phrase in w for w in last["warnings"]), last
+
+    return check
+
+
+def check_root_field(expected: str) -> Callable[[Run], None]:
+    def check(run: Run) -> None:
+        with open(os.path.join(run.facts["root"], "etc/shadow")) as handle:
+            field = next(line.split(":")[1] for line in handle if line.startswith("root:"))
+        assert field == expected, field
+
+    return check
+
+
 _IMAGE_KEYS = "etc/ssh/sshd_config.d/05-keys.conf"
 _ED25519_NO_BYTES = "ssh-ed25519 " + base64.b64encode(ssh_string(b"ssh-ed25519")).decode()
 _ED448 = "ssh-ed448 " + base64.b64encode(ssh_string(b"ssh-ed448") + ssh_string(b"\x01" * 57)).decode()
@@ -667,7 +705,7 @@ MATRIX += [
         setup=planted(link("etc/skel/.ssh", "/root/.ssh")), **_IMAGE_FAILS, reason="unsafe_path",
         step="ssh_keys"),
     row("sudoers-dir-symlink", "/etc/sudoers.d is a symlink to /tmp",
-        setup=planted(link("etc/sudoers.d", "/tmp")), **_IMAGE_FAILS, reason="unsafe_path", step="user"),
+        setup=planted(link("etc/sudoers.d", "/tmp")), **_IMAGE_FAILS, reason="unsafe_path", step="admins"),
     row("state-dir-symlink", "/var/lib/azprov is a symlink to /var/tmp",
         setup=planted(directory("var/tmp"), link("var/lib/azprov", "/var/tmp")), **_IMAGE_FAILS,
         reason="unsafe_path", step="state",
@@ -702,6 +740,39 @@ MATRIX += [
         image=_EXISTING, setup=planted(directory("home/azureuser/.ssh", 0o700, 1000),
                                        link("home/azureuser/.ssh/authorized_keys", "etc/shadow", hard=True)),
         **_IMAGE_FAILS, reason="unsafe_path", step="ssh_keys", found="found: the keys were merged"),
+    # --- hostile images: sudo rights and root's password ------------------------------------------------
+    row("sudoers-dropin-planted-all", "the image's /etc/sudoers.d/90-azprov (mode 0666) already says ALL ALL=(ALL) NOPASSWD:ALL",
+        setup=planted(put("etc/sudoers.d/90-azprov", _PLANTED_SUDO + "\n", 0o666)), tree="any",
+        check=all_of(check_own_dropin, logged(f"dropping {_PLANTED_SUDO!r}")),
+        note="the drop-in holds azureuser's line only (0440, root's); a warning names the dropped line",
+        found="found by the red team: the planted line was kept (merged), every account got passwordless root"),
+    row("sudoers-dropin-planted-user", "90-azprov grants eve (an existing account no record names) NOPASSWD:ALL, "
+        "and #includedir /tmp", image={"users": [("eve", 1500)]},
+        setup=planted(put("etc/sudoers.d/90-azprov", "eve ALL=(ALL) NOPASSWD:ALL\n#includedir /tmp\n", 0o440)),
+        tree="any", check=all_of(check_own_dropin, logged("dropping 'eve ALL=(ALL) NOPASSWD:ALL'"),
+                                 logged("dropping '#includedir /tmp'")),
+        note="both dropped, each with a warning; eve keeps her account"),
+    row("sudoers-dropin-symlink", "90-azprov is a symlink to /etc/sudoers",
+        setup=planted(link("etc/sudoers.d/90-azprov", "/etc/sudoers")), tree="any",
+        check=all_of(check_own_dropin, check_sudoers_untouched, logged("is a symbolic link (to /etc/sudoers)")),
+        note="the link is replaced by azprov's file, /etc/sudoers untouched"),
+    row("sudoers-dropin-directory", "90-azprov is a directory", setup=planted(directory("etc/sudoers.d/90-azprov")),
+        **_IMAGE_FAILS, reason="unsafe_path", step="admins"),
+    row("password-requested-no-disc", "IMDS says disablePasswordAuthentication false (keys given), no provisioning disc",
+        scenario={"disable_password_authentication": False}, tree="any",
+        check=all_of(logged("password login was requested (disablePasswordAuthentication is false) but no "
+                            "password was set for azureuser: no provisioning disc was found"),
+                     check_attempt_warning("sudo passwd azureuser")),
+        note="Ready (the keys work); the warning is logged and in the attempt's record (azprov status)",
+        found="found by the red team: nothing said the requested password was not set"),
+    row("root-password-in-image", "the image's root has a password hash in /etc/shadow",
+        setup=planted(lambda root: _replace_in(root, "etc/shadow", "root:!:", "root:$6$imagesalt$imagehash:")),
+        tree="any", check=all_of(check_root_field("!$6$imagesalt$imagehash"), logged("root had a password in the image")),
+        note="locked (usermod -L root: the hash kept behind '!'), with a warning",
+        found="found by the red team: every VM kept the image's root password"),
+    row("root-empty-password", "the image's root has an empty password field",
+        setup=planted(lambda root: _replace_in(root, "etc/shadow", "root:!:", "root::")), tree="any",
+        check=all_of(check_root_field("!"), logged("root had an empty password in the image"))),
     # --- names --------------------------------------------------------------------------------------
     row("admin-upper-case", "adminUsername 'AzureUser'", scenario={"admin_username": "AzureUser"},
         tree="any", check=check_upper_case_user, found="found: refused (invalid_admin_username)"),
