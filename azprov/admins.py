@@ -72,8 +72,9 @@ def provisioned(host: Host, recorded: Optional[state_file.State]) -> List[str]:
     return list(dict.fromkeys(names))
 
 
-def check(host: Host) -> None:
+def check(host: Host, username: str) -> None:
     """Refuse now what :func:`grant_sudo` would refuse after the steps (see azprov.sudoers)."""
+    sudoers.check_name(username)
     sudoers.check(host)
 
 

@@ -4,7 +4,9 @@ the image's other rules.
 **The drop-in is azprov's, whole.**  It holds one line for each admin user azprov provisioned on
 this image (the record of :mod:`azprov.admins`) that is still a regular account, and nothing else:
 ``NAME ALL=(ALL) NOPASSWD:ALL`` when the account's password is locked (keys only), ``NAME
-ALL=(ALL) PASSWD:ALL`` when it has a password (sudo asks for it, as WALinuxAgent does).  It is
+ALL=(ALL) PASSWD:ALL`` when it has a password (sudo asks for it, as WALinuxAgent does).  A name
+sudo would not read as a user (``ALL``, which is every user, or any other all-upper-case name,
+which is an alias the image may define) is refused before anything changes.  It is
 rendered from that record every time, never merged with what the file holds: a line an image
 planted there (``ALL ALL=(ALL) NOPASSWD:ALL``) is dropped, with a warning naming it.  The new file
 is mode 0440, root's, written to a temp file that ``visudo -c -f`` checks before it is renamed over
@@ -26,7 +28,7 @@ import stat
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
-from azprov.errors import StepFailed, UnsafePath
+from azprov.errors import InvalidUsername, StepFailed, UnsafePath
 from azprov.host import Host, passwords
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ _LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]{0,31}) ALL=\(ALL\) (NOPASSWD|PASSW
 _INCLUDEDIR = re.compile(r"^[#@]includedir\s+/etc/sudoers\.d/?\s*$", re.MULTILINE)
 _INCLUDE = re.compile(r"^[#@](include|includedir)\s+(.+?)\s*$")
 _WARNED_LINES = 20  # dropped lines named one by one; the rest counted
+# What sudo's lexer reads as an alias name (or ALL), never as a user: upper case, digits, '_'.
+_ALIAS = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,28 @@ def users(text: str) -> List[str]:
     return [m.group(1) for m in map(_LINE.match, text.splitlines()) if m and m.group(1) != "ALL"]
 
 
+def check_name(name: str) -> str:
+    """``name`` if sudo reads it as a user name in a rule; InvalidUsername for ``ALL`` (every
+    user) and the other names sudo reads as a ``User_Alias`` (``AZUREUSER``: whatever the image
+    defines it as, or nobody)."""
+    if _ALIAS.fullmatch(name):
+        raise InvalidUsername(
+            f"adminUsername {name!r} is all upper case: sudo would read it as "
+            f"{'every user' if name == 'ALL' else 'an alias'}, not as the admin user; use a name "
+            "with a lower-case letter", admin_username=name)
+    return name
+
+
 def grants_for(host: Host, names: Sequence[str]) -> List[Grant]:
     """The grants for the admin users ``names``: those that are regular accounts (uid at least
     ``UID_MIN``), asked for their password when they have one."""
     uid_min = host.accounts.uid_min()
     grants = []
     for name in dict.fromkeys(names):
+        if _ALIAS.fullmatch(name):
+            log.warning("no sudo rights for %s in %s: sudo would read the name as %s", name, DROPIN,
+                        "every user" if name == "ALL" else "an alias")
+            continue
         entry = host.accounts.user(name)
         if entry is None or entry.uid < uid_min:
             log.info("no sudo rights for %s in %s: %s", name, DROPIN,

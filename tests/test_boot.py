@@ -171,9 +171,26 @@ def vm2(keys) -> dict:
     return vm("azprov-boot-two", "secondadmin", keys["vm2"][1], incarnation=7)
 
 
+PLANTED_SUDO = "ALL ALL=(ALL) NOPASSWD:ALL"
+IMAGE_ROOT_HASH = "$6$imagesalt$imagehash"
+
+
 @pytest.fixture(scope="module")
 def vm1_tree(workspace, layers) -> Path:
-    return workspace.overlay(layers, "vm1").root
+    """The image, as a hostile builder left it: a rule for every account planted in azprov's own
+    sudoers drop-in, and a root password every VM would share."""
+    tree = workspace.overlay(layers, "vm1").root
+    dropin = tree / "etc/sudoers.d/90-azprov"
+    dropin.write_text(PLANTED_SUDO + "\n")
+    os.chmod(dropin, 0o440)
+    shadow = tree / "etc/shadow"
+    info = os.stat(shadow)
+    lines = [f"root:{IMAGE_ROOT_HASH}:" + line.split(":", 2)[2] if line.startswith("root:") else line
+             for line in shadow.read_text().splitlines()]
+    shadow.write_text("\n".join(lines) + "\n")
+    os.chown(shadow, info.st_uid, info.st_gid)
+    os.chmod(shadow, stat.S_IMODE(info.st_mode))
+    return tree
 
 
 @pytest.fixture(scope="module")
@@ -320,6 +337,18 @@ def test_first_boot_creates_the_admin_user_with_the_served_key(first_boot, vm1: 
     check_admin_user(vm1_tree, vm1["admin_username"], vm1["public_keys"][0])
     check_ssh_login(booted, vm1)
     assert "passwordauthentication no" in booted.record["sshd_config"]["out"].splitlines()
+
+
+def test_first_boot_owns_the_sudoers_drop_in_and_locks_roots_password(first_boot, vm1: dict, vm1_tree: Path):
+    """The planted rule is gone (named on the console), the drop-in is the admin's line alone and
+    the real sudo reads it; root's image password is locked (the hash kept behind '!')."""
+    booted, _ = first_boot
+    user = vm1["admin_username"]
+    assert (vm1_tree / "etc/sudoers.d/90-azprov").read_text().splitlines()[1:] == [f"{user} ALL=(ALL) NOPASSWD:ALL"]
+    assert any(f"dropping {PLANTED_SUDO!r}" in line for line in console_lines(booted)), booted.console
+    root = next(line.split(":") for line in (vm1_tree / "etc/shadow").read_text().splitlines() if line.startswith("root:"))
+    assert root[1] == "!" + IMAGE_ROOT_HASH
+    assert any("root had a password in the image" in line for line in console_lines(booted)), booted.console
 
 
 def test_sshd_starts_only_after_azprov_is_ready(first_boot, vm1_tree: Path):

@@ -49,6 +49,28 @@ def test_the_drop_in_lists_each_user_once_in_azprovs_form():
     assert sudoers.users(text + "evil ALL=(ALL) ALL\n# bob\n" + PLANTED + "\n") == ["alice", "bob"]
 
 
+@pytest.mark.parametrize("name", ["ALL", "AZUREUSER", "OPS_1", "A"])
+def test_names_sudo_reads_as_an_alias_or_every_user_are_refused(tmp_path, name):
+    with pytest.raises(errors.InvalidUsername, match="all upper case") as caught:
+        sudoers.check_name(name)
+    assert caught.value.reason == "invalid_admin_username"
+    root = make_scratch_root(str(tmp_path / "r"), users=[(name, 1000)])
+    assert sudoers.grants_for(Host(root), [name]) == []  # a tampered record grants nothing either
+
+
+@pytest.mark.parametrize("name", ["azureuser", "AzureUser", "aLL", "_OPS", "ops_1"])
+def test_names_with_a_lower_case_letter_or_leading_underscore_are_user_names(name):
+    assert sudoers.check_name(name) == name
+
+
+def test_visudo_reads_an_upper_case_name_as_an_alias(tmp_path):
+    """Why: the real visudo says an all-upper-case user is an undefined User_Alias."""
+    path = tmp_path / "rule"
+    path.write_text("AZUREUSER ALL=(ALL) NOPASSWD:ALL\n")
+    result = subprocess.run(["visudo", "-c", "-f", str(path)], capture_output=True, text=True)
+    assert 'User_Alias "AZUREUSER" referenced but not defined' in result.stderr + result.stdout
+
+
 def test_grants_follow_the_accounts_password(tmp_path):
     root = make_scratch_root(str(tmp_path / "r"), users=[("alice", 1000), ("bob", 1001), ("svc", 500)])
     set_shadow(root, "bob", "$6$salt$hash")

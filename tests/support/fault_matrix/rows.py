@@ -758,6 +758,13 @@ MATRIX += [
         note="the link is replaced by azprov's file, /etc/sudoers untouched"),
     row("sudoers-dropin-directory", "90-azprov is a directory", setup=planted(directory("etc/sudoers.d/90-azprov")),
         **_IMAGE_FAILS, reason="unsafe_path", step="admins"),
+    row("admin-name-ALL", "adminUsername 'ALL' (sudo's word for every user)", scenario={"admin_username": "ALL"},
+        **_IMAGE_FAILS, reason="invalid_admin_username", step="admins",
+        found="found while attacking: useradd made ALL, and its sudoers line gave every account passwordless root"),
+    row("admin-name-user-alias", "the image defines User_Alias OPS = ALL; adminUsername 'OPS'",
+        scenario={"admin_username": "OPS"},
+        setup=planted(put("etc/sudoers.d/50-image", "User_Alias OPS = ALL\n", 0o440)),
+        **_IMAGE_FAILS, reason="invalid_admin_username", step="admins"),
     row("password-requested-no-disc", "IMDS says disablePasswordAuthentication false (keys given), no provisioning disc",
         scenario={"disable_password_authentication": False}, tree="any",
         check=all_of(logged("password login was requested (disablePasswordAuthentication is false) but no "
