@@ -758,7 +758,7 @@ MATRIX += [
         note="the link is replaced by azprov's file, /etc/sudoers untouched"),
     row("sudoers-dropin-directory", "90-azprov is a directory", setup=planted(directory("etc/sudoers.d/90-azprov")),
         **_IMAGE_FAILS, reason="unsafe_path", step="admins"),
-    row("admin-name-ALL", "adminUsername 'ALL' (sudo's word for every user)", scenario={"admin_username": "ALL"},
+    row("admin-name-all", "adminUsername 'ALL' (sudo's word for every user)", scenario={"admin_username": "ALL"},
         **_IMAGE_FAILS, reason="invalid_admin_username", step="admins",
         found="found while attacking: useradd made ALL, and its sudoers line gave every account passwordless root"),
     row("admin-name-user-alias", "the image defines User_Alias OPS = ALL; adminUsername 'OPS'",
