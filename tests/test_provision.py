@@ -56,10 +56,10 @@ def test_the_flow_in_order(host, light, caplog):
     with caplog.at_level(logging.INFO, logger="azprov.provision"):
         outcome = provision(host, light, connect=fabric.connect)
     # the phases run in PHASES's order; here without identity (DMI or no state), the steps that
-    # need root, and admins (no user created)
+    # need root or are turned off, and admins (no user created)
     started = [m.split()[1][:-1] for m in caplog.messages if m.startswith("step ") and m.endswith(": started")]
     assert started == [phase for phase in PHASES if phase not in
-                       ("identity", "user", "password", "ssh_keys", "host_keys", "admins")]
+                       ("identity", "user", "password", "ssh_keys", "root_password", "host_keys", "admins")]
     # goal state and IMDS are fetched at the same time (either may be first), then Ready
     assert sorted(fabric.calls[:2]) == ["goal_state", "metadata"] and fabric.calls[2:] == ["report:Ready"]
     assert outcome.status == "provisioned" and outcome.vm_id == VM_ID
