@@ -373,3 +373,33 @@ def test_the_checker_finds_circles(tmp_path):
 def test_the_layers_point_one_way(layer):
     """No two layers may import each other (the table itself has no circle)."""
     assert all(layer not in MAY_IMPORT[other] for other in MAY_IMPORT[layer])
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def _documented_layers() -> Dict[str, str]:
+    """docs/architecture.md's layer table: layer -> the modules cell."""
+    rows = {}
+    for line in ARCHITECTURE.read_text().splitlines():
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) > 3 and cells[1] in MAY_IMPORT:
+            rows[cells[1]] = cells[2]
+    return rows
+
+
+@pytest.mark.parametrize("module", sorted(m for m in LAYER if LAYER[m] != FABRIC and m != "azprov"))
+def test_the_architecture_names_each_module_in_its_layer_and_its_job(module):
+    """The layer table of docs/architecture.md names every product module in its own layer's row
+    (a package's modules may be named together, ``host/*``), and the module table has a row for
+    it or its package (``azprov/steps/*.py``)."""
+    short = module[len("azprov."):]
+    parts = short.split(".")
+    names = [f"`{short}`", f"`{parts[-1]}`", f"`{parts[0]}/*`"]
+    assert any(name in _documented_layers()[LAYER[module]] for name in names), (module, LAYER[module])
+    path = "/".join(parts)
+    text = ARCHITECTURE.read_text()
+    package = (PACKAGE / path).is_dir()  # a package's __init__: a row of one of its modules will do
+    rows = [f"| `azprov/{path}.py`", f"| `azprov/{path}/__init__.py`", f"`{path}.py`",
+            f"| `azprov/{parts[0]}/*.py`"] + ([f"| `azprov/{path}/"] if package else [])
+    assert any(row in text for row in rows), module
