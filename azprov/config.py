@@ -223,9 +223,11 @@ def _plain(value: object) -> object:
     return str(value) if isinstance(value, Address) else value
 
 
-# section name -> section dataclass, in declaration order
+# section name -> section dataclass, in declaration order (each section's default factory is its
+# class: cheaper at import than resolving the annotations with typing.get_type_hints, issue 23)
 _SECTIONS: Dict[str, type] = {
-    name: hint for name, hint in typing.get_type_hints(Config).items() if dataclasses.is_dataclass(hint)
+    f.name: f.default_factory for f in dataclasses.fields(Config)
+    if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory)
 }
 
 

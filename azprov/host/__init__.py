@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import shutil
 import stat
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 from azprov.errors import StepFailed
-from azprov.host import homes, sshd_config
 from azprov.host import runner as _runner
-from azprov.host.accounts import Accounts, GroupEntry, PasswdEntry
-from azprov.host.homes import NO_UID, check_dir, inside
 from azprov.host.probes import NOT_LIVE, LiveProbes, NoProbes
 from azprov.host.runner import COMMAND_PATH, CommandFailed, CommandResult, Runner, run_subprocess
 from azprov.host.walk import READ_LIMIT, Dir, UnsafePath, owner, read_bounded, split_path
@@ -37,6 +33,25 @@ __all__ = [
     "COMMAND_PATH", "NO_UID", "READ_LIMIT", "Accounts", "CommandFailed", "check_dir", "inside", "CommandResult", "Dir", "GroupEntry", "Host",
     "PasswdEntry", "Runner", "UnsafePath", "owner", "read_bounded", "run_subprocess", "split_path",
 ]
+
+if TYPE_CHECKING:
+    from azprov.host import sshd_config
+    from azprov.host.accounts import Accounts, GroupEntry, PasswdEntry
+    from azprov.host.homes import NO_UID, check_dir, inside
+
+# The parts a command may not need (user database, home directories, sshd's configuration) are
+# imported on first use: ``azprov report-ready`` reads two files and writes one (issue 23).
+_LAZY = {"Accounts": "accounts", "GroupEntry": "accounts", "PasswdEntry": "accounts",
+         "NO_UID": "homes", "check_dir": "homes", "inside": "homes"}
+
+
+def __getattr__(name: str):
+    """``from azprov.host import PasswdEntry`` and the like, importing their part on first use."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"azprov.host.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Host:
@@ -50,7 +65,16 @@ class Host:
         self.runner = runner or run_subprocess
         self.probes = probes if probes is not None else LiveProbes() if self.root == "/" else NOT_LIVE
         self._sshd: Optional[sshd_config.SshdFiles] = None
-        self.accounts = Accounts(self.read_text)  # users, groups, login.defs
+        self._accounts: Optional[Accounts] = None
+
+    @property
+    def accounts(self) -> Accounts:
+        """The root's users, groups and login.defs (:mod:`azprov.host.accounts`), made on first use."""
+        if self._accounts is None:
+            from azprov.host.accounts import Accounts
+
+            self._accounts = Accounts(self.read_text)
+        return self._accounts
 
     @property
     def live(self) -> bool:
@@ -181,6 +205,8 @@ class Host:
                          create: bool) -> Tuple[Optional[Dir], List[str]]:
         """The directory holding ``path``, a file sshd reads for ``account`` (see
         :func:`azprov.host.homes.open_parent`), and the directories created on the way."""
+        from azprov.host import homes
+
         with self.open_dir("/") as root:
             return homes.open_parent(root, account, path, create=create)
 
@@ -188,6 +214,8 @@ class Host:
         """Refuse, without changing anything, what :meth:`update_account_file` would refuse."""
         directory, _ = self.open_account_dir(account, path, create=False)
         if directory is not None:
+            from azprov.host import homes
+
             with directory:
                 homes.check_file(directory, os.path.basename(path), account)
 
@@ -196,6 +224,8 @@ class Host:
                             mode: int = 0o600) -> Tuple[bool, List[str]]:
         """Make ``path`` hold ``update(current content or None)``, owned by ``account`` with
         ``mode``, creating missing directories the account's way; ``(changed, created dirs)``."""
+        from azprov.host import homes
+
         directory, created = self.open_account_dir(account, path, create=True)
         name = os.path.basename(path)
         with directory:
@@ -306,13 +336,17 @@ class Host:
         """sshd's configuration files (:mod:`azprov.host.sshd_config`), read once and kept until
         azprov writes one of them (or a file an Include matches) through this Host."""
         if self._sshd is None:
-            self._sshd = sshd_config.read(self)
+            from azprov.host import sshd_config as files
+
+            self._sshd = files.read(self)
         return self._sshd
 
     # ------------------------------------------------------------------------------- commands
 
     def which(self, name: str) -> Optional[str]:
         """A tool of *this* machine (tools act on the root through flags like ``--root``)."""
+        import shutil
+
         return shutil.which(name, path=COMMAND_PATH)
 
     def root_option(self, flag: str = "--root") -> List[str]:

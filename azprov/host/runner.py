@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -31,6 +30,8 @@ Runner = Callable[[Sequence[str], float, Optional[str]], CommandResult]
 
 def run_subprocess(argv: Sequence[str], timeout: float, input: Optional[str]) -> CommandResult:
     """The real runner: no shell, clean environment, output captured."""
+    import subprocess  # on first use: a command like report-ready runs none (issue 23)
+
     env = {"PATH": COMMAND_PATH, "LC_ALL": "C", "LANG": "C"}
     completed = subprocess.run(
         list(argv), input=input, capture_output=True, text=True, errors="replace",
@@ -43,6 +44,8 @@ def run_subprocess(argv: Sequence[str], timeout: float, input: Optional[str]) ->
 def run(runner: Runner, argv: Sequence[str], *, timeout: float = 60.0, check: bool = True,
         input: Optional[str] = None) -> CommandResult:
     """Run ``argv`` with ``runner``; raise CommandFailed unless it succeeds or not ``check``."""
+    import subprocess
+
     argv = [str(arg) for arg in argv]
     log.debug("running %s", " ".join(argv))
     try:
