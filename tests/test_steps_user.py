@@ -272,3 +272,46 @@ def test_a_useradd_default_home_outside_the_usual_place_is_refused_for_a_new_use
     open(os.path.join(scratch_root, "etc/default/useradd"), "w").write(f"HOME={home}\n")
     with pytest.raises(errors.UnusableHome):
         user.check(Host(scratch_root), metadata(), config.provisioning)
+
+
+# --- account database locks left by an interrupted tool --------------------------------------------
+
+def plant_lock(root: str, db: str, pid: int) -> None:
+    """What shadow-utils leaves when killed while it holds ``db``: ``/etc/<db>.<pid>`` holding the
+    PID, hard-linked as ``/etc/<db>.lock``."""
+    pid_file = os.path.join(root, "etc", f"{db}.{pid}")
+    with open(pid_file, "w") as handle:
+        handle.write(f"{pid}\0")
+    os.link(pid_file, os.path.join(root, "etc", f"{db}.lock"))
+
+
+@requires_root
+def test_a_lock_whose_pid_runs_another_program_no_longer_blocks_useradd(scratch_root, config):
+    """After a power cut the dead tool's PID may be another process's (here: this test's own
+    python): shadow-utils then takes the lock for held and every useradd fails.  (In an image
+    tree nothing runs, so every lock there is stale; which PIDs count as holders on a running
+    system is the next test's.)"""
+    plant_lock(scratch_root, "passwd", os.getpid())
+    plant_lock(scratch_root, "group", os.getpid())
+    blocked = subprocess.run(["useradd", "--root", scratch_root, "-m", "-U", "--", "probe"],
+                             capture_output=True, text=True)
+    assert blocked.returncode != 0 and "lock" in blocked.stderr, blocked.stderr  # the hazard is real
+    host = Host(scratch_root)
+    assert user.apply(host, metadata(admin_username="azureuser"), config.provisioning) is True
+    assert host.accounts.user("azureuser") is not None
+    assert not [name for name in os.listdir(os.path.join(scratch_root, "etc"))
+                if re.fullmatch(r"(passwd|group)\.(lock|\d+)", name)]
+
+
+def test_a_lock_held_by_a_running_account_tool_is_left_alone(tmp_path):
+    from support.fakes import FakeProbes
+
+    root = make_scratch_root(str(tmp_path / "r"))
+    plant_lock(root, "shadow", 4242)
+    plant_lock(root, "gshadow", 4343)
+    os.mkdir(os.path.join(root, "etc", "passwd.lock"))  # not what shadow-utils makes
+    host = Host(root, probes=FakeProbes(processes={"chpasswd": [(4242, ["chpasswd"])]}))
+    assert user.clear_stale_locks(host) == ["/etc/gshadow.4343", "/etc/gshadow.lock"]
+    left = sorted(n for n in os.listdir(os.path.join(root, "etc")) if re.search(r"\.(lock|\d+)$", n))
+    assert left == ["passwd.lock", "shadow.4242", "shadow.lock"]
+    assert user.clear_stale_locks(Host(root, probes=FakeProbes())) == ["/etc/shadow.4242", "/etc/shadow.lock"]

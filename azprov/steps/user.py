@@ -100,11 +100,52 @@ def check_home(host: Host, username: str) -> PasswdEntry:
 
 def apply(host: Host, metadata, settings) -> bool:
     username = host.accounts.admin_name(metadata.os_profile.admin_username)
+    clear_stale_locks(host)
     changed = ensure_user(host, username, admin_group(host, settings.admin_groups))
     changed = ensure_admin_group(host, username, settings.admin_groups) or changed
     if getattr(metadata, "password", None) is None:
         changed = ensure_locked(host, username) or changed
     return changed
+
+
+# What shadow-utils leaves when it is killed, or the power goes, while it holds an account
+# database: the lock ``/etc/<db>.lock`` and the file it is linked from, ``/etc/<db>.<pid>``, both
+# holding the holder's PID (shadow's lib/commonio.c, do_lock_file).  A tool that meets the lock of
+# a PID that no longer runs removes it itself, but after a reboot the PID may be another
+# process's, and then every useradd fails "cannot lock /etc/passwd; try again later".
+ACCOUNT_DATABASES = ("passwd", "shadow", "group", "gshadow", "subuid", "subgid")
+ACCOUNT_TOOLS = ("useradd", "usermod", "userdel", "groupadd", "groupmod", "groupdel", "gpasswd",
+                 "chpasswd", "chgpasswd", "passwd", "chage", "chfn", "chsh", "newusers", "vipw",
+                 "vigr", "pwconv", "pwunconv", "grpconv", "grpunconv", "pwck", "grpck")
+
+
+def clear_stale_locks(host: Host) -> List[str]:
+    """Remove the account database locks (and their ``.<pid>`` files) of tools no longer running;
+    the paths removed.  A lock whose PID is a running account tool is left alone."""
+    found = [path for db in ACCOUNT_DATABASES for path in host.glob(f"/etc/{db}.*")
+             if path.rsplit(".", 1)[1] == "lock" or path.rsplit(".", 1)[1].isdigit()]
+    if not found:
+        return []
+    running = {pid for tool in ACCOUNT_TOOLS for pid, _ in host.probes.processes(tool)}
+    removed = []
+    for path in found:
+        info = host.lstat(path)
+        if info is None or not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+            continue  # not what shadow-utils makes: not ours to remove
+        suffix = path.rsplit(".", 1)[1]
+        try:
+            holder = (host.read(path, follow=False, limit=64) or b"").decode("ascii", "replace").strip("\0 \t\n")
+        except (UnsafePath, StepFailed):
+            holder = ""  # a link, a directory or a large file: no lock of shadow-utils
+        pids = {int(text) for text in (holder, suffix) if text.isdigit()}
+        if pids & running:
+            continue
+        if host.remove(path):
+            removed.append(path)
+    if removed:
+        log.warning("removed account database locks left by an interrupted tool: %s",
+                    ", ".join(removed))
+    return removed
 
 
 def ensure_user(host: Host, username: str, admin: Optional[str] = None) -> bool:
