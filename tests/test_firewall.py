@@ -56,7 +56,7 @@ PROBE = ("import socket, sys\n"
 
 def reach(user, address, port):
     prefix = [] if user == "root" else ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    out = subprocess.run(prefix + [sys.executable, "-c", PROBE, address, str(port)], capture_output=True, text=True)
+    out = subprocess.run(prefix + [PROBE_PYTHON, "-c", PROBE, address, str(port)], capture_output=True, text=True)
     return out.stdout.strip() or out.stderr.strip()[-200:]
 
 def probe():
@@ -88,12 +88,17 @@ print(json.dumps(result))
 """
 
 
+# The connection probe runs as nobody too: an interpreter every user may run (the test's own may
+# live in root's home, as pyenv's do). It needs only the standard library.
+PROBE_PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+
+
 def run_in_netns(tmp_path, tools):
     missing = [tool for tool in NEEDS + tuple(tools) if shutil.which(tool) is None]
     if os.geteuid() != 0 or missing:
         pytest.skip(f"needs root and {', '.join(missing) or 'root'} for a private network namespace")
     root = make_scratch_root(str(tmp_path / "root"))
-    script = SCRIPT.replace("REPO", repr(REPO)).replace("ROOT", repr(root)).replace("TOOLS", repr(list(tools)))
+    script = SCRIPT.replace("PROBE_PYTHON", repr(PROBE_PYTHON)).replace("REPO", repr(REPO)).replace("ROOT", repr(root)).replace("TOOLS", repr(list(tools)))
     done = subprocess.run(["unshare", "--net", sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
