@@ -52,11 +52,7 @@ def main() -> int:
     failures = []
     lock = threading.Lock()
     try:
-        deb = vmimages.build_deb_once(workspace.path)
-        image = vmimages.vm_image(workspace, deb, args.suite)
-        key = workspace.path / "key"
-        images.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
-        public = key.with_suffix(".pub").read_text().strip()
+        image, key, public = vmimages.image_and_key(workspace, args.suite)
         queue = list(enumerate(delays))
         started = time.monotonic()
 

@@ -39,11 +39,7 @@ def main() -> int:
     workspace = images.Workspace()
     rows = []
     try:
-        deb = vmimages.build_deb_once(workspace.path)
-        image = vmimages.vm_image(workspace, deb, args.suite)
-        key = workspace.path / "key"
-        images.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
-        public = key.with_suffix(".pub").read_text().strip()
+        image, key, public = vmimages.image_and_key(workspace, args.suite)
         print(f"load average before: {os.getloadavg()[0]:.1f}; {args.suite}; {args.runs} boots", flush=True)
         for index in range(args.runs):
             data = harness.scenario(f"azprov-bench-{index}", "benchadmin", [public])

@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from tests.boot import image as images
 from tests.boot.image import CACHE, CLEAN_ENV, HarnessError, run
@@ -164,3 +164,12 @@ def listdir(raw: Path, path: str) -> List[str]:
         if len(fields) >= 7 and fields[5] not in (".", ".."):
             names.append(fields[5])
     return names
+
+
+def image_and_key(workspace: images.Workspace, suite: str = images.SUITE) -> Tuple[VmImage, Path, str]:
+    """What a benchmark boots: the VM image for this checkout's .deb on ``suite``, and a fresh
+    ed25519 key in the workspace (its private key's path and its public line)."""
+    image = vm_image(workspace, build_deb_once(workspace.path), suite)
+    key = workspace.path / "key"
+    images.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
+    return image, key, key.with_suffix(".pub").read_text().strip()
