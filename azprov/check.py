@@ -31,7 +31,7 @@ from typing import Callable, List, Optional, Tuple
 from azprov import admins, agent_state, guards, network, sudoers, unit, waagent
 from azprov import state as state_file
 from azprov.errors import AzprovError, ExitCode, NotReadyForCapture
-from azprov.host import READ_LIMIT, Host, passwords
+from azprov.host import COMMAND_PATH, READ_LIMIT, Host, passwords
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ Check = Callable[[Host, Optional[str]], List[Problem]]
 
 
 def check_unit(host: Host, config_file: Optional[str]) -> List[Problem]:
-    if host.link_target(f"/etc/systemd/system/{unit.UNIT}") == "/dev/null":
+    if unit.masked(host, unit.UNIT):
         return [Problem("unit", f"{unit.UNIT} is masked: it never starts", f"sudo systemctl unmask {unit.UNIT}")]
     if unit.unit_file(host) is None:
         return [Problem("unit", f"{unit.UNIT} is not installed (looked in {', '.join(unit.UNIT_DIRS)})",
@@ -313,6 +313,32 @@ def _interpreter(host: Host, program: str) -> List[str]:
     return [*words, "-B"]
 
 
+def check_firewall(host: Host, config_file: Optional[str]) -> List[Problem]:
+    """A warning: azprov-firewall.service is enabled and the rule is wanted ([wireserver]
+    root_only, no WALinuxAgent setting its own), but the image has neither nft nor iptables
+    where ``azprov firewall`` looks.  VMs still provision (the unit says so and exits 0), but
+    every local user reaches the WireServer."""
+    from azprov import firewall
+    from azprov.config import load_config
+
+    if not unit.wanted(host, firewall.UNIT) or unit.masked(host, firewall.UNIT):
+        return []
+    try:
+        if not load_config(host, config_file=config_file).wireserver.root_only:
+            return []
+    except AzprovError:
+        return []  # the config check says so
+    if waagent.manages_firewall(host) or firewall.image_tools(host):
+        return []
+    return [Problem("firewall", f"{firewall.UNIT} is enabled but the image has neither nft nor iptables "
+                    f"(looked in {', '.join(COMMAND_PATH.split(':'))}): it would only warn at every boot, "
+                    "and every local user of a VM from this image could reach the WireServer (the goal "
+                    "state; the VM's certificates, with a transport key of their own)",
+                    "install nftables or iptables: sudo apt install nftables (dnf install nftables); or go "
+                    f"without the rule: sudo systemctl disable {firewall.UNIT} and root_only = false in "
+                    "[wireserver] of /etc/azprov/azprov.toml", warning=True)]
+
+
 def check_python(host: Host, config_file: Optional[str]) -> List[Problem]:
     """The image's own azprov, under its own interpreter, imports everything provisioning needs."""
     program = _exec_start(host)
@@ -390,6 +416,7 @@ CHECKS: Tuple[Tuple[str, Check], ...] = (
     ("sudo", check_sudo),
     ("network", check_network),
     ("temp_disk", check_temp_disk),
+    ("firewall", check_firewall),
     ("python", check_python),
 )
 

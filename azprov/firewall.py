@@ -37,6 +37,8 @@ from azprov.host import Host
 
 log = logging.getLogger(__name__)
 
+UNIT = "azprov-firewall.service"  # runs `azprov firewall` at every boot
+TOOLS = ("nft", "iptables")  # the first one installed sets the rule
 TABLE = "azprov"  # nft: table ip azprov
 CHAIN = "AZPROV-WIRESERVER"  # iptables: its chain in the filter table
 DNS_PORT = 53
@@ -103,7 +105,14 @@ def iptables_rules(targets: Tuple[str, ...]) -> List[List[str]]:
 
 
 def tools(host: Host) -> List[str]:
-    return [name for name in ("nft", "iptables") if host.which(name)]
+    """The tools this machine has, preferred first (what :func:`apply` runs)."""
+    return [name for name in TOOLS if host.which(name)]
+
+
+def image_tools(host: Host) -> List[str]:
+    """The tools the root has (an image tree's own, where ``azprov firewall`` on a VM of the
+    image would find them), preferred first (``azprov check``)."""
+    return [name for name in TOOLS if host.find_program(name)]
 
 
 def _run(host: Host, argv: List[str], input: Optional[str] = None) -> int:

@@ -19,6 +19,18 @@ UNIT = "azprov.service"
 WANTS_DIR = "/etc/systemd/system/multi-user.target.wants"
 WANTS_LINK = f"{WANTS_DIR}/{UNIT}"
 UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
+ETC_WANTS = "/etc/systemd/system/*.wants"
+
+
+def wanted(host: Host, name: str) -> bool:
+    """Whether the unit ``name`` is enabled: a ``.wants`` link to it in /etc/systemd/system
+    (dangling in an image tree whose unit is elsewhere too), as ``systemctl enable`` leaves it."""
+    return any(host.lexists(f"{wants}/{name}") for wants in host.glob(ETC_WANTS))
+
+
+def masked(host: Host, name: str) -> bool:
+    """Whether the unit ``name`` is masked (a link to /dev/null in /etc/systemd/system)."""
+    return host.link_target(f"/etc/systemd/system/{name}") == "/dev/null"
 
 
 def unit_file(host: Host) -> Optional[str]:

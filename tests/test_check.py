@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -357,6 +358,91 @@ def test_check_says_who_owns_the_temporary_disk(image):
 def test_what_provisions_fine_passes(image, name):
     ACCEPTED[name](image)
     assert check(image) == (0, [])
+
+
+FIREWALL_UNIT = "usr/lib/systemd/system/azprov-firewall.service"
+
+
+def _firewall_installed(root):
+    """The package's azprov-firewall.service in the tree, not enabled."""
+    write(root, FIREWALL_UNIT, open(os.path.join(cli.REPO, "systemd", "azprov-firewall.service")).read())
+
+
+def _firewall_enabled(root):
+    """Installed and enabled as the package's preset leaves it (WantedBy=sysinit.target)."""
+    _firewall_installed(root)
+    wants = os.path.join(root, "etc/systemd/system/sysinit.target.wants")
+    os.makedirs(wants, exist_ok=True)
+    os.symlink("/" + FIREWALL_UNIT, os.path.join(wants, "azprov-firewall.service"))
+
+
+def _copy_tool(source, dest, mode=0o755):
+    def apply(root):
+        full = os.path.join(root, dest.lstrip("/"))
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        shutil.copyfile(source, full)
+        os.chmod(full, mode)
+    return apply
+
+
+def _iptables_alternatives(root):
+    """Debian's layout: /usr/sbin/iptables -> /etc/alternatives/iptables -> /usr/sbin/iptables-nft
+    -> xtables-nft-multi (this machine's binary)."""
+    _copy_tool(shutil.which("xtables-nft-multi", path="/usr/sbin:/sbin"), "/usr/sbin/xtables-nft-multi")(root)
+    os.symlink("xtables-nft-multi", os.path.join(root, "usr/sbin/iptables-nft"))
+    _iptables_alternatives_link(root)
+    os.symlink("/usr/sbin/iptables-nft", os.path.join(root, "etc/alternatives/iptables"))
+
+
+def _iptables_alternatives_link(root):
+    """Only /usr/sbin/iptables -> /etc/alternatives/iptables: dangling in the image (this
+    machine has /etc/alternatives/iptables; the image's lookup must not see it)."""
+    os.makedirs(os.path.join(root, "etc/alternatives"), exist_ok=True)
+    os.symlink("/etc/alternatives/iptables", os.path.join(root, "usr/sbin/iptables"))
+
+
+def _firewall_masked(root):
+    os.symlink("/dev/null", os.path.join(root, "etc/systemd/system/azprov-firewall.service"))
+
+
+NFT = "/usr/sbin/nft"
+ON = _firewall_enabled
+# The changes made to the generalized image: each row but one enables the unit.
+FIREWALL_WARNS = {
+    "no nft, no iptables": [ON],
+    "nft in /usr/local/sbin only (not where azprov firewall looks)": [ON, _copy_tool(NFT, "/usr/local/sbin/nft")],
+    "nft not executable": [ON, _copy_tool(NFT, "/usr/sbin/nft", 0o644)],
+    "iptables a link to an alternative the image lacks": [ON, _iptables_alternatives_link],
+}
+FIREWALL_QUIET = {
+    "nft installed": [ON, _copy_tool(NFT, "/usr/sbin/nft")],
+    "iptables through Debian's alternatives links": [ON, _iptables_alternatives],
+    "the unit installed, not enabled": [_firewall_installed],
+    "the unit masked": [ON, _firewall_masked],
+    "root_only = false": [ON, _file("/etc/azprov/azprov.toml", "[wireserver]\nroot_only = false\n")],
+    "WALinuxAgent sets its own rule": [ON, _waagent("Provisioning.Agent=disabled\nOS.EnableFirewall=y\n")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIREWALL_WARNS) + sorted(FIREWALL_QUIET))
+def test_an_enabled_firewall_unit_without_nft_or_iptables_is_a_warning(image, name):
+    """azprov firewall exits 0 with a warning when it finds no tool (VMs provision), so check
+    warns without failing, and only when the unit would run and want a rule."""
+    for change in FIREWALL_WARNS.get(name) or FIREWALL_QUIET[name]:
+        change(image)
+    assert check(image) == (0, [])
+    warnings = json.loads(cli.azprov("check", "--root", image, "--json").stdout)["warnings"]
+    if name in FIREWALL_QUIET:
+        assert warnings == [], warnings
+        return
+    assert [(w["check"], w["warning"]) for w in warnings] == [("firewall", True)], warnings
+    assert "azprov-firewall.service is enabled but the image has neither nft nor iptables" in warnings[0]["problem"]
+    assert warnings[0]["fix"].startswith("install nftables or iptables")
+    assert "systemctl disable azprov-firewall.service" in warnings[0]["fix"]
+    text = cli.azprov("check", "--root", image)
+    assert text.returncode == 0 and "ready for capture: yes" in text.stdout, text.stdout + text.stderr
+    assert "warning: azprov-firewall.service is enabled" in text.stdout
+    assert "    fix: install nftables or iptables" in text.stdout
 
 
 @pytest.mark.emulator

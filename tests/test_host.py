@@ -142,6 +142,25 @@ def test_resolve_keeps_absolute_links_inside_the_root(host):
     assert host.read_text("/etc/escape") is None  # the root has no passwd; the host's is not read
 
 
+def test_find_program_looks_in_the_roots_command_path_not_this_machines(host):
+    """An image's own tools, as ``which`` would find them there: executable regular files on
+    COMMAND_PATH, absolute links resolved inside the root."""
+    for directory in ("usr/sbin", "usr/lib/tool", "usr/local/bin"):
+        os.makedirs(host.path(f"/{directory}"))
+    os.symlink("usr/sbin", host.path("/sbin"))
+    open(host.path("/usr/lib/tool/real"), "w").write("#!/bin/false\n")
+    os.chmod(host.path("/usr/lib/tool/real"), 0o755)
+    os.symlink("/usr/lib/tool/real", host.path("/usr/sbin/tool"))  # absolute: the root's
+    assert host.find_program("tool") == "/usr/sbin/tool"
+    os.symlink("/usr/bin/env", host.path("/usr/sbin/env"))  # this machine has it, the root not
+    assert os.path.exists("/usr/bin/env") and host.find_program("env") is None
+    open(host.path("/usr/sbin/plain"), "w").write("")  # not executable
+    open(host.path("/usr/local/bin/local"), "w").write("")  # off COMMAND_PATH
+    os.chmod(host.path("/usr/local/bin/local"), 0o755)
+    assert host.find_program("plain") is None and host.find_program("local") is None
+    assert Host("/").find_program("env") in ("/usr/bin/env", "/bin/env")
+
+
 def test_glob_within_the_root(host):
     for name in ("a.conf", "b.conf", "c.txt", ".hidden.conf"):
         open(host.path(f"/etc/{name}"), "w").write("")

@@ -19,10 +19,10 @@ from typing import List, Tuple
 from azprov import waagent
 from azprov.disks import fstab
 from azprov.host import Host
+from azprov.unit import wanted
 
 UNIT = "azprov-temp-disk.service"
 AZURE_VM_UTILS_UNIT = "azure-ephemeral-disk-setup.service"
-WANTS = "/etc/systemd/system/*.wants/"
 
 
 @dataclass(frozen=True)
@@ -32,15 +32,10 @@ class Owner:
     fix: str  # how to make it stop owning the disk
 
 
-def unit_enabled(host: Host, unit: str) -> bool:
-    """A ``.wants`` link to ``unit`` (dangling in an image tree whose unit is elsewhere too)."""
-    return any(host.lexists(f"{wants}/{unit}") for wants in host.glob(WANTS))
-
-
 def owners(host: Host, enabled: bool) -> List[Owner]:
     """Everything set up to format the temporary disk at boot (``enabled``: azprov's setting)."""
     found = []
-    if enabled and unit_enabled(host, UNIT):
+    if enabled and wanted(host, UNIT):
         found.append(Owner("azprov", f"{UNIT} is enabled and [temp_disk] enabled = true",
                            "set enabled = false in [temp_disk] of /etc/azprov/azprov.toml"))
     if (waagent.binary(host) and waagent.unit_link(host)
@@ -52,7 +47,7 @@ def owners(host: Host, enabled: bool) -> List[Owner]:
     if lines:
         found.append(Owner("cloud-init", f"its line {lines[0].text.strip()!r} in {fstab.FSTAB}",
                            "sudo azprov deprovision --force (removes it)"))
-    if unit_enabled(host, AZURE_VM_UTILS_UNIT):
+    if wanted(host, AZURE_VM_UTILS_UNIT):
         found.append(Owner("azure-vm-utils", f"{AZURE_VM_UTILS_UNIT} is enabled",
                            f"sudo systemctl disable {AZURE_VM_UTILS_UNIT}"))
     return found

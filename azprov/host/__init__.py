@@ -349,6 +349,16 @@ class Host:
 
         return shutil.which(name, path=COMMAND_PATH)
 
+    def find_program(self, name: str) -> Optional[str]:
+        """A program of the root's own (an image tree's, not this machine's), found as
+        :meth:`which` finds one: the first executable regular file ``name`` on COMMAND_PATH, its
+        symlinks resolved inside the root.  The in-root path, or None."""
+        for directory in COMMAND_PATH.split(":"):
+            found = self.real_path(f"{directory}/{name}")
+            if os.path.isfile(found) and os.access(found, os.X_OK):
+                return f"{directory}/{name}"
+        return None
+
     def root_option(self, flag: str = "--root") -> List[str]:
         """``[flag, root]`` for tools that can work on an image tree; nothing when live."""
         return [] if self.live else [flag, self.root]
