@@ -69,9 +69,31 @@ def test_the_command_line_carries_azure_dmi_and_the_gen1_uuid(tmp_path):
     shown = smbios[0].rsplit("uuid=", 1)[1]
     assert shown != vm_id and str(uuid.UUID(bytes_le=uuid.UUID(shown).bytes)) == vm_id
     assert f"asset={qemu.AZURE_ASSET_TAG}" in smbios[1]
-    assert f"file={tmp_path / 'disc.iso'},format=raw,media=cdrom,if=ide,readonly=on" in argv
+    assert f"file={tmp_path / 'disc.iso'},format=raw,media=cdrom,readonly=on,if=ide" in argv
     assert any("cache=writeback" in a for a in argv) and argv[-2:] == ["-device", "virtio-scsi-pci,id=scsi0"]
     assert argv[argv.index("-machine") + 1] == "pc"
+    # a direct kernel boot takes boot index 0 itself: QEMU refuses a second one
+    direct = qemu.QemuSpec(disk=tmp_path / "d.qcow2", console=tmp_path / "c", monitor=tmp_path / "m",
+                           tap="azvm0", vm_id=vm_id, kernel=tmp_path / "vmlinuz").argv()
+    assert "virtio-blk-pci,drive=osdisk" in direct and not any("bootindex" in a for a in direct)
+
+
+def test_a_gen2_vm_has_its_dvd_on_scsi_and_boots_the_os_disk_first(tmp_path, monkeypatch):
+    """Hyper-V's Generation 2 VMs have no IDE controller: the disc is on SCSI.  (That a Debian
+    cloud kernel, which has no AHCI driver, then reads it is tests/vm/test_fabric_boot.py's.)"""
+    code, variables = tmp_path / "OVMF_CODE.fd", tmp_path / "OVMF_VARS.fd"
+    monkeypatch.setattr(qemu, "ovmf", lambda: (code, variables))
+    spec = qemu.QemuSpec(disk=tmp_path / "d.qcow2", console=tmp_path / "c", monitor=tmp_path / "m",
+                         tap="azvm0", vm_id=str(uuid.uuid4()), disc=tmp_path / "disc.iso", firmware="uefi",
+                         efi_vars=tmp_path / "vars.fd")
+    argv = spec.argv()
+    assert argv[argv.index("-machine") + 1] == "q35"
+    assert not any("if=ide" in a for a in argv)
+    disc = f"id=disc,file={tmp_path / 'disc.iso'},format=raw,media=cdrom,readonly=on,if=none"
+    assert argv[argv.index(disc) - 1] == "-drive"
+    assert "scsi-cd,bus=dvd.0,drive=disc" in argv and "virtio-scsi-pci,id=dvd" in argv
+    assert "virtio-blk-pci,drive=osdisk,bootindex=0" in argv
+    assert f"if=pflash,format=raw,unit=0,readonly=on,file={code}" in argv
 
 
 def test_fabric_boot_without_qemu_says_what_to_install(monkeypatch, capsys, tmp_path):

@@ -9,12 +9,16 @@ when given) on the IMDS document, the goal state and the provisioning disc.  The
    description carries azprov's failure reason); when the guest has booted (a login prompt on
    the serial console, or sshd answers) and the fabric has heard nothing for
    :data:`SILENT_GRACE` s, the provisioning agent did not run;
-2. after Ready, log in over SSH with the generated key and read the host name.
+2. after Ready, log in over SSH with the generated key and read the host name;
+3. wait for azprov to finish (``azprov.service`` has no main process any more) and ask systemd
+   whether it disabled its unit, so that later boots skip it.
 
 The verdict (:class:`Verdict`) says which of these held, the seconds from power-on to Ready and to
 the SSH login, the host name each DHCP request carried, and on a failure the serial console's
 last lines.  The image would provision when Ready was accepted, no NotReady was sent, the login
-worked and the host name is the scenario's computer name: only then is the exit code 0.
+worked, the host name is the scenario's computer name and azprov disabled its unit: only then is
+the exit code 0.  The VM is then powered off with the ACPI button, so the kept disk (``--keep``)
+holds what the guest wrote.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ from azprov.fabric.vmnet import VmSetupError, run
 DEFAULT_TIMEOUT = 600.0  # s from power-on to the first health report (TCG is slow)
 SILENT_GRACE = 20.0  # s after the guest has booted with no request at the fabric: the agent did not run
 LOGIN_TIMEOUT = 60.0  # s from Ready to a working login
+FINISH_TIMEOUT = 120.0  # s from the login to azprov's end (after Ready it only tidies up)
+SHUTDOWN_TIMEOUT = 120.0  # s for the ACPI power-off before the VM is killed
+UNIT = "azprov.service"
 CONSOLE_LINES = 40
 
 
@@ -56,6 +63,7 @@ class Verdict:
     seconds_to_login: Optional[float] = None
     hostname: Optional[str] = None
     expected_hostname: str = ""
+    unit_disabled: Optional[bool] = None  # None: not asked (an earlier stage failed)
     dhcp_hostnames: List[str] = field(default_factory=list)
     requests: int = 0
     console_tail: List[str] = field(default_factory=list)
@@ -74,6 +82,9 @@ class Verdict:
             lines.append("SSH login:    did not work" if self.ready else "SSH login:    not tried")
         if self.hostname is not None:
             lines.append(f"host name:    {self.hostname} (expected {self.expected_hostname})")
+        if self.unit_disabled is not None:
+            lines.append(f"unit:         {UNIT} " + ("disabled by azprov (later boots skip it)"
+                                                     if self.unit_disabled else "still enabled"))
         if self.dhcp_hostnames:
             lines.append(f"DHCP names:   {', '.join(self.dhcp_hostnames)}")
         lines.append(f"fabric:       {self.requests} requests")
@@ -150,7 +161,7 @@ def watch(vm: VirtualMachine, verdict: Verdict, user: str, key: Path, timeout: f
             verdict.seconds_to_ready = time.monotonic() - started
             break
         if not qemu.running:
-            verdict.failure = "the VM powered off or crashed before reporting Ready"
+            verdict.failure = "the VM powered off or crashed before reporting Ready" + _qemu_said(qemu)
             return
         now = time.monotonic()
         if now >= next_probe:
@@ -181,7 +192,32 @@ def watch(vm: VirtualMachine, verdict: Verdict, user: str, key: Path, timeout: f
     if verdict.hostname != verdict.expected_hostname:
         verdict.failure = f"the host name is {verdict.hostname!r}, not the computer name {verdict.expected_hostname!r}"
         return
+    if not vm.wait_until(lambda: _finished(vm, user, key), FINISH_TIMEOUT, poll=2):
+        verdict.failure = f"azprov was still running {FINISH_TIMEOUT:.0f} s after the login (systemctl status {UNIT})"
+        return
+    enabled = vm.ssh(user, key, f"systemctl is-enabled {UNIT}").stdout.strip()
+    verdict.unit_disabled = enabled == "disabled"
+    if not verdict.unit_disabled:
+        verdict.failure = (f"azprov finished but systemctl is-enabled {UNIT} says {enabled or 'nothing'!r}: "
+                           "every later boot would run it again")
+        return
     verdict.would_provision = True
+
+
+def _qemu_said(qemu) -> str:
+    """QEMU's own last error line (a refused option, a missing file ...), if it wrote one."""
+    try:
+        lines = [line.strip() for line in qemu.stderr.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return f" (QEMU exited {qemu.process.returncode}: {lines[-1][:300]})" if lines else ""
+
+
+def _finished(vm: VirtualMachine, user: str, key: Path) -> bool:
+    """azprov.service's main process has exited (a Type=notify unit is "active" from READY=1 on,
+    while azprov still works; RemainAfterExit keeps it so afterwards)."""
+    result = vm.ssh(user, key, f"systemctl show -P MainPID {UNIT}", timeout=30)
+    return result.returncode == 0 and result.stdout.strip() == "0"
 
 
 def boot_image(image: Path, *, scenario: Optional[dict] = None, firmware: Optional[str] = None,
@@ -226,7 +262,7 @@ def boot_image(image: Path, *, scenario: Optional[dict] = None, firmware: Option
                 verdict.dhcp_hostnames = [request.name for request in vm.dhcp_names()]
                 if not verdict.would_provision:
                     verdict.console_tail = _console_tail(vm.console())
-                vm.shutdown(timeout=30)
+                vm.shutdown(timeout=SHUTDOWN_TIMEOUT)
         return verdict
     finally:
         if not keep:

@@ -7,9 +7,11 @@
 - :func:`make_overlay` puts a qcow2 overlay over the image, so a boot never writes to it.
 - :class:`QemuSpec` / :meth:`QemuSpec.argv`: Azure's DMI (``-smbios`` type 1 with Microsoft's
   manufacturer and product and the VM id as the system UUID, type 3 with Azure's chassis asset
-  tag), the disk on virtio (``cache=writeback``: a SIGKILL loses what the guest had not written
-  out, like a power cut), the provisioning disc on an IDE CD-ROM, a virtio NIC on a tap, the
-  serial console to a file, extra devices (a SCSI data disk ...) as given.
+  tag), the disk on virtio, first in the firmware's boot order as Azure's OS disk is
+  (``cache=writeback``: a SIGKILL loses what the guest had not written out, like a power cut),
+  the provisioning disc on the DVD drive of the VM's generation (IDE for Gen1, SCSI for Gen2),
+  a virtio NIC on a tap, the serial console to a file,
+  extra devices (a SCSI data disk ...) as given.
 - :class:`Qemu`: the running emulator (started inside the VM's network namespace); ``kill()`` is
   the power cut, ``powerdown()`` presses the ACPI power button through the monitor socket.
 """
@@ -176,13 +178,15 @@ class QemuSpec:
             "-smbios", f"type=1,manufacturer=Microsoft Corporation,product=Virtual Machine,"
                        f"version=7.0,uuid={uuid_shown}",
             "-smbios", f"type=3,manufacturer=Microsoft Corporation,asset={AZURE_ASSET_TAG}",
-            "-drive", f"file={self.disk},format=qcow2,if=virtio,cache=writeback",
+            "-drive", f"id=osdisk,file={self.disk},format=qcow2,if=none,cache=writeback",
+            # first in the boot order (a direct kernel boot holds index 0 itself)
+            "-device", "virtio-blk-pci,drive=osdisk" + ("" if self.kernel else ",bootindex=0"),
             "-netdev", f"tap,id=nic0,ifname={self.tap},script=no,downscript=no",
             "-device", f"virtio-net-pci,netdev=nic0,mac={self.mac}",
             "-device", "virtio-rng-pci",
         ]
         if self.disc is not None:
-            argv += ["-drive", f"file={self.disc},format=raw,media=cdrom,if=ide,readonly=on"]
+            argv += self.disc_argv()
         if self.firmware == "uefi":
             found = ovmf()
             if found is None or self.efi_vars is None:
@@ -195,6 +199,19 @@ class QemuSpec:
                 argv += ["-initrd", str(self.initrd)]
             argv += ["-append", self.append]
         return argv + list(self.extra_args)
+
+
+    def disc_argv(self) -> List[str]:
+        """The provisioning disc where the VM's generation has its DVD drive: a Generation 1 VM
+        on the IDE controller (PIIX, ``ata_piix``), a Generation 2 VM, which has no IDE
+        controller, on a SCSI controller (``virtio_scsi``; Hyper-V's is storvsc): distribution
+        cloud kernels leave out drivers Azure does not need (Debian 12's has no AHCI), so an
+        AHCI drive would hide the disc from an image that works on Azure."""
+        media = f"file={self.disc},format=raw,media=cdrom,readonly=on"
+        if self.firmware != "uefi":
+            return ["-drive", f"{media},if=ide"]
+        return ["-device", "virtio-scsi-pci,id=dvd", "-drive", f"id=disc,{media},if=none",
+                "-device", "scsi-cd,bus=dvd.0,drive=disc"]
 
 
 class Qemu:

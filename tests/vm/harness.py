@@ -9,6 +9,8 @@ still enabled), and :func:`check_converged` asserts a provisioned VM is whole.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import re
@@ -117,17 +119,23 @@ class DiskState:
 def read_disk(vm: VirtualMachine, user: str) -> DiskState:
     raw = vm.raw_disk()
     try:
-        state = DiskState(fsck=vmimages.fsck(raw))
-        for path in ("/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow", "/etc/hostname",
-                     "/etc/sudoers", STATE, f"/home/{user}/.ssh/authorized_keys"):
-            state.files[path] = vmimages.read_file(raw, path)
-        for name in vmimages.listdir(raw, "/etc/sudoers.d"):
-            state.sudoers[name] = vmimages.read_file(raw, f"/etc/sudoers.d/{name}") or ""
-        state.enabled = vmimages.exists(raw, ENABLE_LINK)
-        state.files["keys"] = "\n".join(sorted(vmimages.listdir(raw, "/etc/ssh")))
-        return state
+        return disk_state(raw, user)
     finally:
         raw.unlink()
+
+
+def disk_state(filesystem, user: str) -> DiskState:
+    """:class:`DiskState` of an ext4 file system: a raw disk that is one, or ``"DISK?offset=N"``
+    (e2fsprogs' own syntax) for a partition of a raw disk."""
+    state = DiskState(fsck=vmimages.fsck(filesystem))
+    for path in ("/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow", "/etc/hostname",
+                 "/etc/sudoers", STATE, f"/home/{user}/.ssh/authorized_keys"):
+        state.files[path] = vmimages.read_file(filesystem, path)
+    for name in vmimages.listdir(filesystem, "/etc/sudoers.d"):
+        state.sudoers[name] = vmimages.read_file(filesystem, f"/etc/sudoers.d/{name}") or ""
+    state.enabled = vmimages.exists(filesystem, ENABLE_LINK)
+    state.files["keys"] = "\n".join(sorted(vmimages.listdir(filesystem, "/etc/ssh")))
+    return state
 
 
 def check_accounts_parse(disk: DiskState) -> None:
@@ -157,6 +165,17 @@ def check_sudoers_parse(disk: DiskState, workdir: Path) -> None:
         finally:
             path.unlink()
         assert result.returncode == 0, f"sudoers file {name} does not parse: {result.stdout}{result.stderr}"
+
+
+def password_matches(password: str, shadow_hash: str) -> bool:
+    """Whether ``shadow_hash`` (an /etc/shadow hash: yescrypt, SHA-512 ...) is one of
+    ``password``: the host's libcrypt hashes it again with the hash's own salt (what the
+    ``crypt`` module did before Python 3.13 dropped it)."""
+    libcrypt = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
+    libcrypt.crypt.restype = ctypes.c_char_p
+    libcrypt.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    again = libcrypt.crypt(password.encode(), shadow_hash.encode())
+    return again is not None and again.decode() == shadow_hash
 
 
 def check_converged(disk: DiskState, data: dict, workdir: Path) -> None:

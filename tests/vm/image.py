@@ -13,7 +13,7 @@ Variants (:func:`variant`) are copies with one change written by ``debugfs -w`` 
 disabled, a broken sshd drop-in), for the images ``azprov fabric boot`` must refuse.
 
 Reading a disk afterwards: :func:`fsck` (``e2fsck -fn``) and :func:`read_file` /
-:func:`exists` (``debugfs``), no mount.
+:func:`exists` (``debugfs``), no mount; a partition is read as ``"DISK?offset=BYTES"``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 from tests.boot import image as images
 from tests.boot.image import CACHE, CLEAN_ENV, HarnessError, run
@@ -46,6 +46,9 @@ Name=en* eth*
 DHCP=ipv4
 """
 FSTAB = f"LABEL={LABEL} / ext4 rw,errors=remount-ro 0 1\n"
+# What the readers below take: a raw disk that is one ext4 file system, or "DISK?offset=BYTES"
+# (e2fsprogs' own syntax) for one on a partition of a raw disk.
+Filesystem = Union[Path, str]
 
 
 @dataclass(frozen=True)
@@ -129,12 +132,12 @@ def variant(source: VmImage, target: Path, commands: List[str]) -> VmImage:
     return VmImage(target, source.kernel, source.initrd, source.suite, source.append)
 
 
-def fsck(raw: Path) -> subprocess.CompletedProcess:
+def fsck(raw: Filesystem) -> subprocess.CompletedProcess:
     """``e2fsck -fn``: 0 when the file system is clean (nothing changed: ``-n``)."""
     return run(["e2fsck", "-fn", str(raw)], check=False, timeout=300)
 
 
-def read_file(raw: Path, path: str) -> Optional[str]:
+def read_file(raw: Filesystem, path: str) -> Optional[str]:
     """A file of the ext4 disk ``raw`` (None if absent), read with debugfs."""
     if not exists(raw, path):
         return None
@@ -144,17 +147,17 @@ def read_file(raw: Path, path: str) -> Optional[str]:
         return out.read_bytes().decode("utf-8", "replace")
 
 
-def stat(raw: Path, path: str) -> str:
+def stat(raw: Filesystem, path: str) -> str:
     return run(["debugfs", "-R", f"stat {path}", str(raw)]).stdout
 
 
-def exists(raw: Path, path: str) -> bool:
+def exists(raw: Filesystem, path: str) -> bool:
     result = subprocess.run(["debugfs", "-R", f"stat {path}", str(raw)], capture_output=True, text=True,
                             env=CLEAN_ENV, timeout=60)
     return result.returncode == 0 and "File not found" not in result.stderr and "Inode:" in result.stdout
 
 
-def listdir(raw: Path, path: str) -> List[str]:
+def listdir(raw: Filesystem, path: str) -> List[str]:
     """Names in directory ``path`` of the ext4 disk ``raw`` (debugfs ``ls -p``), without . and .."""
     result = subprocess.run(["debugfs", "-R", f"ls -p {path}", str(raw)], capture_output=True, text=True,
                             env=CLEAN_ENV, timeout=60)
