@@ -173,6 +173,11 @@ def image_and_key(workspace: images.Workspace, suite: str = images.SUITE) -> Tup
     """What a benchmark boots: the VM image for this checkout's .deb on ``suite``, and a fresh
     ed25519 key in the workspace (its private key's path and its public line)."""
     image = vm_image(workspace, build_deb_once(workspace.path), suite)
+    return (image, *new_key(workspace))
+
+
+def new_key(workspace: images.Workspace) -> Tuple[Path, str]:
+    """A fresh ed25519 key in the workspace: its private key's path and its public line."""
     key = workspace.path / "key"
     images.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
-    return image, key, key.with_suffix(".pub").read_text().strip()
+    return key, key.with_suffix(".pub").read_text().strip()
