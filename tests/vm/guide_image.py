@@ -13,16 +13,19 @@ Everything else in tests/vm boots a whole-disk ext4 file system with QEMU's dire
    and without a network: the script's ``apt-get update`` fails to resolve the mirror, which apt
    reports as warnings and exit 0; the .deb's dependencies are in the package list).  A booted build VM,
    the other difference from Packer, is what tests/test_boot_bake.py covers.
-3. **A Generation 2 disk** (the Packer example's default SKU is Debian's ``12-gen2``), laid out
-   as Debian's cloud images are: GPT, the root file system on partition 1 (``mkfs.ext4 -d`` at
-   the partition's offset: no loop device, no mount) and an EFI system partition (FAT, written
-   with mtools) holding GRUB as the removable-media loader ``\\EFI\\BOOT\\BOOTX64.EFI``
-   (``grub-mkstandalone``).  GRUB finds the root file system by its label and reads
-   ``/boot/grub/grub.cfg`` from it, which boots the image's own kernel and initrd with Azure's
-   serial console options.  Firmware: UEFI (OVMF), chosen by ``azprov fabric boot`` from the
-   EFI system partition.  No BIOS boot loader: ``grub-bios-setup`` insists on guessing a host
-   device for its files and refuses an image file alone, so Generation 1 (BIOS) is proven with
-   the other VM tests' direct kernel boot only.
+3. **A disk for both generations**, laid out as Debian's cloud images are (they boot as Gen1 and
+   Gen2 alike): GPT, the root file system on partition 1 (``mkfs.ext4 -d`` at the partition's
+   offset) and an EFI system partition (FAT, written with mtools, no mount).
+   - UEFI (Generation 2, the Packer example's default SKU ``12-gen2``): GRUB as the
+     removable-media loader ``\\EFI\\BOOT\\BOOTX64.EFI`` (``grub-mkstandalone``) finds the root
+     file system by its label and reads ``/boot/grub/grub.cfg``.  ``azprov fabric boot`` picks
+     UEFI (OVMF) from the EFI system partition.
+   - BIOS (Generation 1, ``--firmware bios``): SYSLINUX's GPT MBR code starts the partition
+     marked "legacy BIOS bootable", the root, whose EXTLINUX (``extlinux --install`` on the file
+     system, mounted from a loop device for that one command) reads ``/boot/extlinux/extlinux.conf``.
+     (Debian's images use GRUB here too; ``grub-bios-setup`` refuses an image file, since it
+     insists on finding a host device for its own files.)
+   Both boot the image's own kernel and initrd with Azure's serial console options.
 
 The disk is cached under ``AZPROV_BOOT_CACHE`` by the base tree's key, the .deb's and the
 script's bytes and :data:`RECIPE`; :func:`convert` makes the qcow2 and fixed-VHD copies a user
@@ -47,10 +50,11 @@ from tests.vm import image as vmimages
 
 PACKAGES = vmimages.VM_PACKAGES + ("waagent",)
 INSTALL_SCRIPT = images.REPO / "docs/examples/packer/install-azprov.sh"
-RECIPE = 1
+RECIPE = 2
 # Host tools -> Debian package.
 HOST_TOOLS = {"grub-mkstandalone": "grub-efi-amd64-bin", "mcopy": "mtools", "mkfs.fat": "dosfstools",
-              "sfdisk": "fdisk"}
+              "sfdisk": "fdisk", "extlinux": "extlinux", "/usr/lib/syslinux/mbr/gptmbr.bin": "syslinux-common"}
+GPT_MBR = "/usr/lib/syslinux/mbr/gptmbr.bin"  # boot code that starts the legacy-bootable partition
 
 MIB = 1024 * 1024
 SECTOR = 512
@@ -77,7 +81,8 @@ FSTAB = f"LABEL={LABEL} / ext4 rw,discard,errors=remount-ro 0 1\n"
 def missing_tools() -> list:
     """Debian packages this module needs on the host (empty when all are present)."""
     return sorted({package for tool, package in HOST_TOOLS.items()
-                   if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None})
+                   if not (Path(tool).is_file() if tool.startswith("/")
+                           else shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin"))})
 
 
 def _key(base_key: str, deb: Path) -> str:
@@ -120,7 +125,7 @@ def follow_the_guide(tree: Path, deb: Path) -> str:
 
 
 def _boot_config(tree: Path) -> None:
-    """/boot/grub/grub.cfg for the image's one kernel, and the fstab."""
+    """GRUB's and EXTLINUX's configuration for the image's one kernel, and the fstab."""
     kernels = sorted(p.name for p in (tree / "boot").glob("vmlinuz-*"))
     initrds = sorted(p.name for p in (tree / "boot").glob("initrd.img-*"))
     if len(kernels) != 1 or len(initrds) != 1:
@@ -134,6 +139,12 @@ def _boot_config(tree: Path) -> None:
         f"menuentry 'Debian GNU/Linux (azprov image)' {{\n"
         f"    linux /boot/{kernels[0]} {KERNEL_OPTIONS}\n"
         f"    initrd /boot/{initrds[0]}\n}}\n")
+    extlinux = tree / "boot/extlinux"
+    extlinux.mkdir(exist_ok=True)
+    (extlinux / "extlinux.conf").write_text(
+        "# azprov VM tests: the guide-built image's boot entry\n"
+        "SERIAL 0 115200\nDEFAULT azprov\nTIMEOUT 0\nLABEL azprov\n"
+        f"  LINUX /boot/{kernels[0]}\n  INITRD /boot/{initrds[0]}\n  APPEND {KERNEL_OPTIONS}\n")
     (tree / "etc/fstab").write_text(FSTAB)
     (tree / "etc/systemd/network/50-azprov-vm.network").write_text(vmimages.NETWORK)
     run(["systemctl", f"--root={tree}", "enable", "systemd-networkd.service", "systemd-resolved.service"])
@@ -168,6 +179,22 @@ def _efi_system_partition(disk: Path, work: Path) -> None:
     run(["dd", f"if={esp}", f"of={disk}", "bs=1M", f"seek={ESP[0]}", "conv=notrunc,fsync", "status=none"])
 
 
+def _bios_boot(disk: Path, work: Path) -> None:
+    """EXTLINUX in the root file system (it must be mounted for that), the partition marked
+    legacy-BIOS-bootable, SYSLINUX's GPT boot code in the MBR's first 440 bytes."""
+    mountpoint = work / "root"
+    mountpoint.mkdir()
+    run(["mount", "-o", f"loop,offset={ROOT_START * MIB}", str(disk), str(mountpoint)])
+    try:
+        run(["extlinux", "--install", str(mountpoint / "boot/extlinux")])
+    finally:
+        run(["umount", str(mountpoint)])
+        mountpoint.rmdir()
+    run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", "--part-attrs", str(disk), "1",
+         "LegacyBIOSBootable"])
+    run(["dd", f"if={GPT_MBR}", f"of={disk}", "bs=440", "count=1", "conv=notrunc,fsync", "status=none"])
+
+
 def guide_disk(workspace: images.Workspace, deb: Path) -> Path:
     """The cached raw disk of the guide-built image (built now if absent)."""
     missing = missing_tools()
@@ -196,6 +223,7 @@ def guide_disk(workspace: images.Workspace, deb: Path) -> Path:
             finally:
                 overlay.unmount()
             _efi_system_partition(building / "disk.raw", building)
+            _bios_boot(building / "disk.raw", building)
             for scratch in ("early.cfg", "BOOTX64.EFI", "esp.img"):
                 (building / scratch).unlink()
             (building / "complete").write_text(json.dumps({"deb": deb.name}) + "\n")

@@ -7,7 +7,8 @@
   DVD drive (custom data the disc did not deliver would fail provisioning) and the image would
   provision (exit 0); its disk afterwards holds the admin with the password and key, the host
   name, the unit disabled;
-- the VM tests' own image (direct kernel boot, BIOS: Generation 1) would provision too;
+- the same disk as qcow2 with ``--firmware bios`` (a Generation 1 VM: SeaBIOS, EXTLINUX, the
+  disc on the IDE DVD drive) would provision too;
 - one whose azprov unit is disabled and one with a broken sshd drop-in would not (exit 10),
   each with its reason."""
 
@@ -58,10 +59,12 @@ def verdicts(vm_workspace, vm_deb, bookworm):
                               ["cd /etc/ssh/sshd_config.d", f"write {sshd_conf} 50-broken.conf"])
     assert not vmimages.exists(disabled.disk, harness.ENABLE_LINK)
     assert vmimages.read_file(broken.disk, "/etc/ssh/sshd_config.d/50-broken.conf") == BROKEN_SSHD
-    guide_vhd = guide_image.convert(guide_image.guide_disk(vm_workspace, vm_deb), directory / "guide.vhd", "vpc")
+    guide_raw = guide_image.guide_disk(vm_workspace, vm_deb)
+    guide_vhd = guide_image.convert(guide_raw, directory / "guide.vhd", "vpc")
+    guide_qcow2 = guide_image.convert(guide_raw, directory / "guide.qcow2", "qcow2")
     boots = {
         "guide": (guide_vhd, ("--scenario", str(scenario))),
-        "good": (bookworm.disk, direct_kernel(bookworm)),
+        "guide-gen1": (guide_qcow2, ("--firmware", "bios")),
         "disabled": (disabled.disk, direct_kernel(disabled)),
         "broken-sshd": (broken.disk, direct_kernel(broken)),
     }
@@ -75,7 +78,7 @@ def verdicts(vm_workspace, vm_deb, bookworm):
                timeout=600)
     found["guide-disk"] = harness.disk_state(guide_image.root_partition(raw), GUIDE_SCENARIO["admin_username"])
     found["guide-data"] = json.loads((directory / "guide" / "vm" / "scenario.json").read_text())
-    for path in (disabled.disk, broken.disk, guide_vhd, raw):
+    for path in (disabled.disk, broken.disk, guide_vhd, guide_qcow2, raw):
         path.unlink()
     return found
 
@@ -92,7 +95,7 @@ def test_the_guide_built_gen2_image_would_provision_with_a_password_from_the_scs
     code, verdict = _verdict(verdicts, "guide")
     assert code == 0, verdict
     assert verdict["would_provision"] and verdict["ready"] and verdict["ssh_login"], verdict
-    assert verdict["format"] == "vpc" and verdict["firmware"] == "uefi"
+    assert verdict["format"] == "vpc" and verdict["firmware"] == "uefi" and verdict["unit_disabled"] is True
     assert verdict["hostname"] == verdict["expected_hostname"] == GUIDE_SCENARIO["computer_name"]
     assert 0 < verdict["seconds_to_ready"] <= verdict["seconds_to_login"]
     assert GUIDE_SCENARIO["computer_name"] in verdict["dhcp_hostnames"]
@@ -104,12 +107,12 @@ def test_the_guide_built_gen2_image_would_provision_with_a_password_from_the_scs
     assert harness.password_matches(GUIDE_SCENARIO["admin_password"], shadow_hash)
 
 
-def test_a_good_image_would_provision(verdicts):
-    code, verdict = _verdict(verdicts, "good")
+def test_the_guide_built_image_would_provision_as_gen1_with_bios_too(verdicts):
+    code, verdict = _verdict(verdicts, "guide-gen1")
     assert code == 0, verdict
     assert verdict["would_provision"] and verdict["ready"] and verdict["ssh_login"], verdict
-    assert verdict["hostname"] == verdict["expected_hostname"]
-    assert verdict["format"] == "raw" and verdict["firmware"] == "bios"
+    assert verdict["hostname"] == verdict["expected_hostname"] and verdict["unit_disabled"] is True
+    assert verdict["format"] == "qcow2" and verdict["firmware"] == "bios"
     assert 0 < verdict["seconds_to_ready"] <= verdict["seconds_to_login"]
     assert verdict["reason"] is None and verdict["exit_code"] == 0
     assert verdict["failure"] is None and verdict["dhcp_hostnames"]
