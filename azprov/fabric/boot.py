@@ -9,9 +9,9 @@ when given) on the IMDS document, the goal state and the provisioning disc.  The
    description carries azprov's failure reason); when the guest has booted (a login prompt on
    the serial console, or sshd answers) and the fabric has heard nothing for
    :data:`SILENT_GRACE` s, the provisioning agent did not run;
-2. after Ready, log in over SSH with the generated key and read the host name;
-3. wait for azprov to finish (``azprov.service`` has no main process any more) and ask systemd
-   whether it disabled its unit, so that later boots skip it.
+2. after Ready, log in over SSH with the generated key;
+3. wait for azprov to finish (``azprov.service`` has no main process any more), read the host
+   name and ask systemd whether azprov disabled its unit, so that later boots skip it.
 
 The verdict (:class:`Verdict`) says which of these held, the seconds from power-on to Ready and to
 the SSH login, the host name each DHCP request carried, and on a failure the serial console's
@@ -37,7 +37,7 @@ from typing import List, Optional
 
 from azprov.errors import ExitCode, ImageWouldNotProvision, NotRoot, VmUnavailable
 from azprov.fabric.qemu import missing_tools
-from azprov.fabric.vm import VirtualMachine, VmSetup, health_reports
+from azprov.fabric.vm import AZPROV_UNIT, VirtualMachine, VmSetup, health_reports
 from azprov.fabric.vmnet import VmSetupError, run
 
 DEFAULT_TIMEOUT = 600.0  # s from power-on to the first health report (TCG is slow)
@@ -45,7 +45,7 @@ SILENT_GRACE = 20.0  # s after the guest has booted with no request at the fabri
 LOGIN_TIMEOUT = 60.0  # s from Ready to a working login
 FINISH_TIMEOUT = 120.0  # s from the login to azprov's end (after Ready it only tidies up)
 SHUTDOWN_TIMEOUT = 120.0  # s for the ACPI power-off before the VM is killed
-UNIT = "azprov.service"
+UNIT = AZPROV_UNIT
 CONSOLE_LINES = 40
 
 
@@ -187,13 +187,13 @@ def watch(vm: VirtualMachine, verdict: Verdict, user: str, key: Path, timeout: f
         return
     verdict.ssh_login = True
     verdict.seconds_to_login = time.monotonic() - started
+    if not vm.wait_for_azprov(user, key, FINISH_TIMEOUT):
+        verdict.failure = f"azprov was still running {FINISH_TIMEOUT:.0f} s after the login (systemctl status {UNIT})"
+        return
     result = vm.ssh(user, key, "hostname")
     verdict.hostname = result.stdout.strip() if result.returncode == 0 else None
     if verdict.hostname != verdict.expected_hostname:
         verdict.failure = f"the host name is {verdict.hostname!r}, not the computer name {verdict.expected_hostname!r}"
-        return
-    if not vm.wait_until(lambda: _finished(vm, user, key), FINISH_TIMEOUT, poll=2):
-        verdict.failure = f"azprov was still running {FINISH_TIMEOUT:.0f} s after the login (systemctl status {UNIT})"
         return
     enabled = vm.ssh(user, key, f"systemctl is-enabled {UNIT}").stdout.strip()
     verdict.unit_disabled = enabled == "disabled"
@@ -211,13 +211,6 @@ def _qemu_said(qemu) -> str:
     except OSError:
         return ""
     return f" (QEMU exited {qemu.process.returncode}: {lines[-1][:300]})" if lines else ""
-
-
-def _finished(vm: VirtualMachine, user: str, key: Path) -> bool:
-    """azprov.service's main process has exited (a Type=notify unit is "active" from READY=1 on,
-    while azprov still works; RemainAfterExit keeps it so afterwards)."""
-    result = vm.ssh(user, key, f"systemctl show -P MainPID {UNIT}", timeout=30)
-    return result.returncode == 0 and result.stdout.strip() == "0"
 
 
 def boot_image(image: Path, *, scenario: Optional[dict] = None, firmware: Optional[str] = None,

@@ -28,6 +28,7 @@ from azprov.fabric.qemu import ImageInfo, Qemu, QemuSpec, inspect_image, make_ov
 from azprov.fabric.vmnet import (GUEST, IMDS, WIRESERVER, DhcpRequest, Opened, VmNetwork, VmSetupError, run,
                                  stop_process)
 
+AZPROV_UNIT = "azprov.service"
 SSH_OPTIONS = ("-F", "/dev/null", "-o", "IdentitiesOnly=yes",
                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR")
@@ -213,6 +214,21 @@ class VirtualMachine(Opened):
 
         self.wait_until(logged_in, timeout, poll=2)
         return last[-1] if last else None
+
+    def wait_for_azprov(self, user: str, key: Optional[Path], timeout: float,
+                        password: Optional[str] = None) -> bool:
+        """Wait until azprov.service's main process has exited (asked over SSH: a Type=notify
+        unit is "active" from READY=1 on while azprov still works, and the Ready report, the
+        state and the unit's self-disable come after the login works), then until a login works
+        again (azprov reloads sshd for a late host key with OpenSSH 9.8 and later, which closes
+        the listener for a moment).  False if azprov was still running after ``timeout`` s."""
+        def ended() -> bool:
+            result = self.ssh(user, key, f"systemctl show -P MainPID {AZPROV_UNIT}", timeout=30, password=password)
+            return result.returncode == 0 and result.stdout.strip() == "0"
+
+        done = self.wait_until(ended, timeout, poll=2)
+        self.wait_for_ssh(user, key, 60, password=password)
+        return done
 
     # --- the disk, after power-off -------------------------------------------------------------
 

@@ -244,6 +244,7 @@ def power_cut_trial(image: VmImage, data: dict, key: Path, directory: Path, poin
         trial.consoles.append(vm.console())
         vm.boot()
         trial.login = vm.wait_for_ssh(data["admin_username"], key, TIMEOUT)
+        vm.wait_for_azprov(data["admin_username"], key, TIMEOUT)
         trial.next_records = vm.records()[len(trial.cut_records):]
         trial.session = vm.ssh(data["admin_username"], key, "hostname; sudo -n true && echo sudo-ok")
         trial.consoles.append(vm.console())
@@ -284,6 +285,7 @@ def key_vm_run(image: VmImage, data: dict, key: Path, workdir: Path) -> dict:
         vm.boot()
         wait_ready(vm)
         outcome["login"] = vm.wait_for_ssh(user, key, 120)
+        vm.wait_for_azprov(user, key, TIMEOUT)
         outcome["session"] = vm.ssh(user, key, "id -un; hostname; sudo -n true && echo sudo-ok;"
                                     " systemctl is-enabled azprov.service || true")
         outcome["first_records"] = vm.records()
@@ -350,6 +352,7 @@ def password_vm_run(image: VmImage, data: dict, password: str, workdir: Path, ke
         vm.boot()
         wait_ready(vm)
         found = {"login": vm.wait_for_ssh(user, None, 120, password=password)}
+        vm.wait_for_azprov(user, None, TIMEOUT, password=password)
         found["probe"] = vm.ssh(user, None, PASSWORD_PROBE, password=password)
         found["key_login"] = vm.ssh(user, stranger, "true")
         found["records"] = vm.records()
