@@ -251,8 +251,8 @@ TABLE = (
                         "the provisioning disc and a DHCP server, against the emulated fabric at the "
                         "real addresses, with a generated SSH key; print whether Ready was reported, "
                         "the SSH login worked, the host name is right and azprov disabled its unit. "
-                        "Exit 0 only when the image "
-                        "would provision. Needs root and QEMU (docs/testing-vm.md).",
+                        "Exit 0 only when the image would provision. Needs root and QEMU "
+                        "(docs/testing-vm.md).",
                         (option("image", metavar="IMAGE"),
                          option("--scenario", metavar="FILE", help="scenario file (.json or .toml): user, password, "
                                 "custom data, names (the generated key is added to its keys)"),

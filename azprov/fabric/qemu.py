@@ -10,8 +10,8 @@
   tag), the disk on virtio, first in the firmware's boot order as Azure's OS disk is
   (``cache=writeback``: a SIGKILL loses what the guest had not written out, like a power cut),
   the provisioning disc on the DVD drive of the VM's generation (IDE for Gen1, SCSI for Gen2),
-  a virtio NIC on a tap, the serial console to a file,
-  extra devices (a SCSI data disk ...) as given.
+  a virtio NIC on a tap, the serial console to a file, extra devices (a SCSI data disk ...) as
+  given.
 - :class:`Qemu`: the running emulator (started inside the VM's network namespace); ``kill()`` is
   the power cut, ``powerdown()`` presses the ACPI power button through the monitor socket.
 """
@@ -199,7 +199,6 @@ class QemuSpec:
                 argv += ["-initrd", str(self.initrd)]
             argv += ["-append", self.append]
         return argv + list(self.extra_args)
-
 
     def disc_argv(self) -> List[str]:
         """The provisioning disc where the VM's generation has its DVD drive: a Generation 1 VM
