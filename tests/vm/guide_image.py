@@ -34,11 +34,9 @@ would upload or feed to ``azprov fabric boot``.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import List
 
@@ -120,10 +118,7 @@ def follow_the_guide(tree: Path, deb: Path) -> str:
 
 def _boot_config(tree: Path) -> None:
     """GRUB's and EXTLINUX's configuration for the image's one kernel, and the fstab."""
-    kernels = sorted(p.name for p in (tree / "boot").glob("vmlinuz-*"))
-    initrds = sorted(p.name for p in (tree / "boot").glob("initrd.img-*"))
-    if len(kernels) != 1 or len(initrds) != 1:
-        raise HarnessError(f"expected one kernel and one initrd in /boot: {kernels} {initrds}")
+    kernel, initrd = vmimages.boot_files(tree)
     grub = tree / "boot/grub"
     grub.mkdir(parents=True, exist_ok=True)
     (grub / "grub.cfg").write_text(
@@ -131,14 +126,14 @@ def _boot_config(tree: Path) -> None:
         "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n"
         "set timeout=0\nset default=0\n"
         f"menuentry 'Debian GNU/Linux (azprov image)' {{\n"
-        f"    linux /boot/{kernels[0]} {KERNEL_OPTIONS}\n"
-        f"    initrd /boot/{initrds[0]}\n}}\n")
+        f"    linux /boot/{kernel} {KERNEL_OPTIONS}\n"
+        f"    initrd /boot/{initrd}\n}}\n")
     extlinux = tree / "boot/extlinux"
     extlinux.mkdir(exist_ok=True)
     (extlinux / "extlinux.conf").write_text(
         "# azprov VM tests: the guide-built image's boot entry\n"
         "SERIAL 0 115200\nDEFAULT azprov\nTIMEOUT 0\nLABEL azprov\n"
-        f"  LINUX /boot/{kernels[0]}\n  INITRD /boot/{initrds[0]}\n  APPEND {KERNEL_OPTIONS}\n")
+        f"  LINUX /boot/{kernel}\n  INITRD /boot/{initrd}\n  APPEND {KERNEL_OPTIONS}\n")
     (tree / "etc/fstab").write_text(FSTAB)
     (tree / "etc/systemd/network/50-azprov-vm.network").write_text(vmimages.NETWORK)
     run(["systemctl", f"--root={tree}", "enable", "systemd-networkd.service", "systemd-resolved.service"])
@@ -197,34 +192,25 @@ def guide_disk(workspace: images.Workspace, deb: Path) -> Path:
     base = images.base_tree(PACKAGES)
     directory = CACHE / f"guide-{_key(images.cache_key(PACKAGES), deb)}"
     disk = directory / "disk.raw"
-    with open(CACHE / "vm.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (directory / "complete").exists():
-            return disk
-        if directory.exists():
-            shutil.rmtree(directory)
-        building = Path(tempfile.mkdtemp(prefix="guide-building-", dir=CACHE))
+
+    def build(building: Path) -> dict:
+        overlay = workspace.overlay([base], "guide-build")
         try:
-            overlay = workspace.overlay([base], "guide-build")
-            try:
-                log = follow_the_guide(overlay.root, deb)
-                (building / "guide.log").write_text(log)
-                _boot_config(overlay.root)
-                with open(building / "disk.raw", "wb") as raw:
-                    raw.truncate(DISK_BYTES)
-                _partition(building / "disk.raw")
-                _root_filesystem(building / "disk.raw", overlay.root)
-            finally:
-                overlay.unmount()
-            _efi_system_partition(building / "disk.raw", building)
-            _bios_boot(building / "disk.raw", building)
-            for scratch in ("early.cfg", "BOOTX64.EFI", "esp.img"):
-                (building / scratch).unlink()
-            (building / "complete").write_text(json.dumps({"deb": deb.name}) + "\n")
-            building.rename(directory)
+            (building / "guide.log").write_text(follow_the_guide(overlay.root, deb))
+            _boot_config(overlay.root)
+            with open(building / "disk.raw", "wb") as raw:
+                raw.truncate(DISK_BYTES)
+            _partition(building / "disk.raw")
+            _root_filesystem(building / "disk.raw", overlay.root)
         finally:
-            if building.exists():
-                shutil.rmtree(building)
+            overlay.unmount()
+        _efi_system_partition(building / "disk.raw", building)
+        _bios_boot(building / "disk.raw", building)
+        for scratch in ("early.cfg", "BOOTX64.EFI", "esp.img"):
+            (building / scratch).unlink()
+        return {"deb": deb.name}
+
+    vmimages.build_once(directory, build)
     return disk
 
 

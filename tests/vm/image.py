@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 from tests.boot import image as images
 from tests.boot.image import CACHE, CLEAN_ENV, HarnessError, run
@@ -83,41 +83,59 @@ def _customize(root: Path) -> None:
         lease.unlink()
 
 
+def boot_files(tree: Path) -> Tuple[str, str]:
+    """The names of the tree's one kernel and one initrd in /boot."""
+    kernels = sorted(p.name for p in (tree / "boot").glob("vmlinuz-*"))
+    initrds = sorted(p.name for p in (tree / "boot").glob("initrd.img-*"))
+    if len(kernels) != 1 or len(initrds) != 1:
+        raise HarnessError(f"expected one kernel and one initrd in /boot: {kernels} {initrds}")
+    return kernels[0], initrds[0]
+
+
+def build_once(directory: Path, build: Callable[[Path], dict]) -> None:
+    """Fill the cache entry ``directory`` unless it is complete: under the cache's lock,
+    ``build(building)`` fills a fresh directory, which gets a ``complete`` marker (what ``build``
+    returned, as JSON) and is renamed into place; a half-built entry is removed first."""
+    with open(CACHE / "vm.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (directory / "complete").exists():
+            return
+        if directory.exists():
+            shutil.rmtree(directory)
+        building = Path(tempfile.mkdtemp(prefix=f"{directory.name}-building-", dir=CACHE))
+        try:
+            described = build(building)
+            (building / "complete").write_text(json.dumps(described) + "\n")
+            os.rename(building, directory)
+        finally:
+            if building.exists():
+                shutil.rmtree(building)
+
+
 def vm_image(workspace: images.Workspace, deb: Path, suite: str = images.SUITE) -> VmImage:
     """The cached VM image for ``deb`` on Debian ``suite`` (built now if absent)."""
     base = images.base_tree(VM_PACKAGES, suite)
     key = _key(images.cache_key(VM_PACKAGES, suite), deb, suite)
     directory = CACHE / f"vm-{key}"
     found = VmImage(directory / "disk.raw", directory / "vmlinuz", directory / "initrd.img", suite)
-    with open(CACHE / "vm.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (directory / "complete").exists():
-            return found
-        if directory.exists():
-            shutil.rmtree(directory)
-        building = Path(tempfile.mkdtemp(prefix="vm-building-", dir=CACHE))
+
+    def build(building: Path) -> dict:
+        layers = images.make_image(workspace, base, deb, name=f"vm-{suite}", recorder=False)
+        overlay = workspace.overlay(layers, f"vm-{suite}-disk")
         try:
-            layers = images.make_image(workspace, base, deb, name=f"vm-{suite}", recorder=False)
-            overlay = workspace.overlay(layers, f"vm-{suite}-disk")
-            try:
-                _customize(overlay.root)
-                kernels = sorted((overlay.root / "boot").glob("vmlinuz-*"))
-                initrds = sorted((overlay.root / "boot").glob("initrd.img-*"))
-                if len(kernels) != 1 or len(initrds) != 1:
-                    raise HarnessError(f"expected one kernel and one initrd in /boot: {kernels} {initrds}")
-                shutil.copyfile(kernels[0], building / "vmlinuz")
-                shutil.copyfile(initrds[0], building / "initrd.img")
-                with open(building / "disk.raw", "wb") as disk:
-                    disk.truncate(DISK_BYTES)
-                run(["mkfs.ext4", "-q", "-F", "-L", LABEL, "-d", str(overlay.root), str(building / "disk.raw")],
-                    timeout=600)
-            finally:
-                overlay.unmount()
-            (building / "complete").write_text(json.dumps({"suite": suite, "deb": deb.name}) + "\n")
-            os.rename(building, directory)
+            _customize(overlay.root)
+            kernel, initrd = boot_files(overlay.root)
+            shutil.copyfile(overlay.root / "boot" / kernel, building / "vmlinuz")
+            shutil.copyfile(overlay.root / "boot" / initrd, building / "initrd.img")
+            with open(building / "disk.raw", "wb") as disk:
+                disk.truncate(DISK_BYTES)
+            run(["mkfs.ext4", "-q", "-F", "-L", LABEL, "-d", str(overlay.root), str(building / "disk.raw")],
+                timeout=600)
         finally:
-            if building.exists():
-                shutil.rmtree(building)
+            overlay.unmount()
+        return {"suite": suite, "deb": deb.name}
+
+    build_once(directory, build)
     return found
 
 
